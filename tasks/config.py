@@ -1,0 +1,127 @@
+"""The one validated configuration object of an audit.
+
+Every knob of an audit lives here, so a run is fully described by one JSON/YAML document and
+unknown keys (typos) are rejected instead of silently ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainRecipe(_Strict):
+    """How one shadow model is trained; part of the pool key (D9)."""
+
+    epochs: int = Field(60, ge=1)
+    batch_size: int = Field(128, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    warmup_fraction: float = Field(0.05, ge=0, le=1)
+    # Paper's schedule: lr * cos(f * 7pi/16) with linear warm-up (paper-method.md §2.2).
+    schedule: Literal["cosine_7pi16", "cosine", "constant"] = "cosine_7pi16"
+    ema_decay: float | None = Field(None, ge=0, lt=1)
+    grad_accum_steps: int = Field(1, ge=1)
+    augment: Literal["none", "flip", "weak", "medium"] = "none"
+    standardize_inputs: bool = True
+    # Opacus DP-SGD; None = non-private.
+    dp_epsilon: float | None = Field(None, gt=0)
+    dp_clip_norm: float = Field(1.0, gt=0)
+    dp_unit: Literal["record", "patient"] = "record"
+
+
+class ArchitectureSpec(_Strict):
+    name: str = "mlp"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class PoolConfig(_Strict):
+    """A pool: N models of one recipe on random patient halves (D6, D7)."""
+
+    n_models: int = Field(48, ge=4)
+    seed: int = 0
+    architecture: ArchitectureSpec = ArchitectureSpec()
+    recipe: TrainRecipe = TrainRecipe()
+    # Held-out targets for the aggregate attacks: the first n_targets models (complementary pairs),
+    # so growing the pool never changes which models are targets.
+    n_targets: int = Field(8, ge=0)
+    eval_views: int = Field(1, ge=1, le=16)
+    # Which model checkpoint scores: the final weights (never selected on the audited split).
+    score_split: Literal["train"] = "train"
+
+    @field_validator("n_models")
+    @classmethod
+    def _even(cls, v: int) -> int:
+        if v % 2:
+            raise ValueError(f"n_models must be even (masks come in complementary pairs), got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _targets_fit(self) -> PoolConfig:
+        if self.n_targets % 2:
+            raise ValueError(f"n_targets must be even (complementary pairs), got {self.n_targets}")
+        if self.n_models - self.n_targets < 4:
+            raise ValueError(
+                f"n_models={self.n_models} leaves fewer than 4 reference models after "
+                f"n_targets={self.n_targets} held-out targets"
+            )
+        return self
+
+
+class AttackConfig(_Strict):
+    fpr_points: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1)
+    min_models_per_side: int = Field(2, ge=2)
+
+
+class ReportConfig(_Strict):
+    risk_threshold: float = Field(0.9, gt=0.5, le=1.0)
+    top_fraction: float = Field(0.01, gt=0, lt=1)
+    min_cell: int = Field(10, ge=1)
+    bootstrap_samples: int = Field(1000, ge=100)
+
+
+class ExecutionConfig(_Strict):
+    dask_address: str | None = None
+    n_workers: int = Field(2, ge=1)
+    threads_per_worker: int = Field(1, ge=1)
+    # Torch threads inside each worker process; 1 avoids oversubscribing shared cores.
+    torch_threads: int = Field(1, ge=1)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+
+
+class AuditConfig(_Strict):
+    dataset: str
+    raw_dir: Path
+    results_dir: Path = Path("results")
+    pool: PoolConfig = PoolConfig()
+    attack: AttackConfig = AttackConfig()
+    report: ReportConfig = ReportConfig()
+    execution: ExecutionConfig = ExecutionConfig()
+    # Extra per-dataset adapter options (e.g. split seed); validated by the adapter.
+    dataset_options: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def from_file(cls, path: Path) -> AuditConfig:
+        text = Path(path).read_text()
+        data = yaml.safe_load(text) if path.suffix in {".yaml", ".yml"} else json.loads(text)
+        return cls.model_validate(data)
+
+    @property
+    def db_path(self) -> Path:
+        return self.results_dir / "medaudit.duckdb"
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """Content hash of a JSON-serialisable object (sorted keys), hex."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]

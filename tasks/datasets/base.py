@@ -1,0 +1,112 @@
+"""What a dataset adapter is (D1), and the registry of adapters.
+
+An adapter reads a dataset's *published* layout and yields the canonical pieces the rest of
+medaudit understands:
+
+* ``read_records``: the raw tables validated against the dataset's contract and the paper's cohort
+  filters applied, as a frame with one row per record and the columns
+  ``raw_patient_id, split ('train'|'test'), y_<label>..., <subgroup attributes>..., _source_file,
+  _source_row``. Everything dropped is in the quarantine with its reason.
+* ``decode_inputs``: the model inputs of a chunk of those records, float32 of shape
+  (n, *task.input_shape), plus a reason for every record whose input could not be read.
+
+Adding a dataset = one module with a subclass decorated by ``@register_dataset`` and one import line
+in ``tasks/datasets/__init__.py``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pandas as pd
+
+from tasks.contracts import DatasetContract, load_contract
+from tasks.quarantine import Quarantine
+
+TaskKind = Literal["binary", "multiclass", "multilabel"]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """The prediction task of a dataset: what the labels are and what a model sees."""
+
+    kind: TaskKind
+    label_names: tuple[str, ...]
+    input_shape: tuple[int, ...]
+    modality: Literal["tabular", "image", "signal"]
+    score_transform: str  # name in tasks.scores registry
+    default_architecture: str
+    flip_views_ok: bool = False  # horizontal flip preserves the label (D8)
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.label_names)
+
+
+@dataclass
+class InputChunk:
+    """Decoded inputs for records at ``positions`` (rows of the records frame).
+
+    ``x`` has shape (len(ok_positions), *input_shape); ``failures`` maps a position to its reason.
+    """
+
+    ok_positions: np.ndarray
+    x: np.ndarray
+    failures: dict[int, str]
+
+
+class DatasetAdapter(ABC):
+    name: ClassVar[str]
+    task: ClassVar[TaskSpec]
+    description: ClassVar[str] = ""
+    # Files (relative to raw_dir) whose presence identifies the layout; shown by `medaudit datasets`.
+    layout: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, options: dict[str, Any] | None = None):
+        self.options = dict(options or {})
+
+    @property
+    def contract(self) -> DatasetContract:
+        return load_contract(self.name)
+
+    @property
+    def subgroup_attributes(self) -> list[str]:
+        return list(self.contract.subgroups)
+
+    @abstractmethod
+    def read_records(self, raw_dir: Path, quarantine: Quarantine) -> pd.DataFrame:
+        """Validated, cohort-filtered records (see module docstring)."""
+
+    @abstractmethod
+    def decode_inputs(self, records: pd.DataFrame, raw_dir: Path) -> InputChunk:
+        """Model inputs for ``records`` (a chunk of the frame from read_records, index = positions)."""
+
+    def n_raw_rows(self, raw_dir: Path) -> int | None:
+        """Raw rows of the primary table, for the accepted + quarantined reconciliation."""
+        return None
+
+
+_DATASETS: dict[str, type[DatasetAdapter]] = {}
+
+
+def register_dataset(cls: type[DatasetAdapter]) -> type[DatasetAdapter]:
+    if cls.name in _DATASETS:
+        raise ValueError(f"dataset {cls.name!r} registered twice")
+    _DATASETS[cls.name] = cls
+    return cls
+
+
+def get_dataset(name: str, options: dict[str, Any] | None = None) -> DatasetAdapter:
+    try:
+        cls = _DATASETS[name]
+    except KeyError:
+        raise KeyError(f"unknown dataset {name!r}; registered: {', '.join(sorted(_DATASETS))}") from None
+    return cls(options)
+
+
+def list_datasets() -> list[type[DatasetAdapter]]:
+    return [_DATASETS[k] for k in sorted(_DATASETS)]
