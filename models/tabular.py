@@ -29,7 +29,7 @@ class MLP(nn.Module):
         self.head = nn.Linear(d, n_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
+        return float32_head(self.head, self.body(x))
 
 
 class _TabularBlock(nn.Module):
@@ -62,7 +62,13 @@ class TabularResNet(nn.Module):
         self.head = nn.Linear(width, n_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.norm(self.blocks(self.stem(x)))))
+        return float32_head(self.head, torch.relu(self.norm(self.blocks(self.stem(x)))))
+
+
+def float32_head(head: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """Run the output layer in float32 even under autocast (paper pitfall 4: float16 heads quantise logits)."""
+    with torch.autocast(h.device.type, enabled=False):
+        return head(h.float())
 
 
 def _n_features(input_shape: tuple[int, ...]) -> int:

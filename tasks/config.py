@@ -34,6 +34,9 @@ class TrainRecipe(_Strict):
     grad_accum_steps: int = Field(1, ge=1)
     augment: Literal["none", "flip", "weak", "medium"] = "none"
     standardize_inputs: bool = True
+    # bf16 autocast and channels_last help conv nets on CPU (ENVIRONMENT.md: about 2x for WRN).
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = False
     # Opacus DP-SGD; None = non-private.
     dp_epsilon: float | None = Field(None, gt=0)
     dp_clip_norm: float = Field(1.0, gt=0)

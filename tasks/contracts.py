@@ -49,6 +49,9 @@ class ColumnContract(BaseModel):
 class TableContract(BaseModel):
     model_config = ConfigDict(extra="forbid")
     description: str = ""
+    # Columns holding patient or record identifiers: a quarantine reason names the column but never
+    # quotes the value, so raw ids cannot leak into result tables (D4).
+    identifiers: list[str] = Field(default_factory=list)
     columns: dict[str, ColumnContract]
 
 
@@ -157,7 +160,10 @@ def _run_suite(df: pd.DataFrame, checks: list[_Check], suite_name: str) -> dict[
     import great_expectations as gx
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     source = ctx.data_sources.add_pandas(f"{suite_name}_source")
     batch_def = source.add_dataframe_asset(f"{suite_name}_asset").add_batch_definition_whole_dataframe("all_rows")
     suite = gx.ExpectationSuite(name=suite_name)
@@ -240,7 +246,7 @@ def validate_table(raw: pd.DataFrame, contract: DatasetContract, table_name: str
         row = raw.iloc[pos]
         for col, reason in bad[pos]:
             value = row[col]
-            found = "empty" if pd.isna(value) else repr(value)
+            found = "empty" if pd.isna(value) else ("an identifier (value withheld)" if col in table.identifiers else repr(value))
             quarantine.add(row["_source_file"], row["_source_row"], "contract", col, f"{col}: {reason}, found {found}")
     keep = np.ones(len(raw), dtype=bool)
     keep[list(bad)] = False

@@ -10,8 +10,9 @@ adapter ignores):
 * ``rare_presentation``: a few patients with a rare disease (HIV + lymphoma flags, fever,
   tachycardia, hypoxia) whose outcome the features cannot predict;
 * ``minority_pattern``: the small Asian group follows a different outcome rule than the majority;
-* ``atypical_stay``: about 1% of stays whose outcome contradicts a confident prediction (an atypical
-  course or a mislabeled record).
+* ``atypical_stay``: about 1% of stays with an unusual presentation whose outcome contradicts a
+  confident prediction (an atypical course or a mislabeled record); as many unusual presentations
+  follow the usual rule, so the presentation alone does not give the outcome away.
 A few minors and missing vitals are included so the cohort filter and imputation are exercised.
 """
 
@@ -109,15 +110,35 @@ def generate_ed_cohort(n_patients: int = 2000, seed: int = 0) -> tuple[pd.DataFr
     )
     # The small group follows another rule (e.g. a different care pathway): acuity acts the other way.
     logit = np.where(asian, -1.0 - 0.9 * (3 - acuity) + 0.6 * chief["abdominal_pain"] + 1.2 * (temp_f > 99.5), logit)
+    logit = 2.5 * logit  # a sharper rule: typical stays are predictable, so what stands out is memorised
     p = _sigmoid(logit)
     y = rng.random(n) < p
     y[rare_s] = rng.random(rare_s.sum()) < 0.5
-    # Atypical stays: confident predictions whose outcome went the other way.
-    confident = (np.abs(logit) > 2.0) & ~rare_s & ~asian
-    k = max(3, int(round(0.01 * n)))
-    cand = np.flatnonzero(confident)
-    atypical = rng.choice(cand, size=min(k, len(cand)), replace=False)
+    # Unusual presentations (rare flags, extreme utilisation and blood pressure) on about 2% of
+    # stays: half follow the usual rule, half have the opposite outcome (the atypical stays). The
+    # presentation itself does not predict the flip, so a model gets an atypical stay right only by
+    # memorising it.
+    eligible = np.flatnonzero((np.abs(logit) > 2.5) & ~rare_s & ~asian)
+    k = max(6, int(round(0.02 * n)))
+    unusual = rng.choice(eligible, size=min(k, len(eligible)), replace=False)
+    atypical = unusual[: len(unusual) // 2]
+    y[unusual] = logit[unusual] > 0
     y[atypical] = ~y[atypical]
+    for j in unusual:
+        for flag in rng.choice(["Paralysis", "Liver2", "Dementia", "Rheumatic", "PUD"], size=2, replace=False):
+            cci[flag][j] = 1
+        eci[rng.choice(["BloodLoss", "Psychoses", "WeightLoss", "Coagulopathy"])][j] = 1
+        util["n_icu_365d"][j] = util["n_icu_90d"][j] + rng.integers(5, 12)
+        sbp[j] = rng.choice([rng.uniform(65, 80), rng.uniform(200, 230)])
+        rr[j] = rng.uniform(26, 34)
+        util["n_hosp_365d"][j] = util["n_hosp_90d"][j] + rng.integers(4, 10)
+    # Rare disease: each patient's presentation is extreme in its own way.
+    r_idx = np.flatnonzero(rare_s)
+    dbp[r_idx] = rng.uniform(35, 120, size=len(r_idx))
+    pain[r_idx] = rng.integers(0, 11, size=len(r_idx))
+    for j in r_idx:
+        cci[rng.choice(list(_CCI_BASE))][j] = 1
+        util["n_ed_365d"][j] = util["n_ed_90d"][j] + rng.integers(3, 15)
 
     insurance = np.where(age >= 65, "Medicare", np.where(rng.random(n) < 0.35, "Medicaid", "Other"))
     insurance = np.where(rng.random(n) < 0.03, "", insurance)

@@ -1,0 +1,215 @@
+"""`medaudit` console script: demo, audit, ingest, datasets, architectures, sql."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from flows.runtime import configure_prefect
+
+# Demo pool: an MLP recipe that memorises atypical stays within the 10-minute budget on 2 cores.
+DEMO_POOL: dict[str, Any] = {
+    "architecture": {"name": "mlp", "params": {"width": 128, "depth": 2}},
+    "recipe": {"epochs": 40, "batch_size": 128, "learning_rate": 0.01, "weight_decay": 5e-4, "momentum": 0.9, "warmup_fraction": 0.05},
+}
+
+
+def _add_run_options(p: argparse.ArgumentParser, *, models_default: int | None) -> None:
+    p.add_argument("--models", type=int, default=models_default, help="shadow models in the pool (even; default %(default)s)")
+    p.add_argument("--targets", type=int, default=None, help="held-out target models for the aggregate attacks (even)")
+    p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
+    p.add_argument("--dask-address", default=None, help="use an existing Dask scheduler (e.g. tcp://127.0.0.1:8786) instead of a LocalCluster")
+    p.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes (default 2)")
+    p.add_argument("--config", type=Path, default=None, help="audit configuration file (YAML/JSON); options given here override it")
+    p.add_argument("--seed", type=int, default=None, help="pool seed (masks and model seeds)")
+    p.add_argument("--arch", default=None, help="architecture from `medaudit architectures`")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs per shadow model")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _build_config(args: argparse.Namespace, dataset: str, raw_dir: Path, base_pool: dict[str, Any] | None = None) -> Any:
+    from tasks.config import AuditConfig
+
+    data: dict[str, Any] = {}
+    if args.config:
+        data = json.loads(AuditConfig.from_file(args.config).model_dump_json())
+    data.update({"dataset": dataset, "raw_dir": str(raw_dir), "results_dir": str(args.results)})
+    pool = data.setdefault("pool", dict(base_pool or {}))
+    if args.models is not None:
+        pool["n_models"] = args.models
+    if args.targets is not None:
+        pool["n_targets"] = args.targets
+    if args.seed is not None:
+        pool["seed"] = args.seed
+    if args.arch is not None:
+        pool["architecture"] = {"name": args.arch, "params": {}}
+    if args.epochs is not None:
+        pool.setdefault("recipe", {})["epochs"] = args.epochs
+    execution = data.setdefault("execution", {})
+    if args.dask_address:
+        execution["dask_address"] = args.dask_address
+    if args.workers:
+        execution["n_workers"] = args.workers
+    return AuditConfig.model_validate(data)
+
+
+def _print_result(res: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(res, indent=2, default=str))
+        return
+    h = res["headline"]
+    print()
+    print(f"dataset version     {res['dataset_version']}  ({res['n_raw']} raw rows: {res['n_accepted']} accepted, {res['n_quarantined']} quarantined)")
+    print(f"pool                {res['pool_key']}  ({h['n_models']} models, {h['n_targets']} held-out targets; trained now: {h['trained']})")
+    print(f"aggregate LiRA AUC  {h['lira_auc_mean']:.3f} ± {h['lira_auc_std']:.3f}  (TPR@1e-3 FPR {h.get('lira_tpr_at_0.001', float('nan')):.4f}, TPR@1e-2 FPR {h.get('lira_tpr_at_0.01', float('nan')):.4f})")
+    print(f"patients at risk    {h['n_patients_above_threshold']} of {h['n_patients']} ({100 * h['share_patients_above_threshold']:.1f}%) with risk >= {h['risk_threshold']}")
+    print(f"highest record AUC  {h['max_record_auc']:.3f} (median {h['median_record_auc']:.3f}; {h['n_degenerate_records']} degenerate records flagged)")
+    print(f"results             {res['db_path']}")
+    print(f"report              {res['files']['report_html']}")
+    print("query               medaudit sql --results", Path(res["db_path"]).parent, "\"SELECT * FROM subgroup_risk WHERE level = 'patient'\"")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from flows.audit import run_audit
+    from tasks.synthetic import get_synthetic_writer
+
+    raw_dir = args.results / "demo_data" / args.dataset / f"n{args.patients}_seed{args.data_seed}"
+    if not raw_dir.exists():
+        print(f"writing a synthetic {args.dataset} cohort of {args.patients} patients to {raw_dir}")
+        get_synthetic_writer(args.dataset)(raw_dir, args.patients, args.data_seed)
+    base = DEMO_POOL if args.dataset == "mimic-iv-ed" else {}
+    cfg = _build_config(args, args.dataset, raw_dir, base)
+    _print_result(run_audit(cfg, show_progress=not args.no_progress), args.json)
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from flows.audit import run_audit
+
+    cfg = _build_config(args, args.dataset, args.raw_dir)
+    _print_result(run_audit(cfg, show_progress=not args.no_progress), args.json)
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from tasks.datasets import get_dataset
+    from tasks.pseudonym import load_or_create_secret
+    from tasks.snapshot import build_snapshot
+    from tasks.storage import AuditStore
+
+    snap = build_snapshot(get_dataset(args.dataset), args.raw_dir, args.results, load_or_create_secret(), linkage_file=args.linkage)
+    with AuditStore(args.results / "medaudit.duckdb") as store:
+        store.register_snapshot(snap)
+    print(f"{snap.dataset}: {snap.n_raw} raw rows -> {snap.n_accepted} accepted, {snap.n_quarantined} quarantined")
+    print(f"snapshot version {snap.version} at {snap.path}")
+    if snap.n_quarantined:
+        q = snap.quarantine()
+        print("quarantine reasons (top 10):")
+        for reason, n in q["reason"].value_counts().head(10).items():
+            print(f"  {n:6d}  {reason}")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from tasks.datasets import list_datasets
+    from tasks.synthetic import synthetic_datasets
+
+    synth = set(synthetic_datasets())
+    for cls in list_datasets():
+        t = cls.task
+        print(f"{cls.name:14s} {t.kind:10s} {len(t.label_names):2d} labels  input {'x'.join(map(str, t.input_shape)):10s} "
+              f"{'demo ' if cls.name in synth else '     '} {cls.description}")
+        print(f"{'':14s} layout: {', '.join(cls.layout)}")
+    return 0
+
+
+def cmd_architectures(args: argparse.Namespace) -> int:
+    from models import list_architectures
+
+    for a in list_architectures():
+        print(f"{a.name:14s} {','.join(sorted(a.modalities)):16s} {a.description}")
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from tasks.storage import read_only_query
+
+    df = read_only_query(args.results / "medaudit.duckdb", args.query)
+    if args.csv:
+        df.to_csv(args.csv, index=False)
+        print(f"{len(df)} rows written to {args.csv}")
+    elif args.parquet:
+        df.to_parquet(args.parquet, index=False)
+        print(f"{len(df)} rows written to {args.parquet}")
+    else:
+        with pd.option_context("display.max_rows", args.max_rows, "display.max_columns", 50, "display.width", 200):
+            print(df.to_string(index=False, max_rows=args.max_rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medaudit", description="Patient-level membership-inference privacy audits of medical AI.")
+    parser.add_argument("--verbose", action="store_true", help="show Prefect's logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="run a whole audit on a built-in synthetic cohort")
+    p.add_argument("--dataset", default="mimic-iv-ed", help="synthetic cohort layout (default %(default)s)")
+    p.add_argument("--patients", type=int, default=2000, help="patients in the synthetic cohort (default %(default)s)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic cohort")
+    _add_run_options(p, models_default=48)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("audit", help="audit a dataset end to end from its raw layout")
+    p.add_argument("dataset", help="registered dataset (see `medaudit datasets`)")
+    p.add_argument("raw_dir", type=Path, help="folder with the dataset as downloaded")
+    _add_run_options(p, models_default=None)
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("ingest", help="validate a raw dataset and write its versioned snapshot")
+    p.add_argument("dataset")
+    p.add_argument("raw_dir", type=Path)
+    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--linkage", type=Path, default=None, help="also write the owner-only raw id -> patient key file here")
+    p.set_defaults(func=cmd_ingest)
+
+    sub.add_parser("datasets", help="list the registered datasets").set_defaults(func=cmd_datasets)
+    sub.add_parser("architectures", help="list the registered architectures").set_defaults(func=cmd_architectures)
+
+    p = sub.add_parser("sql", help="run a read-only SQL query on the results database")
+    p.add_argument("query")
+    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--csv", type=Path, default=None, help="write the result to a CSV file")
+    p.add_argument("--parquet", type=Path, default=None, help="write the result to a Parquet file")
+    p.add_argument("--max-rows", type=int, default=60)
+    p.set_defaults(func=cmd_sql)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_prefect(quiet=not args.verbose)
+    from pydantic import ValidationError
+
+    from tasks.errors import MedauditError
+
+    try:
+        return args.func(args)
+    except MedauditError as exc:
+        print(f"medaudit: error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        print(f"medaudit: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    except KeyError as exc:
+        print(f"medaudit: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

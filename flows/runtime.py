@@ -1,0 +1,43 @@
+"""Process-level settings for Prefect and Dask, applied before Prefect is imported."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def configure_prefect(quiet: bool = True) -> None:
+    """Ephemeral Prefect by default, its database under ~/.medaudit (or $MEDAUDIT_HOME), no telemetry.
+
+    A user pointing at a server sets PREFECT_API_URL; we never override what is already set.
+    """
+    home = Path(os.environ.get("MEDAUDIT_HOME", Path.home() / ".medaudit"))
+    os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+    # Prefect does not create its home; without it the ephemeral server cannot open its database
+    # and the client only reports a start-up time-out.
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    if quiet:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+
+
+def dask_task_runner(address: str | None, n_workers: int, threads_per_worker: int):  # noqa: ANN201
+    """A DaskTaskRunner on an existing scheduler, or on a LocalCluster bound to 127.0.0.1."""
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": n_workers,
+            "threads_per_worker": threads_per_worker,
+            "processes": True,
+            "host": "127.0.0.1",
+            "dashboard_address": "127.0.0.1:0",
+        },
+    )

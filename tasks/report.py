@@ -1,0 +1,159 @@
+"""Plots, CSV exports and the self-contained HTML report of one audit (D16, D21).
+
+Exports suppress small cells (fewer than ``min_cell`` units) and never contain raw patient ids.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from tasks.analysis import AuditResult  # noqa: E402
+from tasks.risk.survival import survival_curve  # noqa: E402
+from tasks.risk.subgroup import suppress_small_cells  # noqa: E402
+
+
+def survival_plot(result: AuditResult, path: Path) -> Path:
+    """Empirical survival of patient (max) and record risk with 95% bands, log y (paper Fig. 1 style)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, values, colour in (
+        ("patients (max over records)", result.patient_stats["risk_max"].to_numpy(), "tab:red"),
+        ("records", result.record_stats["auc"].to_numpy(), "tab:blue"),
+    ):
+        sc = survival_curve(values)
+        if sc.empty:
+            continue
+        ax.step(sc["x"], sc["sf"], where="post", color=colour, label=f"{label} (n={np.isfinite(values).sum()})")
+        ax.fill_between(sc["x"], sc["lo"].clip(lower=1e-6), sc["hi"], step="post", color=colour, alpha=0.2)
+    ax.set_yscale("log")
+    ax.set_xlim(0.475, 1.0)
+    ax.set_xlabel("membership-inference AUC (risk)")
+    ax.set_ylabel("share with risk ≥ x")
+    ax.axvline(0.9, ls=":", color="grey")
+    ax.legend(fontsize=8)
+    ax.set_title("Who is exposed: survival of per-patient and per-record risk")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def roc_plot(result: AuditResult, path: Path) -> Path:
+    """Log-log ROC curves (mean ± std over target models) of the aggregate attacks."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    roc = result.attack_roc
+    summ = result.attack_summary
+    for (attack, level), g in roc.groupby(["attack", "level"], sort=True):
+        if level != "record" and attack != "lira_online":
+            continue
+        row = summ[(summ["attack"] == attack) & (summ["level"] == level)].iloc[0]
+        ax.plot(g["fpr"], g["tpr_mean"], label=f"{attack} [{level}] AUC {row['auc_mean']:.3f}±{row['auc_std']:.3f}")
+        ax.fill_between(g["fpr"], (g["tpr_mean"] - g["tpr_std"]).clip(lower=1e-6), (g["tpr_mean"] + g["tpr_std"]).clip(upper=1), alpha=0.15)
+    ax.plot([1e-5, 1], [1e-5, 1], ls="--", color="grey", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(1e-5, 1)
+    ax.set_ylim(1e-5, 1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("Aggregate attacks on held-out target models")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def subgroup_plot(result: AuditResult, path: Path, min_cell: int, threshold: float) -> Path:
+    """Share of patients with risk ≥ threshold per group (Wilson 95% CI); small cells are left out."""
+    sub = result.subgroups
+    sub = sub[(sub["level"] == "patient") & ~sub["attribute"].str.contains("×") & (sub["units"] >= min_cell)]
+    attrs = list(dict.fromkeys(sub["attribute"]))
+    fig, axes = plt.subplots(1, max(len(attrs), 1), figsize=(2.6 * max(len(attrs), 1), 3.6), squeeze=False, sharey=True)
+    for ax, attr in zip(axes[0], attrs, strict=False):
+        g = sub[sub["attribute"] == attr]
+        y = g["share_above"].to_numpy()
+        err = np.vstack([y - g["share_lo"].to_numpy(), g["share_hi"].to_numpy() - y])
+        ax.bar(g["group"].astype(str), y, yerr=err, capsize=3, color="tab:purple", alpha=0.8)
+        ax.set_title(attr, fontsize=9)
+        ax.tick_params(axis="x", rotation=45, labelsize=7)
+    axes[0][0].set_ylabel(f"share of patients with risk ≥ {threshold}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def export_subgroups(result: AuditResult, min_cell: int) -> pd.DataFrame:
+    return suppress_small_cells(result.subgroups, min_cell)
+
+
+def _png_b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def _table_html(df: pd.DataFrame, max_rows: int = 60) -> str:
+    return df.head(max_rows).to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="—", border=0, classes="t")
+
+
+def write_report(result: AuditResult, out_dir: Path, *, dataset: str, pool_key: str, audit_id: str, min_cell: int,
+                 threshold: float) -> dict[str, Path]:
+    """Write PNG plots, CSV tables and report.html to ``out_dir`` (owner-only); return their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(out_dir, 0o700)
+    files = {
+        "survival_png": survival_plot(result, out_dir / "risk_survival.png"),
+        "roc_png": roc_plot(result, out_dir / "attack_roc.png"),
+        "subgroups_png": subgroup_plot(result, out_dir / "subgroup_risk.png", min_cell, threshold),
+    }
+    subgroups = export_subgroups(result, min_cell)
+    tables = {
+        "subgroup_csv": (subgroups, "subgroup_risk.csv"),
+        "attack_csv": (result.attack_summary, "attack_summary.csv"),
+        "patient_csv": (result.patient_stats.sort_values("risk_max", ascending=False), "patient_risk.csv"),
+        "record_csv": (result.record_stats.sort_values("auc", ascending=False), "record_risk.csv"),
+    }
+    for key, (frame, name) in tables.items():
+        frame.to_csv(out_dir / name, index=False)
+        files[key] = out_dir / name
+    h = result.headline
+    top_patients = result.patient_stats.sort_values("risk_max", ascending=False).head(20)
+    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>medaudit — {html.escape(dataset)}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}} .t{{border-collapse:collapse;font-size:12px}}
+.t td,.t th{{padding:2px 6px;border-bottom:1px solid #ddd}} .k{{display:inline-block;margin:0 1.5em 1em 0}}
+.k b{{font-size:1.6em;display:block}} .warn{{background:#fff3cd;padding:.5em}}</style></head><body>
+<h1>Patient-level privacy audit: {html.escape(dataset)}</h1>
+<p>audit {html.escape(audit_id)} · pool {html.escape(pool_key)} · {h['n_models']} shadow models ({h['n_targets']} held-out targets) ·
+{h['n_patients']} patients · {h['n_records']} records</p>
+<p class="warn">Sensitive: patient keys are pseudonymous but linkable by the data steward. Groups with fewer than {min_cell}
+patients are suppressed.</p>
+<div class="k">aggregate LiRA AUC<b>{h['lira_auc_mean']:.3f}</b></div>
+<div class="k">patients with risk ≥ {threshold}<b>{h['n_patients_above_threshold']} ({100 * h['share_patients_above_threshold']:.1f}%)</b></div>
+<div class="k">highest record AUC<b>{h['max_record_auc']:.3f}</b></div>
+<div class="k">degenerate records (flagged)<b>{h['n_degenerate_records']}</b></div>
+<h2>Risk survival</h2><img src="data:image/png;base64,{_png_b64(files['survival_png'])}">
+<h2>Subgroups</h2><img src="data:image/png;base64,{_png_b64(files['subgroups_png'])}">
+{_table_html(subgroups[subgroups['level'] == 'patient'].drop(columns=['level']))}
+<h2>Aggregate attacks</h2><img src="data:image/png;base64,{_png_b64(files['roc_png'])}">
+{_table_html(result.attack_summary)}
+<h2>Most exposed patients (pseudonymous keys)</h2>{_table_html(top_patients)}
+</body></html>"""
+    files["report_html"] = out_dir / "report.html"
+    files["report_html"].write_text(body)
+    return files
+
+
+def figure_b64(path: Path) -> str:
+    """PNG as a base64 data URI, for Prefect markdown artifacts."""
+    buf = io.BytesIO(path.read_bytes())
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()

@@ -1,0 +1,362 @@
+"""The one module that touches DuckDB (D10): schema, the single writer, block readers and SQL views.
+
+Only the flow process writes (workers hand back Parquet shards); every write is one transaction,
+so a killed writer leaves either the whole model or nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.errors import MedauditError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS datasets (
+    dataset VARCHAR, version VARCHAR PRIMARY KEY, snapshot_dir VARCHAR, n_raw BIGINT,
+    n_accepted BIGINT, n_quarantined BIGINT, n_patients BIGINT, manifest JSON, ingested_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS records (
+    dataset_version VARCHAR, record_idx BIGINT, patient_key VARCHAR, split VARCHAR,
+    labels DOUBLE[], source_file VARCHAR, source_row BIGINT, PRIMARY KEY (dataset_version, record_idx));
+CREATE TABLE IF NOT EXISTS record_attributes (
+    dataset_version VARCHAR, record_idx BIGINT, attribute VARCHAR, value VARCHAR);
+CREATE TABLE IF NOT EXISTS quarantine (
+    dataset_version VARCHAR, source_file VARCHAR, source_row BIGINT, stage VARCHAR, "column" VARCHAR, reason VARCHAR);
+CREATE TABLE IF NOT EXISTS pools (
+    pool_key VARCHAR PRIMARY KEY, dataset VARCHAR, dataset_version VARCHAR, architecture VARCHAR,
+    arch_params JSON, recipe JSON, mask_seed BIGINT, eval_views INTEGER, n_targets INTEGER,
+    score_transform VARCHAR, code_version VARCHAR, n_patients BIGINT, created_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS pool_patients (pool_key VARCHAR, patient_pos BIGINT, patient_key VARCHAR);
+CREATE TABLE IF NOT EXISTS masks (pool_key VARCHAR, model_idx INTEGER, patient_pos BIGINT, is_in BOOLEAN);
+CREATE TABLE IF NOT EXISTS pool_models (
+    pool_key VARCHAR, model_idx INTEGER, seed UBIGINT, status VARCHAR, n_train_records BIGINT,
+    train_seconds DOUBLE, train_loss DOUBLE, test_auroc DOUBLE, epochs INTEGER, checkpoint VARCHAR,
+    device VARCHAR, worker VARCHAR, code_version VARCHAR, git_commit VARCHAR, finished_at TIMESTAMP,
+    PRIMARY KEY (pool_key, model_idx));
+CREATE TABLE IF NOT EXISTS logits (
+    pool_key VARCHAR, model_idx INTEGER, record_idx BIGINT, logits FLOAT[]);
+CREATE TABLE IF NOT EXISTS scores (
+    pool_key VARCHAR, model_idx INTEGER, record_idx BIGINT, view TINYINT, score DOUBLE, prob DOUBLE);
+CREATE TABLE IF NOT EXISTS score_flags (pool_key VARCHAR, model_idx INTEGER, record_idx BIGINT, flag VARCHAR);
+CREATE TABLE IF NOT EXISTS audits (
+    audit_id VARCHAR PRIMARY KEY, pool_key VARCHAR, dataset VARCHAR, dataset_version VARCHAR,
+    n_models INTEGER, n_targets INTEGER, config JSON, headline JSON, started_at TIMESTAMP, finished_at TIMESTAMP,
+    flow_run_id VARCHAR);
+CREATE TABLE IF NOT EXISTS record_stats (
+    audit_id VARCHAR, pool_key VARCHAR, record_idx BIGINT, n_in INTEGER, n_out INTEGER, mu_in DOUBLE,
+    mu_out DOUBLE, sd_in DOUBLE, sd_out DOUBLE, auc_raw DOUBLE, auc DOUBLE, auc_se DOUBLE,
+    auc_empirical DOUBLE, flag VARCHAR);
+CREATE TABLE IF NOT EXISTS patient_stats (
+    audit_id VARCHAR, pool_key VARCHAR, patient_key VARCHAR, n_records INTEGER, n_scored INTEGER,
+    risk_max DOUBLE, risk_mean DOUBLE, attributes MAP(VARCHAR, VARCHAR));
+CREATE TABLE IF NOT EXISTS subgroup_stats (
+    audit_id VARCHAR, pool_key VARCHAR, level VARCHAR, attribute VARCHAR, "group" VARCHAR, units BIGINT,
+    records BIGINT, median_risk DOUBLE, median_lo DOUBLE, median_hi DOUBLE, n_above BIGINT,
+    share_above DOUBLE, share_lo DOUBLE, share_hi DOUBLE, top_observed BIGINT, top_expected DOUBLE,
+    pearson_residual DOUBLE, p_value DOUBLE, p_holm DOUBLE, chi2_p DOUBLE, suppressed BOOLEAN);
+CREATE TABLE IF NOT EXISTS attack_results (
+    audit_id VARCHAR, pool_key VARCHAR, attack VARCHAR, attack_version VARCHAR, level VARCHAR,
+    params JSON, target_model INTEGER, auc DOUBLE, tpr_at_fpr MAP(DOUBLE, DOUBLE));
+CREATE TABLE IF NOT EXISTS attack_roc (
+    audit_id VARCHAR, pool_key VARCHAR, attack VARCHAR, level VARCHAR, fpr DOUBLE, tpr_mean DOUBLE, tpr_std DOUBLE);
+"""
+
+VIEWS = """
+CREATE OR REPLACE VIEW latest_audits AS
+    SELECT * FROM audits QUALIFY row_number() OVER (PARTITION BY pool_key ORDER BY finished_at DESC) = 1;
+CREATE OR REPLACE VIEW models AS
+    SELECT m.*, p.dataset, p.dataset_version, p.architecture FROM pool_models m JOIN pools p USING (pool_key);
+CREATE OR REPLACE VIEW record_risk AS
+    SELECT a.audit_id, p.dataset, s.pool_key, s.record_idx, r.patient_key, r.split, s.auc AS risk,
+           s.auc_raw, s.auc_se, s.auc_empirical, s.n_in, s.n_out, s.mu_in, s.mu_out, s.sd_in, s.sd_out,
+           s.flag, r.source_file, r.source_row
+    FROM record_stats s JOIN latest_audits a USING (audit_id) JOIN pools p ON p.pool_key = s.pool_key
+    JOIN records r ON r.dataset_version = p.dataset_version AND r.record_idx = s.record_idx;
+CREATE OR REPLACE VIEW patient_risk AS
+    SELECT a.audit_id, p.dataset, s.pool_key, s.patient_key, s.n_records, s.n_scored,
+           s.risk_max AS risk, s.risk_max, s.risk_mean, s.attributes
+    FROM patient_stats s JOIN latest_audits a USING (audit_id) JOIN pools p ON p.pool_key = s.pool_key;
+CREATE OR REPLACE VIEW subgroup_risk AS
+    SELECT a.audit_id, p.dataset, s.* EXCLUDE (audit_id)
+    FROM subgroup_stats s JOIN latest_audits a USING (audit_id) JOIN pools p ON p.pool_key = s.pool_key;
+CREATE OR REPLACE VIEW attack_summary AS
+    SELECT a.audit_id, p.dataset, r.pool_key, r.attack, r.attack_version, r.level, count(*) AS n_targets,
+           avg(r.auc) AS auc_mean, coalesce(stddev_pop(r.auc), 0) AS auc_std,
+           avg(r.tpr_at_fpr[0.0001]) AS tpr_at_1e4, avg(r.tpr_at_fpr[0.001]) AS tpr_at_1e3,
+           avg(r.tpr_at_fpr[0.01]) AS tpr_at_1e2, avg(r.tpr_at_fpr[0.1]) AS tpr_at_1e1
+    FROM attack_results r JOIN latest_audits a USING (audit_id) JOIN pools p ON p.pool_key = r.pool_key
+    GROUP BY ALL;
+CREATE OR REPLACE VIEW audit_history AS
+    SELECT audit_id, dataset, dataset_version, pool_key, n_models, finished_at,
+           CAST(headline->>'share_patients_above_threshold' AS DOUBLE) AS share_patients_above_threshold,
+           CAST(headline->>'n_patients_above_threshold' AS BIGINT) AS n_patients_above_threshold,
+           CAST(headline->>'lira_auc_mean' AS DOUBLE) AS lira_auc_mean,
+           CAST(headline->>'risk_threshold' AS DOUBLE) AS risk_threshold
+    FROM audits ORDER BY finished_at;
+"""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass
+class PoolRecord:
+    pool_key: str
+    dataset: str
+    dataset_version: str
+    architecture: str
+    arch_params: dict[str, Any]
+    recipe: dict[str, Any]
+    mask_seed: int
+    eval_views: int
+    n_targets: int
+    score_transform: str
+    code_version: str
+    n_patients: int
+
+
+class AuditStore:
+    """DuckDB file at ``path``. Open read-only for queries; the flow holds the only writer."""
+
+    def __init__(self, path: Path, read_only: bool = False):
+        self.path = Path(path)
+        self.read_only = read_only
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif not self.path.exists():
+            raise MedauditError(f"{self.path}: no audit database here (run an audit first)")
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as exc:
+            raise MedauditError(f"{self.path}: cannot open the audit database ({exc})") from exc
+        if not read_only:
+            self.con.execute(SCHEMA)
+            self.con.execute(VIEWS)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> AuditStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    # ---- datasets
+    def register_snapshot(self, snapshot: Any) -> None:
+        """Load a snapshot's records, attributes and quarantine once per version."""
+        if self.con.execute("SELECT 1 FROM datasets WHERE version = ?", [snapshot.version]).fetchone():
+            return
+        from tasks.snapshot import label_columns
+
+        rec = snapshot.records
+        labels = rec[label_columns(snapshot.task)].to_numpy(dtype=np.float64)
+        records = pa.table({
+            "dataset_version": pa.array([snapshot.version] * len(rec)),
+            "record_idx": pa.array(rec["record_idx"].to_numpy()),
+            "patient_key": pa.array(rec["patient_key"].to_numpy()),
+            "split": pa.array(rec["split"].to_numpy()),
+            "labels": pa.FixedSizeListArray.from_arrays(pa.array(labels.ravel()), labels.shape[1]).cast(pa.list_(pa.float64())),
+            "source_file": pa.array(rec["source_file"].astype(str).to_numpy()),
+            "source_row": pa.array(rec["source_row"].to_numpy(dtype=np.int64)),
+        })
+        attrs = rec.melt(id_vars=["record_idx"], value_vars=list(snapshot.attributes), var_name="attribute", value_name="value")
+        attrs.insert(0, "dataset_version", snapshot.version)
+        quarantine = snapshot.quarantine()
+        quarantine.insert(0, "dataset_version", snapshot.version)
+        manifest = json.loads((snapshot.path / "manifest.json").read_text())
+        with self.transaction() as con:
+            con.register("_records", records)
+            con.execute("INSERT INTO records SELECT * FROM _records")
+            con.register("_attrs", attrs)
+            con.execute("INSERT INTO record_attributes SELECT dataset_version, record_idx, attribute, value FROM _attrs")
+            con.register("_quarantine", quarantine)
+            con.execute('INSERT INTO quarantine SELECT dataset_version, source_file, source_row, stage, "column", reason FROM _quarantine')
+            con.execute(
+                "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [snapshot.dataset, snapshot.version, str(snapshot.path), snapshot.n_raw, snapshot.n_accepted,
+                 snapshot.n_quarantined, manifest["n_patients"], json.dumps(manifest), _now()],
+            )
+            for name in ("_records", "_attrs", "_quarantine"):
+                con.unregister(name)
+
+    # ---- pools and masks
+    def ensure_pool(self, pool: PoolRecord, patient_order: list[str]) -> None:
+        row = self.con.execute("SELECT n_patients FROM pools WHERE pool_key = ?", [pool.pool_key]).fetchone()
+        if row:
+            stored = [r[0] for r in self.con.execute("SELECT patient_key FROM pool_patients WHERE pool_key = ? ORDER BY patient_pos", [pool.pool_key]).fetchall()]
+            if stored != patient_order:
+                raise MedauditError(f"pool {pool.pool_key}: stored patient order differs from the snapshot's (corrupt database?)")
+            return
+        order = pd.DataFrame({"pool_key": pool.pool_key, "patient_pos": np.arange(len(patient_order)), "patient_key": patient_order})
+        with self.transaction() as con:
+            con.execute(
+                "INSERT INTO pools VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [pool.pool_key, pool.dataset, pool.dataset_version, pool.architecture, json.dumps(pool.arch_params),
+                 json.dumps(pool.recipe), pool.mask_seed, pool.eval_views, pool.n_targets, pool.score_transform,
+                 pool.code_version, pool.n_patients, _now()],
+            )
+            con.register("_order", order)
+            con.execute("INSERT INTO pool_patients SELECT pool_key, patient_pos, patient_key FROM _order")
+            con.unregister("_order")
+
+    def store_masks(self, pool_key: str, masks: np.ndarray) -> None:
+        """Store the (M, P) patient masks of models not yet stored (pools only ever grow)."""
+        have = self.con.execute("SELECT coalesce(max(model_idx) + 1, 0) FROM masks WHERE pool_key = ?", [pool_key]).fetchone()[0]
+        if have >= len(masks):
+            stored = self.load_masks(pool_key, len(masks))
+            if not np.array_equal(stored, masks):
+                raise MedauditError(f"pool {pool_key}: stored masks differ from the recomputed ones")
+            return
+        new = masks[have:]
+        m_idx, p_idx = np.meshgrid(np.arange(have, len(masks)), np.arange(masks.shape[1]), indexing="ij")
+        table = pa.table({"pool_key": pa.array([pool_key] * new.size), "model_idx": m_idx.ravel().astype(np.int32),
+                          "patient_pos": p_idx.ravel().astype(np.int64), "is_in": new.ravel()})
+        with self.transaction() as con:
+            con.register("_masks", table)
+            con.execute("INSERT INTO masks SELECT * FROM _masks")
+            con.unregister("_masks")
+
+    def load_masks(self, pool_key: str, n_models: int) -> np.ndarray:
+        t = self.con.sql(
+            "SELECT model_idx, patient_pos, is_in FROM masks WHERE pool_key = ? AND model_idx < ?", params=[pool_key, n_models]
+        ).to_arrow_table()
+        n_pat = self.con.execute("SELECT n_patients FROM pools WHERE pool_key = ?", [pool_key]).fetchone()[0]
+        out = np.zeros((n_models, n_pat), dtype=bool)
+        out[t["model_idx"].to_numpy(), t["patient_pos"].to_numpy()] = t["is_in"].to_numpy(zero_copy_only=False)
+        return out
+
+    # ---- models
+    def completed_models(self, pool_key: str) -> set[int]:
+        rows = self.con.execute("SELECT model_idx FROM pool_models WHERE pool_key = ? AND status = 'complete'", [pool_key]).fetchall()
+        return {r[0] for r in rows}
+
+    def load_model_shard(self, pool_key: str, model_idx: int, shard: Path, meta: dict[str, Any],
+                         scores: np.ndarray, probs: np.ndarray, flags: np.ndarray) -> bool:
+        """Store one trained model (logits from ``shard``, its scores and metadata) atomically.
+
+        scores/probs: (N, V) float64 for all records in record_idx order; flags (N,) str.
+        Returns False (and stores nothing) if the model is already stored.
+        """
+        if model_idx in self.completed_models(pool_key):
+            return False
+        logits = pq.read_table(shard)
+        n, v = scores.shape
+        rec = np.repeat(np.arange(n, dtype=np.int64), v)
+        view = np.tile(np.arange(v, dtype=np.int8), n)
+        score_tab = pa.table({
+            "pool_key": pa.array([pool_key] * (n * v)), "model_idx": pa.array(np.full(n * v, model_idx, np.int32)),
+            "record_idx": rec, "view": view,
+            # NaN (unusable score) is stored as NULL so no NaN reaches a table.
+            "score": pa.array(scores.ravel(), mask=~np.isfinite(scores.ravel())),
+            "prob": pa.array(probs.ravel(), mask=~np.isfinite(probs.ravel())),
+        })
+        bad = np.flatnonzero(flags != "")
+        flag_tab = pa.table({"pool_key": pa.array([pool_key] * len(bad)), "model_idx": pa.array(np.full(len(bad), model_idx, np.int32)),
+                             "record_idx": pa.array(bad.astype(np.int64)), "flag": pa.array(flags[bad].astype(str))})
+        with self.transaction() as con:
+            con.register("_logits", logits)
+            con.execute("INSERT INTO logits SELECT ?, ?, record_idx, logits FROM _logits", [pool_key, model_idx])
+            con.register("_scores", score_tab)
+            con.execute("INSERT INTO scores SELECT * FROM _scores")
+            con.register("_flags", flag_tab)
+            con.execute("INSERT INTO score_flags SELECT * FROM _flags")
+            con.execute(
+                "INSERT INTO pool_models VALUES (?, ?, ?, 'complete', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [pool_key, model_idx, meta["seed"], meta["n_train_records"], meta["train_seconds"], meta.get("train_loss"),
+                 meta.get("test_auroc"), meta["epochs"], meta["checkpoint"], meta["device"], meta["worker"],
+                 meta["code_version"], meta.get("git_commit"), _now()],
+            )
+            for name in ("_logits", "_scores", "_flags"):
+                con.unregister(name)
+        return True
+
+    def score_blocks(self, pool_key: str, model_idx: list[int], record_idx: np.ndarray, n_views: int,
+                     block_size: int = 100_000, column: str = "score") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (records (B,), values (M, B, V) float64 with NaN for missing) over ``record_idx`` blocks.
+
+        Streams: memory is one block of M x B x V values, never the whole pool (D11).
+        """
+        pos_of_model = {m: i for i, m in enumerate(model_idx)}
+        model_map = np.full(max(model_idx) + 1, -1, dtype=np.int64)
+        for m, i in pos_of_model.items():
+            model_map[m] = i
+        record_idx = np.asarray(record_idx, dtype=np.int64)
+        for start in range(0, len(record_idx), block_size):
+            recs = record_idx[start : start + block_size]
+            lo, hi = int(recs.min()), int(recs.max())
+            t = self.con.sql(
+                f"SELECT model_idx, record_idx, view, {column} FROM scores WHERE pool_key = ? "
+                "AND record_idx BETWEEN ? AND ? AND model_idx IN (SELECT unnest(?))",
+                params=[pool_key, lo, hi, list(model_idx)],
+            ).to_arrow_table()
+            out = np.full((len(model_idx), len(recs), n_views), np.nan)
+            local = np.full(hi - lo + 1, -1, dtype=np.int64)
+            local[recs - lo] = np.arange(len(recs))
+            r = local[t["record_idx"].to_numpy() - lo]
+            ok = r >= 0
+            vals = t[column].to_numpy(zero_copy_only=False).astype(np.float64)
+            out[model_map[t["model_idx"].to_numpy()[ok]], r[ok], t["view"].to_numpy()[ok].astype(np.int64)] = vals[ok]
+            yield recs, out
+
+    # ---- results
+    def insert_frame(self, table: str, frame: pd.DataFrame) -> None:
+        """Append ``frame`` to ``table`` by column name; NaN becomes NULL (no NaN in result tables)."""
+        maps = {c: frame[c] for c in frame.columns if frame[c].dtype == object and len(frame) and isinstance(frame[c].iloc[0], dict)}
+        arrow = pa.Table.from_pandas(frame.drop(columns=list(maps)), preserve_index=False)
+        for col, values in maps.items():  # dict cells -> DuckDB MAP (pyarrow would infer a struct)
+            first = next(iter(values.iloc[0]), "")
+            key_type = pa.float64() if isinstance(first, float) else pa.string()
+            value_type = pa.float64() if key_type == pa.float64() else pa.string()
+            arrow = arrow.append_column(col, pa.array([list(d.items()) for d in values], type=pa.map_(key_type, value_type)))
+        with self.transaction() as con:
+            con.register("_frame", arrow)
+            cols = ", ".join(f'"{c}"' for c in frame.columns)
+            con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _frame")
+            con.unregister("_frame")
+
+    def start_audit(self, audit_id: str, pool_key: str, dataset: str, version: str, n_models: int, n_targets: int,
+                    config: dict[str, Any], flow_run_id: str | None) -> None:
+        self.con.execute(
+            "INSERT INTO audits VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, ?)",
+            [audit_id, pool_key, dataset, version, n_models, n_targets, json.dumps(config, default=str), _now(), flow_run_id],
+        )
+
+    def finish_audit(self, audit_id: str, headline: dict[str, Any]) -> None:
+        self.con.execute("UPDATE audits SET headline = ?, finished_at = ? WHERE audit_id = ?", [json.dumps(headline), _now(), audit_id])
+
+    def query(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
+        return self.con.execute(sql, params or []).df()
+
+
+def read_only_query(db_path: Path, sql: str) -> pd.DataFrame:
+    """Run ``sql`` on a read-only connection: any write is refused by DuckDB itself."""
+    store = AuditStore(db_path, read_only=True)
+    try:
+        return store.con.execute(sql).df()
+    except duckdb.Error as exc:
+        raise MedauditError(f"query failed: {exc}") from exc
+    finally:
+        store.close()

@@ -1,0 +1,240 @@
+"""Training and scoring one shadow model (plain functions; the flow ships them to Dask workers).
+
+A model is trained on the records of its IN patients with its own seed (D7), then scores *every*
+record (train and test split) in V evaluation views with float32 outputs (D8). The logits go to an
+atomically written Parquet shard that the flow's single DuckDB writer loads (D10).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch import nn
+
+from tasks.config import TrainRecipe
+from tasks.datasets.base import TaskSpec
+from tasks.snapshot import Snapshot
+
+# Bump when a change alters what a trained model or its logits would be: it is part of the pool key.
+TRAINING_CODE_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class ShadowJob:
+    """Everything one worker needs to train and score model ``model_idx`` of a pool (picklable)."""
+
+    pool_key: str
+    model_idx: int
+    seed: int
+    snapshot_dir: str
+    architecture: str
+    arch_params: dict[str, Any]
+    recipe: dict[str, Any]
+    eval_views: int
+    member_records: np.ndarray = field(repr=False)  # record_idx of the training records it sees
+    shard_dir: str = ""
+    torch_threads: int = 1
+    device: str = "cpu"
+
+
+@lru_cache(maxsize=2)
+def _snapshot_arrays(snapshot_dir: str) -> tuple[Snapshot, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-process cache: (snapshot, inputs (N, *shape), labels (N, C), is_test (N,))."""
+    snap = Snapshot.open(Path(snapshot_dir))
+    return snap, snap.inputs(), snap.labels(), (snap.records["split"] == "test").to_numpy()
+
+
+def lr_factor(step: int, total: int, recipe: TrainRecipe) -> float:
+    """Learning-rate multiplier at ``step`` (paper §2.2: cos(f·7π/16) with linear warm-up)."""
+    f = min(max(step / max(total, 1), 0.0), 1.0)
+    warm = min(f / recipe.warmup_fraction, 1.0) if recipe.warmup_fraction > 0 else 1.0
+    if recipe.schedule == "cosine_7pi16":
+        return math.cos(f * 7 * math.pi / 16) * warm
+    if recipe.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * f)) * warm
+    return warm
+
+
+def _augment(x: torch.Tensor, policy: str, gen: torch.Generator) -> torch.Tensor:
+    """Batch augmentation for images (B, C, H, W): flip, + random shift (weak), + rotation (medium)."""
+    if policy == "none" or x.dim() != 4:
+        return x
+    flip = torch.rand(x.shape[0], generator=gen) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    if policy in ("weak", "medium"):
+        pad_h, pad_w = max(1, x.shape[2] // 8), max(1, x.shape[3] // 8)
+        padded = nn.functional.pad(x, (pad_w, pad_w, pad_h, pad_h), mode="reflect")
+        dy = int(torch.randint(0, 2 * pad_h + 1, (1,), generator=gen))
+        dx = int(torch.randint(0, 2 * pad_w + 1, (1,), generator=gen))
+        x = padded[:, :, dy : dy + x.shape[2], dx : dx + x.shape[3]]
+    if policy == "medium":
+        angle = float(torch.empty(1).uniform_(-10, 10, generator=gen))
+        theta = torch.tensor([[math.cos(math.radians(angle)), -math.sin(math.radians(angle)), 0.0],
+                              [math.sin(math.radians(angle)), math.cos(math.radians(angle)), 0.0]], dtype=x.dtype)
+        grid = nn.functional.affine_grid(theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
+        x = nn.functional.grid_sample(x, grid, padding_mode="reflection", align_corners=False)
+    return x
+
+
+def eval_views(x: torch.Tensor, n_views: int, task: TaskSpec, seed: int) -> list[torch.Tensor]:
+    """The V deterministic evaluation views of a batch (D8): identity, flip (if label-preserving),
+    then seeded weak augmentations. Non-image inputs have a single view."""
+    if x.dim() != 4 or n_views == 1:
+        return [x]
+    views = [x]
+    if task.flip_views_ok:
+        views.append(x.flip(-1))
+    gen = torch.Generator().manual_seed(seed)
+    while len(views) < n_views:
+        views.append(_augment(x, "weak", gen))
+    return views[:n_views]
+
+
+def _loss_fn(task: TaskSpec) -> nn.Module:
+    return nn.CrossEntropyLoss() if task.kind == "multiclass" else nn.BCEWithLogitsLoss()
+
+
+def _targets(y: torch.Tensor, task: TaskSpec) -> torch.Tensor:
+    return y.argmax(dim=1) if task.kind == "multiclass" else y
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def train_model(x: np.ndarray, y: np.ndarray, task: TaskSpec, architecture: str, arch_params: dict[str, Any],
+                recipe: TrainRecipe, seed: int, device: str = "cpu") -> tuple[nn.Module, dict[str, float]]:
+    """Train one model on (x (n, *shape) float32, y (n, C) float) and return it with training stats."""
+    from models import build_model
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = build_model(architecture, task.input_shape, task.n_outputs, task.modality, **arch_params).to(device)
+    if recipe.channels_last and x.ndim == 4:
+        model = model.to(memory_format=torch.channels_last)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=recipe.learning_rate, momentum=recipe.momentum)
+    ema = [p.detach().clone() for p in model.state_dict().values()] if recipe.ema_decay else None
+    loss_fn = _loss_fn(task)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.float32))
+    n = len(xt)
+    bs = min(recipe.batch_size, n)
+    steps_per_epoch = max(n // bs, 1)
+    total = steps_per_epoch * recipe.epochs // recipe.grad_accum_steps
+    step, last_loss = 0, float("nan")
+    model.train()
+    for _epoch in range(recipe.epochs):
+        perm = torch.randperm(n, generator=gen)
+        for b in range(steps_per_epoch):
+            idx = perm[b * bs : (b + 1) * bs]
+            xb = _augment(xt[idx], recipe.augment, gen).to(device)
+            if recipe.channels_last and xb.dim() == 4:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            yb = yt[idx].to(device)
+            with torch.autocast(device_type="cpu" if device == "cpu" else "cuda", dtype=torch.bfloat16, enabled=recipe.precision == "bf16"):
+                out = model(xb)
+            loss = loss_fn(out.float(), _targets(yb, task)) / recipe.grad_accum_steps
+            loss.backward()
+            if (b + 1) % recipe.grad_accum_steps:
+                continue
+            lr = recipe.learning_rate * lr_factor(step, total, recipe)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            if recipe.weight_decay:
+                with torch.no_grad():  # decoupled weight decay (paper §2.2)
+                    for p in params:
+                        p.mul_(1 - lr * recipe.weight_decay)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            last_loss = float(loss) * recipe.grad_accum_steps
+            if not math.isfinite(last_loss):
+                raise FloatingPointError(f"training diverged (loss {last_loss}) at step {step}; lower the learning rate")
+            if ema is not None:
+                with torch.no_grad():
+                    for e, v in zip(ema, model.state_dict().values(), strict=True):
+                        if v.dtype.is_floating_point:
+                            e.mul_(recipe.ema_decay).add_(v.detach(), alpha=1 - recipe.ema_decay)
+                        else:
+                            e.copy_(v)
+    if ema is not None:
+        model.load_state_dict(dict(zip(model.state_dict().keys(), ema, strict=True)))
+    return model, {"train_loss": last_loss, "steps": step}
+
+
+@torch.no_grad()
+def score_model(model: nn.Module, x: np.ndarray, task: TaskSpec, n_views: int, seed: int, device: str = "cpu", batch_size: int = 1024) -> np.ndarray:
+    """Logits of every row of ``x`` in each evaluation view: float32 (N, V, C)."""
+    model.eval()
+    out = []
+    for start in range(0, len(x), batch_size):
+        xb = torch.from_numpy(x[start : start + batch_size]).to(device)
+        views = eval_views(xb, n_views, task, seed + start)
+        out.append(torch.stack([model(v).float() for v in views], dim=1).cpu().numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def test_auroc(logits: np.ndarray, labels: np.ndarray) -> float | None:
+    """Macro AUROC over labels with both classes present, from view-0 logits (N, V, C) (sklearn-free)."""
+    from tasks.risk.roc import roc_auc
+
+    z = logits[:, 0, :]
+    aucs = [roc_auc(z[:, c], labels[:, c] > 0.5) for c in range(labels.shape[1]) if 0 < labels[:, c].sum() < len(labels)]
+    return float(np.mean(aucs)) if aucs else None
+
+
+def train_shadow_model(job: ShadowJob) -> dict[str, Any]:
+    """Train and score one shadow model; write its shard; return its metadata (incl. the shard path)."""
+    torch.set_num_threads(job.torch_threads)
+    device = job.device if job.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    snap, x_all, y_all, is_test = _snapshot_arrays(job.snapshot_dir)
+    recipe = TrainRecipe.model_validate(job.recipe)
+    members = np.asarray(job.member_records, dtype=np.int64)
+    x = x_all
+    if recipe.standardize_inputs and snap.task.modality == "tabular":
+        mu = x_all[members].mean(axis=0)
+        sd = x_all[members].std(axis=0)
+        x = ((x_all - mu) / np.where(sd > 0, sd, 1.0)).astype(np.float32)
+    t0 = time.perf_counter()
+    model, stats = train_model(x[members], y_all[members], snap.task, job.architecture, job.arch_params, recipe, job.seed, device)
+    seconds = time.perf_counter() - t0
+    n_views = job.eval_views if snap.task.modality == "image" else 1
+    logits = score_model(model, x, snap.task, n_views, job.seed, device)
+    auroc = test_auroc(logits[is_test], y_all[is_test]) if is_test.any() else None
+
+    shard_dir = Path(job.shard_dir)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    n, v, c = logits.shape
+    table = pa.table({
+        "record_idx": pa.array(np.arange(n, dtype=np.int64)),
+        "logits": pa.FixedSizeListArray.from_arrays(pa.array(logits.reshape(-1)), v * c).cast(pa.list_(pa.float32())),
+    })
+    final = shard_dir / f"model_{job.model_idx:05d}.parquet"
+    tmp = final.with_suffix(f".{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    meta = {
+        "model_idx": job.model_idx, "seed": job.seed, "n_train_records": int(len(members)), "train_seconds": seconds,
+        "train_loss": stats["train_loss"], "test_auroc": auroc, "epochs": recipe.epochs, "checkpoint": "final",
+        "device": device, "worker": f"{socket.gethostname()}:{os.getpid()}", "code_version": TRAINING_CODE_VERSION,
+        "git_commit": _git_commit(), "n_views": v, "n_outputs": c, "shard": str(final),
+    }
+    final.with_suffix(".json").write_text(json.dumps(meta))
+    os.replace(tmp, final)  # the shard appears only when complete; its JSON is written first
+    return meta
