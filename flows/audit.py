@@ -25,7 +25,7 @@ from tasks.datasets import get_dataset
 from tasks.datasets.base import InputChunk
 from tasks.masks import model_seed, pool_masks
 from tasks.pseudonym import load_or_create_secret
-from tasks.report import figure_b64, write_report
+from tasks.report import figure_b64, headline_rows, write_report
 from tasks.scores import get_transform
 from tasks.snapshot import Snapshot, build_snapshot
 from tasks.steps import decode_chunk_task, train_shadow_model_task
@@ -67,11 +67,17 @@ def ingest_snapshot(cfg: AuditConfig, *, show_progress: bool = True) -> Snapshot
 def pool_key_for(cfg: AuditConfig, snapshot: Snapshot) -> tuple[str, int]:
     """The pool key (D3, D7): dataset version, architecture, recipe, mask seed, views, code version."""
     n_views = cfg.pool.eval_views if snapshot.task.modality == "image" else 1
-    key = stable_hash({
-        "dataset_version": snapshot.version, "architecture": cfg.pool.architecture.model_dump(mode="json"),
-        "recipe": cfg.pool.recipe.model_dump(mode="json"), "mask_seed": cfg.pool.seed, "eval_views": n_views,
-        "score_transform": snapshot.task.score_transform, "training_code": TRAINING_CODE_VERSION,
-    })
+    key = stable_hash(
+        {
+            "dataset_version": snapshot.version,
+            "architecture": cfg.pool.architecture.model_dump(mode="json"),
+            "recipe": cfg.pool.recipe.model_dump(mode="json"),
+            "mask_seed": cfg.pool.seed,
+            "eval_views": n_views,
+            "score_transform": snapshot.task.score_transform,
+            "training_code": TRAINING_CODE_VERSION,
+        }
+    )
     return key, n_views
 
 
@@ -85,15 +91,29 @@ def _transform_shard(meta: dict[str, Any], labels: np.ndarray, transform: str) -
     return scores, probs, flags
 
 
-def train_pool(cfg: AuditConfig, snapshot: Snapshot, store: AuditStore, pool_key: str, n_views: int, *, show_progress: bool = True) -> dict[str, int]:
+def train_pool(
+    cfg: AuditConfig, snapshot: Snapshot, store: AuditStore, pool_key: str, n_views: int, *, show_progress: bool = True
+) -> dict[str, int]:
     """Train the models the pool lacks (D19) on the task runner; the flow process is the only writer."""
     logger = get_run_logger()
     records = snapshot.records
     train_idx, order, codes = training_patients(records)
     arch = cfg.pool.architecture
     store.ensure_pool(
-        PoolRecord(pool_key, snapshot.dataset, snapshot.version, arch.name, arch.params, cfg.pool.recipe.model_dump(mode="json"),
-                   cfg.pool.seed, n_views, cfg.pool.n_targets, snapshot.task.score_transform, TRAINING_CODE_VERSION, len(order)),
+        PoolRecord(
+            pool_key,
+            snapshot.dataset,
+            snapshot.version,
+            arch.name,
+            arch.params,
+            cfg.pool.recipe.model_dump(mode="json"),
+            cfg.pool.seed,
+            n_views,
+            cfg.pool.n_targets,
+            snapshot.task.score_transform,
+            TRAINING_CODE_VERSION,
+            len(order),
+        ),
         order,
     )
     masks = pool_masks(len(order), cfg.pool.seed, cfg.pool.n_models)
@@ -120,13 +140,26 @@ def train_pool(cfg: AuditConfig, snapshot: Snapshot, store: AuditStore, pool_key
     if not missing:
         return {"trained": 0, "recovered": recovered, "failed": 0}
 
-    progress_id = create_progress_artifact(progress=0.0, key="shadow-training-progress", description=f"shadow models trained for pool {pool_key}")
+    progress_id = create_progress_artifact(
+        progress=0.0, key="shadow-training-progress", description=f"shadow models trained for pool {pool_key}"
+    )
     futures = []
     for m in missing:
         members = train_idx[masks[m][codes]]
-        job = ShadowJob(pool_key, m, model_seed(cfg.pool.seed, m), str(snapshot.path), arch.name, dict(arch.params),
-                        cfg.pool.recipe.model_dump(mode="json"), n_views, members, str(shard_dir),
-                        cfg.execution.torch_threads, cfg.execution.device)
+        job = ShadowJob(
+            pool_key,
+            m,
+            model_seed(cfg.pool.seed, m),
+            str(snapshot.path),
+            arch.name,
+            dict(arch.params),
+            cfg.pool.recipe.model_dump(mode="json"),
+            n_views,
+            members,
+            str(shard_dir),
+            cfg.execution.torch_threads,
+            cfg.execution.device,
+        )
         futures.append(train_shadow_model_task.submit(job))
     failed: list[str] = []
     trained = 0
@@ -142,8 +175,10 @@ def train_pool(cfg: AuditConfig, snapshot: Snapshot, store: AuditStore, pool_key
             bar.update(1)
             update_progress_artifact(progress_id, progress=100.0 * (bar.n / len(missing)))
     if failed:
-        raise RuntimeError(f"{len(failed)} of {len(missing)} shadow models failed (first: {failed[0]}); "
-                           f"the {trained} finished ones are stored: rerun to train only the missing models")
+        raise RuntimeError(
+            f"{len(failed)} of {len(missing)} shadow models failed (first: {failed[0]}); "
+            f"the {trained} finished ones are stored: rerun to train only the missing models"
+        )
     return {"trained": trained, "recovered": recovered, "failed": 0}
 
 
@@ -154,9 +189,7 @@ def publish_artifacts(result: AuditResult, files: dict[str, Path], cfg: AuditCon
         key="audit-headline",
         markdown=(
             f"# Privacy audit: {cfg.dataset}\n\npool `{pool_key}` · {h['n_models']} models · {h['n_patients']} patients\n\n"
-            f"| measure | value |\n|---|---|\n| aggregate LiRA AUC (targets) | {h['lira_auc_mean']:.3f} ± {h['lira_auc_std']:.3f} |\n"
-            f"| patients with risk ≥ {h['risk_threshold']} | {h['n_patients_above_threshold']} ({100 * h['share_patients_above_threshold']:.1f}%) |\n"
-            f"| highest record AUC | {h['max_record_auc']:.3f} |\n| degenerate records | {h['n_degenerate_records']} |\n\n"
+            "| measure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in headline_rows(h)) + "\n"
             f"![risk survival]({figure_b64(files['survival_png'])})\n"
         ),
         description="Headline numbers and risk survival curve",
@@ -166,7 +199,11 @@ def publish_artifacts(result: AuditResult, files: dict[str, Path], cfg: AuditCon
 
     table = pd.read_csv(sub)
     table = table[table["level"] == "patient"].drop(columns=["level"]).round(4)
-    create_table_artifact(key="subgroup-risk", table=json.loads(table.to_json(orient="records")), description="Patient-level subgroup risk (small cells suppressed)")
+    create_table_artifact(
+        key="subgroup-risk",
+        table=json.loads(table.to_json(orient="records")),
+        description="Patient-level subgroup risk (small cells suppressed)",
+    )
 
 
 @flow(name="medaudit-audit", log_prints=True)
@@ -175,15 +212,32 @@ def audit_flow(config: dict[str, Any], show_progress: bool = True) -> dict[str, 
     cfg = AuditConfig.model_validate(config)
     logger = get_run_logger()
     snapshot = ingest_snapshot(cfg, show_progress=show_progress)
-    logger.info("snapshot %s/%s: %s raw, %d accepted, %d quarantined", snapshot.dataset, snapshot.version, snapshot.n_raw, snapshot.n_accepted, snapshot.n_quarantined)
+    logger.info(
+        "snapshot %s/%s: %s raw, %d accepted, %d quarantined",
+        snapshot.dataset,
+        snapshot.version,
+        snapshot.n_raw,
+        snapshot.n_accepted,
+        snapshot.n_quarantined,
+    )
     pool_key, n_views = pool_key_for(cfg, snapshot)
     with AuditStore(cfg.db_path) as store:
         store.register_snapshot(snapshot)
         training = train_pool(cfg, snapshot, store, pool_key, n_views, show_progress=show_progress)
         audit_id = uuid.uuid4().hex[:12]
         models = list(range(cfg.pool.n_models))
-        store.start_audit(audit_id, pool_key, cfg.dataset, snapshot.version, len(models), cfg.pool.n_targets, cfg.model_dump(mode="json"), str(flow_run.id or ""))
+        store.start_audit(
+            audit_id,
+            pool_key,
+            cfg.dataset,
+            snapshot.version,
+            len(models),
+            cfg.pool.n_targets,
+            cfg.model_dump(mode="json"),
+            str(flow_run.id or ""),
+        )
         with tqdm(total=0, desc="attacks", unit="rec", disable=not show_progress, leave=False) as bar:
+
             def progress(done: int, total: int) -> None:
                 bar.total, bar.n = total, done
                 bar.refresh()
@@ -193,8 +247,11 @@ def audit_flow(config: dict[str, Any], show_progress: bool = True) -> dict[str, 
         attr_names = list(snapshot.attributes)
         patients = result.patient_stats
         patient_rows = patients[["patient_key", "n_records", "n_scored", "risk_max", "risk_mean"]].assign(
-            audit_id=audit_id, pool_key=pool_key,
-            attributes=[dict(zip(attr_names, vals, strict=True)) for vals in patients[attr_names].itertuples(index=False)] if attr_names else [{}] * len(patients),
+            audit_id=audit_id,
+            pool_key=pool_key,
+            attributes=[dict(zip(attr_names, vals, strict=True)) for vals in patients[attr_names].itertuples(index=False)]
+            if attr_names
+            else [{}] * len(patients),
         )
         store.insert_frame("patient_stats", patient_rows)
         store.insert_frame("subgroup_stats", result.subgroups.assign(audit_id=audit_id, pool_key=pool_key))
@@ -202,14 +259,30 @@ def audit_flow(config: dict[str, Any], show_progress: bool = True) -> dict[str, 
             store.insert_frame("attack_results", result.attack_results.assign(audit_id=audit_id, pool_key=pool_key))
             store.insert_frame("attack_roc", result.attack_roc.assign(audit_id=audit_id, pool_key=pool_key))
         out_dir = cfg.results_dir / "reports" / cfg.dataset / audit_id
-        files = write_report(result, out_dir, dataset=cfg.dataset, pool_key=pool_key, audit_id=audit_id,
-                             min_cell=cfg.report.min_cell, threshold=cfg.report.risk_threshold)
+        files = write_report(
+            result,
+            out_dir,
+            dataset=cfg.dataset,
+            pool_key=pool_key,
+            audit_id=audit_id,
+            min_cell=cfg.report.min_cell,
+            threshold=cfg.report.risk_threshold,
+        )
         headline = {**result.headline, **training, "dataset_version": snapshot.version, "pool_key": pool_key}
         store.finish_audit(audit_id, headline)
     publish_artifacts(result, files, cfg, pool_key)
-    return {"audit_id": audit_id, "pool_key": pool_key, "dataset_version": snapshot.version, "headline": headline,
-            "n_raw": snapshot.n_raw, "n_accepted": snapshot.n_accepted, "n_quarantined": snapshot.n_quarantined,
-            "db_path": str(cfg.db_path), "report_dir": str(out_dir), "files": {k: str(v) for k, v in files.items()}}
+    return {
+        "audit_id": audit_id,
+        "pool_key": pool_key,
+        "dataset_version": snapshot.version,
+        "headline": headline,
+        "n_raw": snapshot.n_raw,
+        "n_accepted": snapshot.n_accepted,
+        "n_quarantined": snapshot.n_quarantined,
+        "db_path": str(cfg.db_path),
+        "report_dir": str(out_dir),
+        "files": {k: str(v) for k, v in files.items()},
+    }
 
 
 def run_audit(cfg: AuditConfig, show_progress: bool = True) -> dict[str, Any]:

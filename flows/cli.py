@@ -21,7 +21,9 @@ def _add_run_options(p: argparse.ArgumentParser, *, models_default: int | None) 
     p.add_argument("--models", type=int, default=models_default, help="shadow models in the pool (even; default %(default)s)")
     p.add_argument("--targets", type=int, default=None, help="held-out target models for the aggregate attacks (even)")
     p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
-    p.add_argument("--dask-address", default=None, help="use an existing Dask scheduler (e.g. tcp://127.0.0.1:8786) instead of a LocalCluster")
+    p.add_argument(
+        "--dask-address", default=None, help="use an existing Dask scheduler (e.g. tcp://127.0.0.1:8786) instead of a LocalCluster"
+    )
     p.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes (default 2)")
     p.add_argument("--config", type=Path, default=None, help="audit configuration file (YAML/JSON); options given here override it")
     p.add_argument("--seed", type=int, default=None, help="pool seed (masks and model seeds)")
@@ -61,16 +63,20 @@ def _print_result(res: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(res, indent=2, default=str))
         return
+    from tasks.report import headline_rows
+
     h = res["headline"]
     print()
-    print(f"dataset version     {res['dataset_version']}  ({res['n_raw']} raw rows: {res['n_accepted']} accepted, {res['n_quarantined']} quarantined)")
-    print(f"pool                {res['pool_key']}  ({h['n_models']} models, {h['n_targets']} held-out targets; trained now: {h['trained']})")
-    print(f"aggregate LiRA AUC  {h['lira_auc_mean']:.3f} ± {h['lira_auc_std']:.3f}  (TPR@1e-3 FPR {h.get('lira_tpr_at_0.001', float('nan')):.4f}, TPR@1e-2 FPR {h.get('lira_tpr_at_0.01', float('nan')):.4f})")
-    print(f"patients at risk    {h['n_patients_above_threshold']} of {h['n_patients']} ({100 * h['share_patients_above_threshold']:.1f}%) with risk >= {h['risk_threshold']}")
-    print(f"highest record AUC  {h['max_record_auc']:.3f} (median {h['median_record_auc']:.3f}; {h['n_degenerate_records']} degenerate records flagged)")
+    counts = f"{res['n_raw']} raw rows: {res['n_accepted']} accepted, {res['n_quarantined']} quarantined"
+    print(f"{'dataset version':20s}{res['dataset_version']} ({counts})")
+    print(f"{'pool':20s}{res['pool_key']} ({h['n_models']} models, {h['n_targets']} held-out targets; trained now: {h['trained']})")
+    for label, value in headline_rows(h):
+        print(f"{label:20s}{value}")
     print(f"results             {res['db_path']}")
     print(f"report              {res['files']['report_html']}")
-    print("query               medaudit sql --results", Path(res["db_path"]).parent, "\"SELECT * FROM subgroup_risk WHERE level = 'patient'\"")
+    print(
+        "query               medaudit sql --results", Path(res["db_path"]).parent, "\"SELECT * FROM subgroup_risk WHERE level = 'patient'\""
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -121,8 +127,10 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     synth = set(synthetic_datasets())
     for cls in list_datasets():
         t = cls.task
-        print(f"{cls.name:14s} {t.kind:10s} {len(t.label_names):2d} labels  input {'x'.join(map(str, t.input_shape)):10s} "
-              f"{'demo ' if cls.name in synth else '     '} {cls.description}")
+        print(
+            f"{cls.name:14s} {t.kind:10s} {len(t.label_names):2d} labels  input {'x'.join(map(str, t.input_shape)):10s} "
+            f"{'demo ' if cls.name in synth else '     '} {cls.description}"
+        )
         print(f"{'':14s} layout: {', '.join(cls.layout)}")
     return 0
 

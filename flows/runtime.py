@@ -25,7 +25,7 @@ def configure_prefect(quiet: bool = True) -> None:
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
 
-def dask_task_runner(address: str | None, n_workers: int, threads_per_worker: int):  # noqa: ANN201
+def dask_task_runner(address: str | None, n_workers: int, threads_per_worker: int):
     """A DaskTaskRunner on an existing scheduler, or on a LocalCluster bound to 127.0.0.1."""
     from prefect_dask import DaskTaskRunner
 

@@ -29,7 +29,9 @@ def register_architecture(name: str, modalities: set[str], description: str = ""
     def decorate(builder: Builder) -> Builder:
         if name in _ARCHITECTURES:
             raise ValueError(f"architecture {name!r} registered twice")
-        _ARCHITECTURES[name] = ArchitectureEntry(name, builder, frozenset(modalities), description or (builder.__doc__ or "").strip().split("\n")[0])
+        _ARCHITECTURES[name] = ArchitectureEntry(
+            name, builder, frozenset(modalities), description or (builder.__doc__ or "").strip().split("\n")[0]
+        )
         return builder
 
     return decorate
@@ -51,7 +53,5 @@ def build_model(name: str, input_shape: tuple[int, ...], n_outputs: int, modalit
     """Build a registered architecture; refuses one that does not fit the dataset's modality."""
     entry = get_architecture(name)
     if modality not in entry.modalities:
-        raise ValueError(
-            f"architecture {name!r} is for {sorted(entry.modalities)} inputs, not {modality!r}"
-        )
+        raise ValueError(f"architecture {name!r} is for {sorted(entry.modalities)} inputs, not {modality!r}")
     return entry.builder(input_shape=input_shape, n_outputs=n_outputs, **params)

@@ -55,9 +55,7 @@ class ResidualBlock1d(nn.Module):
         super().__init__()
         if not project and n_in != n_out:
             raise ValueError(f"a norm-only shortcut needs n_in == n_out, got {n_in} -> {n_out}")
-        self.convs = nn.ModuleList(
-            _conv1d(c_in, n_out, k) for c_in, k in zip((n_in, n_out, n_out), _KERNEL_SIZES, strict=True)
-        )
+        self.convs = nn.ModuleList(_conv1d(c_in, n_out, k) for c_in, k in zip((n_in, n_out, n_out), _KERNEL_SIZES, strict=True))
         self.norms = nn.ModuleList(_norm(n_out) for _ in _KERNEL_SIZES)
         self.relu_after_second = relu_after_second
         self.shortcut_conv = _conv1d(n_in, n_out, 1) if project else None
@@ -82,9 +80,7 @@ class ResNet1d(nn.Module):
     def __init__(self, in_channels: int, n_outputs: int, filters: int = 128):
         super().__init__()
         if filters < _GROUPS or filters % _GROUPS:
-            raise ValueError(
-                f"resnet1d filters must be a positive multiple of {_GROUPS} (GroupNorm), got {filters}"
-            )
+            raise ValueError(f"resnet1d filters must be a positive multiple of {_GROUPS} (GroupNorm), got {filters}")
         self.blocks = nn.Sequential(
             ResidualBlock1d(in_channels, filters, project=True),
             ResidualBlock1d(filters, 2 * filters, project=True, relu_after_second=True),

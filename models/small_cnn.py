@@ -67,9 +67,7 @@ class SmallCNN(nn.Module):
             return self.classifier(h.float()).mean(dim=(2, 3))
 
 
-@register_architecture(
-    "small_cnn", {"image"}, "Small 3-stage CNN of the paper, ~1 M params (width_multiplier)"
-)
+@register_architecture("small_cnn", {"image"}, "Small 3-stage CNN of the paper, ~1 M params (width_multiplier)")
 def build_small_cnn(input_shape: tuple[int, ...], n_outputs: int, width_multiplier: float = 1.0) -> nn.Module:
     """Build ``small_cnn`` for image input_shape (C, H, W) with H, W ≥ 8."""
     if len(input_shape) != 3:

@@ -81,5 +81,7 @@ def build_mlp(input_shape: tuple[int, ...], n_outputs: int, width: int = 256, de
 
 
 @register_architecture("tabresnet", {"tabular"}, "Tabular ResNet (paper: width 300, 6 blocks)")
-def build_tabresnet(input_shape: tuple[int, ...], n_outputs: int, width: int = 300, blocks: int = 6, groups: int = 10, dropout: float = 0.0) -> nn.Module:
+def build_tabresnet(
+    input_shape: tuple[int, ...], n_outputs: int, width: int = 300, blocks: int = 6, groups: int = 10, dropout: float = 0.0
+) -> nn.Module:
     return TabularResNet(_n_features(input_shape), n_outputs, width=width, blocks=blocks, groups=groups, dropout=dropout)

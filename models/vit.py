@@ -89,9 +89,7 @@ class ImageViT(nn.Module):
         self.grid = (image_hw[0] // PATCH_SIZE, image_hw[1] // PATCH_SIZE)
         hidden_dim = backbone.hidden_dim
         # torchvision sizes the position embedding for a square image; resize it for this grid.
-        backbone.encoder.pos_embedding = nn.Parameter(
-            torch.empty(1, 1 + self.grid[0] * self.grid[1], hidden_dim).normal_(std=0.02)
-        )
+        backbone.encoder.pos_embedding = nn.Parameter(torch.empty(1, 1 + self.grid[0] * self.grid[1], hidden_dim).normal_(std=0.02))
         # The class token feeds self.head instead; dropping torchvision's head keeps its state-dict
         # keys out of the backbone, so pretrained weights load strictly without them.
         backbone.heads = nn.Identity()
@@ -113,12 +111,8 @@ class ImageViT(nn.Module):
         """
         body_state = {k: v for k, v in state_dict.items() if not k.startswith("heads.")}
         if "encoder.pos_embedding" not in body_state:
-            raise KeyError(
-                "pretrained ViT state dict has no 'encoder.pos_embedding'; is it a torchvision ViT?"
-            )
-        body_state["encoder.pos_embedding"] = interpolate_position_embedding(
-            body_state["encoder.pos_embedding"], self.grid
-        )
+            raise KeyError("pretrained ViT state dict has no 'encoder.pos_embedding'; is it a torchvision ViT?")
+        body_state["encoder.pos_embedding"] = interpolate_position_embedding(body_state["encoder.pos_embedding"], self.grid)
         self.backbone.load_state_dict(body_state, strict=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,9 +149,7 @@ def _build_vit(
         raise ValueError(f"{name} needs H and W divisible by {PATCH_SIZE}, got {height}×{width}")
     unknown = set(overrides) - set(_VIT_CONFIGS[name])
     if unknown:
-        raise TypeError(
-            f"{name} got unknown params {sorted(unknown)}; size overrides are {sorted(_VIT_CONFIGS[name])}"
-        )
+        raise TypeError(f"{name} got unknown params {sorted(unknown)}; size overrides are {sorted(_VIT_CONFIGS[name])}")
     config = {**_VIT_CONFIGS[name], **overrides}
     torchvision = import_torchvision()
     # image_size only sizes torchvision's square position embedding, which ImageViT replaces.
@@ -176,16 +168,12 @@ def _build_vit(
     if weights_path is not None:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict):
-            raise ValueError(
-                f"{weights_path}: expected a torchvision ViT state dict, found {type(state).__name__}"
-            )
+            raise ValueError(f"{weights_path}: expected a torchvision ViT state dict, found {type(state).__name__}")
         model.load_pretrained(state)
     return model
 
 
-@register_architecture(
-    "vit_b_16", {"image"}, "ViT-B/16 (torchvision), weights_path = local ImageNet state dict"
-)
+@register_architecture("vit_b_16", {"image"}, "ViT-B/16 (torchvision), weights_path = local ImageNet state dict")
 def build_vit_b_16(
     input_shape: tuple[int, ...],
     n_outputs: int,
@@ -201,14 +189,10 @@ def build_vit_b_16(
     ``imagenet_normalize``: None = grayscale, or any input when pretrained weights are loaded.
     ``size_overrides`` (num_layers, num_heads, hidden_dim, mlp_dim) build smaller ViTs, for tests.
     """
-    return _build_vit(
-        "vit_b_16", input_shape, n_outputs, weights_path, dropout, imagenet_normalize, size_overrides
-    )
+    return _build_vit("vit_b_16", input_shape, n_outputs, weights_path, dropout, imagenet_normalize, size_overrides)
 
 
-@register_architecture(
-    "vit_l_16", {"image"}, "ViT-L/16 (torchvision), weights_path = local ImageNet state dict"
-)
+@register_architecture("vit_l_16", {"image"}, "ViT-L/16 (torchvision), weights_path = local ImageNet state dict")
 def build_vit_l_16(
     input_shape: tuple[int, ...],
     n_outputs: int,
@@ -218,6 +202,4 @@ def build_vit_l_16(
     **size_overrides: int,
 ) -> nn.Module:
     """ViT-L/16; parameters as for :func:`build_vit_b_16`."""
-    return _build_vit(
-        "vit_l_16", input_shape, n_outputs, weights_path, dropout, imagenet_normalize, size_overrides
-    )
+    return _build_vit("vit_l_16", input_shape, n_outputs, weights_path, dropout, imagenet_normalize, size_overrides)

@@ -154,9 +154,7 @@ def _image_channels(input_shape: tuple[int, ...], name: str) -> int:
     return int(input_shape[0])
 
 
-@register_architecture(
-    "wrn", {"image"}, "Wide ResNet WRN-depth-width (params depth=28, width=2, norm, dropout)"
-)
+@register_architecture("wrn", {"image"}, "Wide ResNet WRN-depth-width (params depth=28, width=2, norm, dropout)")
 def build_wrn(
     input_shape: tuple[int, ...],
     n_outputs: int,
@@ -198,9 +196,7 @@ def build_wrn_28_2(
     )
 
 
-@register_architecture(
-    "wrn_40_4", {"image"}, "WRN-40-4, the larger model of the paper's scaling plots (~9 M)"
-)
+@register_architecture("wrn_40_4", {"image"}, "WRN-40-4, the larger model of the paper's scaling plots (~9 M)")
 def build_wrn_40_4(
     input_shape: tuple[int, ...],
     n_outputs: int,

@@ -121,18 +121,62 @@ def analyze_pool(
             summ = summarize_attack(s, m, fprs, grid)
             for t, auc in enumerate(summ["auc_per_target"]):
                 tpr_t = summarize_attack(s[t : t + 1], m[t : t + 1], fprs)["tpr_mean"]
-                results.append({"attack": name, "attack_version": ATTACK_VERSIONS.get(name, "1"), "level": level,
-                                "params": "{}", "target_model": int(models_arr[tgt[t]]), "auc": float(auc), "tpr_at_fpr": {float(k): float(v) for k, v in tpr_t.items()}})
-            rocs.append(pd.DataFrame({"attack": name, "level": level, "fpr": summ["grid"], "tpr_mean": summ["tpr_curve_mean"], "tpr_std": summ["tpr_curve_std"]}))
-            summary.append({"attack": name, "level": level, "n_targets": T, "auc_mean": summ["auc_mean"], "auc_std": summ["auc_std"],
-                            **{f"tpr_at_{f:g}": summ["tpr_mean"][f] for f in fprs}, **{f"tpr_std_at_{f:g}": summ["tpr_std"][f] for f in fprs}})
+                results.append(
+                    {
+                        "attack": name,
+                        "attack_version": ATTACK_VERSIONS.get(name, "1"),
+                        "level": level,
+                        "params": "{}",
+                        "target_model": int(models_arr[tgt[t]]),
+                        "auc": float(auc),
+                        "tpr_at_fpr": {float(k): float(v) for k, v in tpr_t.items()},
+                    }
+                )
+            rocs.append(
+                pd.DataFrame(
+                    {
+                        "attack": name,
+                        "level": level,
+                        "fpr": summ["grid"],
+                        "tpr_mean": summ["tpr_curve_mean"],
+                        "tpr_std": summ["tpr_curve_std"],
+                    }
+                )
+            )
+            summary.append(
+                {
+                    "attack": name,
+                    "level": level,
+                    "n_targets": T,
+                    "auc_mean": summ["auc_mean"],
+                    "auc_std": summ["auc_std"],
+                    **{f"tpr_at_{f:g}": summ["tpr_mean"][f] for f in fprs},
+                    **{f"tpr_std_at_{f:g}": summ["tpr_std"][f] for f in fprs},
+                }
+            )
 
     # ---- subgroups
     rec_frame = stats[["record_idx", "auc"]].assign(**{a: train_rec[a].to_numpy() for a in attr_names})
-    sub_p = subgroup_table(patients, "risk_max", attr_names, risk_threshold=report.risk_threshold, top_fraction=report.top_fraction,
-                           n_boot=report.bootstrap_samples, records_col="n_records", pairs=True)
-    sub_r = subgroup_table(rec_frame, "auc", attr_names, risk_threshold=report.risk_threshold, top_fraction=report.top_fraction,
-                           n_boot=report.bootstrap_samples, records_col=None, pairs=False)
+    sub_p = subgroup_table(
+        patients,
+        "risk_max",
+        attr_names,
+        risk_threshold=report.risk_threshold,
+        top_fraction=report.top_fraction,
+        n_boot=report.bootstrap_samples,
+        records_col="n_records",
+        pairs=True,
+    )
+    sub_r = subgroup_table(
+        rec_frame,
+        "auc",
+        attr_names,
+        risk_threshold=report.risk_threshold,
+        top_fraction=report.top_fraction,
+        n_boot=report.bootstrap_samples,
+        records_col=None,
+        pairs=False,
+    )
     subgroups = pd.concat([sub_p.assign(level="patient"), sub_r.assign(level="record")], ignore_index=True)
     subgroups["suppressed"] = suppress_small_cells(subgroups, report.min_cell)["suppressed"].to_numpy()
 
@@ -140,7 +184,10 @@ def analyze_pool(
     scored = risk.notna()
     lira = next((s for s in summary if s["attack"] == "lira_online" and s["level"] == "record"), None)
     headline = {
-        "n_models": len(models), "n_targets": T, "n_records": n_train, "n_patients": n_pat,
+        "n_models": len(models),
+        "n_targets": T,
+        "n_records": n_train,
+        "n_patients": n_pat,
         "risk_threshold": report.risk_threshold,
         "n_patients_above_threshold": int((risk >= report.risk_threshold).sum()),
         "share_patients_above_threshold": float((risk >= report.risk_threshold).sum() / max(int(scored.sum()), 1)),
@@ -151,12 +198,29 @@ def analyze_pool(
         "lira_auc_std": lira["auc_std"] if lira else None,
         **({f"lira_tpr_at_{f:g}": lira[f"tpr_at_{f:g}"] for f in fprs} if lira else {}),
     }
-    return AuditResult(stats, patients, subgroups, pd.DataFrame(results), pd.concat(rocs, ignore_index=True) if rocs else pd.DataFrame(),
-                       pd.DataFrame(summary), headline)
+    return AuditResult(
+        stats,
+        patients,
+        subgroups,
+        pd.DataFrame(results),
+        pd.concat(rocs, ignore_index=True) if rocs else pd.DataFrame(),
+        pd.DataFrame(summary),
+        headline,
+    )
 
 
-def _rmia(store: AuditStore, records: pd.DataFrame, pool_key: str, models: list[int], tgt: np.ndarray, ref: np.ndarray,
-          masks: np.ndarray, train_idx: np.ndarray, codes: np.ndarray, n_views: int) -> dict[str, np.ndarray]:
+def _rmia(
+    store: AuditStore,
+    records: pd.DataFrame,
+    pool_key: str,
+    models: list[int],
+    tgt: np.ndarray,
+    ref: np.ndarray,
+    masks: np.ndarray,
+    train_idx: np.ndarray,
+    codes: np.ndarray,
+    n_views: int,
+) -> dict[str, np.ndarray]:
     """RMIA online/offline on the targets; population z = the test split (non-members of every model)."""
     test_idx = records.loc[records["split"] == "test", "record_idx"].to_numpy()
     if len(test_idx) == 0:

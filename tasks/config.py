@@ -75,8 +75,7 @@ class PoolConfig(_Strict):
             raise ValueError(f"n_targets must be even (complementary pairs), got {self.n_targets}")
         if self.n_models - self.n_targets < 4:
             raise ValueError(
-                f"n_models={self.n_models} leaves fewer than 4 reference models after "
-                f"n_targets={self.n_targets} held-out targets"
+                f"n_models={self.n_models} leaves fewer than 4 reference models after n_targets={self.n_targets} held-out targets"
             )
         return self
 

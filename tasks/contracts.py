@@ -130,7 +130,13 @@ def _format_checks(table: TableContract, present: set[str]) -> list[_Check]:
             checks.append(_Check(col, E.ExpectColumnValuesToNotBeNull(column=col), "missing value"))
         if spec.type in ("number", "integer"):
             regex = _INTEGER_RE if spec.type == "integer" else _NUMBER_RE
-            checks.append(_Check(col, E.ExpectColumnValuesToMatchRegex(column=col, regex=regex), f"expected {'an integer' if spec.type == 'integer' else 'a number'}"))
+            checks.append(
+                _Check(
+                    col,
+                    E.ExpectColumnValuesToMatchRegex(column=col, regex=regex),
+                    f"expected {'an integer' if spec.type == 'integer' else 'a number'}",
+                )
+            )
         if spec.type == "boolean":
             allowed = sorted({*(_TRUE | _FALSE), *(v.title() for v in _TRUE | _FALSE)})
             checks.append(_Check(col, E.ExpectColumnValuesToBeInSet(column=col, value_set=allowed), "expected a boolean (True/False/1/0)"))
@@ -148,7 +154,11 @@ def _range_checks(table: TableContract, present: set[str]) -> list[_Check]:
     for col, spec in table.columns.items():
         if col in present and (spec.min is not None or spec.max is not None):
             checks.append(
-                _Check(col, gx.expectations.ExpectColumnValuesToBeBetween(column=col, min_value=spec.min, max_value=spec.max), f"expected a value in [{spec.min}, {spec.max}]")
+                _Check(
+                    col,
+                    gx.expectations.ExpectColumnValuesToBeBetween(column=col, min_value=spec.min, max_value=spec.max),
+                    f"expected a value in [{spec.min}, {spec.max}]",
+                )
             )
     return checks
 
@@ -238,7 +248,9 @@ def validate_table(raw: pd.DataFrame, contract: DatasetContract, table_name: str
             typed[col] = _to_bool(raw[col])
         else:
             typed[col] = raw[col].astype("string")
-    range_frame = typed[[c for c in typed.columns if c in table.columns and table.columns[c].type in ("number", "integer")]].astype("float64")
+    range_frame = typed[[c for c in typed.columns if c in table.columns and table.columns[c].type in ("number", "integer")]].astype(
+        "float64"
+    )
     for pos, items in _run_suite(range_frame, _range_checks(table, present), f"{contract.dataset}_{table_name}_range").items():
         bad.setdefault(pos, []).extend(items)
 

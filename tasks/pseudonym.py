@@ -32,10 +32,7 @@ def load_or_create_secret(path: Path | None = None) -> bytes:
     if path.exists():
         mode = path.stat().st_mode & 0o777
         if mode & 0o077:
-            raise PermissionError(
-                f"{path}: the patient-key secret is readable by others (mode {mode:o}); "
-                f"run `chmod 600 {path}`"
-            )
+            raise PermissionError(f"{path}: the patient-key secret is readable by others (mode {mode:o}); run `chmod 600 {path}`")
         return bytes.fromhex(path.read_text().strip())
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -47,9 +44,7 @@ def load_or_create_secret(path: Path | None = None) -> bytes:
 def patient_keys(raw_ids: Iterable[object], dataset: str, secret: bytes) -> list[str]:
     """Map raw patient ids to pseudonymous keys; equal ids give equal keys within a dataset."""
     prefix = dataset.encode() + b"\x00"
-    return [
-        hmac.new(secret, prefix + str(raw).encode(), sha256).hexdigest()[:20] for raw in raw_ids
-    ]
+    return [hmac.new(secret, prefix + str(raw).encode(), sha256).hexdigest()[:20] for raw in raw_ids]
 
 
 def write_linkage(path: Path, raw_ids: pd.Series, keys: list[str]) -> None:

@@ -30,9 +30,10 @@ class Quarantine:
         if not self.entries:
             return pd.DataFrame({c: pd.Series(dtype="object" if c != "source_row" else "int64") for c in QUARANTINE_COLUMNS})
         df = pd.DataFrame(self.entries, columns=QUARANTINE_COLUMNS)
-        return (
-            df.groupby(["source_file", "source_row"], sort=True, as_index=False)
-            .agg(stage=("stage", "first"), column=("column", lambda s: ";".join(dict.fromkeys(s))), reason=("reason", lambda s: "; ".join(dict.fromkeys(s))))
+        return df.groupby(["source_file", "source_row"], sort=True, as_index=False).agg(
+            stage=("stage", "first"),
+            column=("column", lambda s: ";".join(dict.fromkeys(s))),
+            reason=("reason", lambda s: "; ".join(dict.fromkeys(s))),
         )
 
     def rows(self) -> set[tuple[str, int]]:

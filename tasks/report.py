@@ -14,13 +14,25 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from tasks.analysis import AuditResult  # noqa: E402
-from tasks.risk.survival import survival_curve  # noqa: E402
-from tasks.risk.subgroup import suppress_small_cells  # noqa: E402
+from tasks.analysis import AuditResult
+from tasks.risk.subgroup import suppress_small_cells
+from tasks.risk.survival import survival_curve
+
+
+def headline_rows(h: dict) -> list[tuple[str, str]]:
+    """The headline numbers as (label, value) rows, shared by the CLI, the artifact and the report."""
+    pct = 100 * h["share_patients_above_threshold"]
+    tpr3, tpr2 = h.get("lira_tpr_at_0.001", float("nan")), h.get("lira_tpr_at_0.01", float("nan"))
+    return [
+        ("aggregate LiRA AUC", f"{h['lira_auc_mean']:.3f} ± {h['lira_auc_std']:.3f} (TPR@1e-3 FPR {tpr3:.4f}, TPR@1e-2 FPR {tpr2:.4f})"),
+        ("patients at risk", f"{h['n_patients_above_threshold']} of {h['n_patients']} ({pct:.1f}%) with risk >= {h['risk_threshold']}"),
+        ("highest record AUC", f"{h['max_record_auc']:.3f} (median {h['median_record_auc']:.3f})"),
+        ("degenerate records", f"{h['n_degenerate_records']} flagged, never turned into numbers"),
+    ]
 
 
 def survival_plot(result: AuditResult, path: Path) -> Path:
@@ -106,8 +118,9 @@ def _table_html(df: pd.DataFrame, max_rows: int = 60) -> str:
     return df.head(max_rows).to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="—", border=0, classes="t")
 
 
-def write_report(result: AuditResult, out_dir: Path, *, dataset: str, pool_key: str, audit_id: str, min_cell: int,
-                 threshold: float) -> dict[str, Path]:
+def write_report(
+    result: AuditResult, out_dir: Path, *, dataset: str, pool_key: str, audit_id: str, min_cell: int, threshold: float
+) -> dict[str, Path]:
     """Write PNG plots, CSV tables and report.html to ``out_dir`` (owner-only); return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(out_dir, 0o700)
@@ -133,18 +146,15 @@ def write_report(result: AuditResult, out_dir: Path, *, dataset: str, pool_key: 
 .t td,.t th{{padding:2px 6px;border-bottom:1px solid #ddd}} .k{{display:inline-block;margin:0 1.5em 1em 0}}
 .k b{{font-size:1.6em;display:block}} .warn{{background:#fff3cd;padding:.5em}}</style></head><body>
 <h1>Patient-level privacy audit: {html.escape(dataset)}</h1>
-<p>audit {html.escape(audit_id)} · pool {html.escape(pool_key)} · {h['n_models']} shadow models ({h['n_targets']} held-out targets) ·
-{h['n_patients']} patients · {h['n_records']} records</p>
+<p>audit {html.escape(audit_id)} · pool {html.escape(pool_key)} · {h["n_models"]} shadow models ({h["n_targets"]} held-out targets) ·
+{h["n_patients"]} patients · {h["n_records"]} records</p>
 <p class="warn">Sensitive: patient keys are pseudonymous but linkable by the data steward. Groups with fewer than {min_cell}
 patients are suppressed.</p>
-<div class="k">aggregate LiRA AUC<b>{h['lira_auc_mean']:.3f}</b></div>
-<div class="k">patients with risk ≥ {threshold}<b>{h['n_patients_above_threshold']} ({100 * h['share_patients_above_threshold']:.1f}%)</b></div>
-<div class="k">highest record AUC<b>{h['max_record_auc']:.3f}</b></div>
-<div class="k">degenerate records (flagged)<b>{h['n_degenerate_records']}</b></div>
-<h2>Risk survival</h2><img src="data:image/png;base64,{_png_b64(files['survival_png'])}">
-<h2>Subgroups</h2><img src="data:image/png;base64,{_png_b64(files['subgroups_png'])}">
-{_table_html(subgroups[subgroups['level'] == 'patient'].drop(columns=['level']))}
-<h2>Aggregate attacks</h2><img src="data:image/png;base64,{_png_b64(files['roc_png'])}">
+{"".join(f'<div class="k">{html.escape(k)}<b>{html.escape(v)}</b></div>' for k, v in headline_rows(h))}
+<h2>Risk survival</h2><img src="data:image/png;base64,{_png_b64(files["survival_png"])}">
+<h2>Subgroups</h2><img src="data:image/png;base64,{_png_b64(files["subgroups_png"])}">
+{_table_html(subgroups[subgroups["level"] == "patient"].drop(columns=["level"]))}
+<h2>Aggregate attacks</h2><img src="data:image/png;base64,{_png_b64(files["roc_png"])}">
 {_table_html(result.attack_summary)}
 <h2>Most exposed patients (pseudonymous keys)</h2>{_table_html(top_patients)}
 </body></html>"""

@@ -137,9 +137,7 @@ def _joint_bernoulli_loglik(z: np.ndarray, y: np.ndarray) -> np.ndarray:
     return _log_sigmoid(signed).sum(axis=-1)
 
 
-def _softmax_mass_parts(
-    z: np.ndarray, y: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _softmax_mass_parts(z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(lse_pos, lse_neg, lse_all) each (N,V) and the per-record case code (N,) int:
     0 normal, 1 no positive label, 2 all labels positive."""
     pos = y[:, None, :]
@@ -199,9 +197,7 @@ def _softmax_mass_prob(logits: np.ndarray, labels: np.ndarray, cxr: bool) -> tup
     return probs, flags
 
 
-def _binary_prob(
-    z: np.ndarray, y: np.ndarray, invalid: np.ndarray, flags: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def _binary_prob(z: np.ndarray, y: np.ndarray, invalid: np.ndarray, flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     signed = np.where(y[:, None, :], z, -z)[..., 0]
     probs = np.exp(_log_sigmoid(signed))
     probs[invalid] = np.nan

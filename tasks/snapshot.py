@@ -106,7 +106,9 @@ def build_snapshot(
     raw_dir = Path(raw_dir)
     quarantine = Quarantine()
     records = adapter.read_records(raw_dir, quarantine).reset_index(drop=True)
-    missing = {"raw_patient_id", "split", "_source_file", "_source_row", *label_columns(adapter.task), *adapter.subgroup_attributes} - set(records.columns)
+    missing = {"raw_patient_id", "split", "_source_file", "_source_row", *label_columns(adapter.task), *adapter.subgroup_attributes} - set(
+        records.columns
+    )
     if missing:
         raise MedauditError(f"adapter {adapter.name!r} did not produce columns {sorted(missing)}")
 
@@ -131,7 +133,9 @@ def build_snapshot(
                     if not np.isfinite(x).all():
                         raise MedauditError(f"adapter {adapter.name!r} produced non-finite inputs")
                     idx = np.arange(n_done, n_done + len(x), dtype=np.int64)
-                    writer.write_table(pa.table({"record_idx": idx, "x": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), width)}, schema=schema))
+                    writer.write_table(
+                        pa.table({"record_idx": idx, "x": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), width)}, schema=schema)
+                    )
                     hasher.update(x.tobytes())
                     accepted.append(np.asarray(chunk.ok_positions))
                     n_done += len(x)
@@ -148,7 +152,15 @@ def build_snapshot(
         canon.insert(0, "patient_key", keys)
         canon.insert(0, "record_idx", np.arange(len(canon), dtype=np.int64))
         canon = canon.rename(columns={"_source_file": "source_file", "_source_row": "source_row"})
-        keep_cols = ["record_idx", "patient_key", "split", *label_columns(adapter.task), *adapter.subgroup_attributes, "source_file", "source_row"]
+        keep_cols = [
+            "record_idx",
+            "patient_key",
+            "split",
+            *label_columns(adapter.task),
+            *adapter.subgroup_attributes,
+            "source_file",
+            "source_row",
+        ]
         canon = canon[keep_cols]
         if canon.empty:
             raise MedauditError(f"{adapter.name}: no record survived validation; see the quarantine")

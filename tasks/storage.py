@@ -154,6 +154,11 @@ class AuditStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _scalar(self, sql: str, params: list[Any]) -> Any:
+        # fetchall, not fetchone: DuckDB 2 refuses new work while a result is partly fetched.
+        rows = self.con.execute(sql, params).fetchall()
+        return rows[0][0] if rows else None
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         self.con.execute("BEGIN TRANSACTION")
@@ -167,21 +172,23 @@ class AuditStore:
     # ---- datasets
     def register_snapshot(self, snapshot: Any) -> None:
         """Load a snapshot's records, attributes and quarantine once per version."""
-        if self.con.execute("SELECT 1 FROM datasets WHERE version = ?", [snapshot.version]).fetchone():
+        if self._scalar("SELECT count(*) FROM datasets WHERE version = ?", [snapshot.version]):
             return
         from tasks.snapshot import label_columns
 
         rec = snapshot.records
         labels = rec[label_columns(snapshot.task)].to_numpy(dtype=np.float64)
-        records = pa.table({
-            "dataset_version": pa.array([snapshot.version] * len(rec)),
-            "record_idx": pa.array(rec["record_idx"].to_numpy()),
-            "patient_key": pa.array(rec["patient_key"].to_numpy()),
-            "split": pa.array(rec["split"].to_numpy()),
-            "labels": pa.FixedSizeListArray.from_arrays(pa.array(labels.ravel()), labels.shape[1]).cast(pa.list_(pa.float64())),
-            "source_file": pa.array(rec["source_file"].astype(str).to_numpy()),
-            "source_row": pa.array(rec["source_row"].to_numpy(dtype=np.int64)),
-        })
+        records = pa.table(
+            {
+                "dataset_version": pa.array([snapshot.version] * len(rec)),
+                "record_idx": pa.array(rec["record_idx"].to_numpy()),
+                "patient_key": pa.array(rec["patient_key"].to_numpy()),
+                "split": pa.array(rec["split"].to_numpy()),
+                "labels": pa.FixedSizeListArray.from_arrays(pa.array(labels.ravel()), labels.shape[1]).cast(pa.list_(pa.float64())),
+                "source_file": pa.array(rec["source_file"].astype(str).to_numpy()),
+                "source_row": pa.array(rec["source_row"].to_numpy(dtype=np.int64)),
+            }
+        )
         attrs = rec.melt(id_vars=["record_idx"], value_vars=list(snapshot.attributes), var_name="attribute", value_name="value")
         attrs.insert(0, "dataset_version", snapshot.version)
         quarantine = snapshot.quarantine()
@@ -196,17 +203,30 @@ class AuditStore:
             con.execute('INSERT INTO quarantine SELECT dataset_version, source_file, source_row, stage, "column", reason FROM _quarantine')
             con.execute(
                 "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [snapshot.dataset, snapshot.version, str(snapshot.path), snapshot.n_raw, snapshot.n_accepted,
-                 snapshot.n_quarantined, manifest["n_patients"], json.dumps(manifest), _now()],
+                [
+                    snapshot.dataset,
+                    snapshot.version,
+                    str(snapshot.path),
+                    snapshot.n_raw,
+                    snapshot.n_accepted,
+                    snapshot.n_quarantined,
+                    manifest["n_patients"],
+                    json.dumps(manifest),
+                    _now(),
+                ],
             )
             for name in ("_records", "_attrs", "_quarantine"):
                 con.unregister(name)
 
     # ---- pools and masks
     def ensure_pool(self, pool: PoolRecord, patient_order: list[str]) -> None:
-        row = self.con.execute("SELECT n_patients FROM pools WHERE pool_key = ?", [pool.pool_key]).fetchone()
-        if row:
-            stored = [r[0] for r in self.con.execute("SELECT patient_key FROM pool_patients WHERE pool_key = ? ORDER BY patient_pos", [pool.pool_key]).fetchall()]
+        if self._scalar("SELECT count(*) FROM pools WHERE pool_key = ?", [pool.pool_key]):
+            stored = [
+                r[0]
+                for r in self.con.execute(
+                    "SELECT patient_key FROM pool_patients WHERE pool_key = ? ORDER BY patient_pos", [pool.pool_key]
+                ).fetchall()
+            ]
             if stored != patient_order:
                 raise MedauditError(f"pool {pool.pool_key}: stored patient order differs from the snapshot's (corrupt database?)")
             return
@@ -214,9 +234,21 @@ class AuditStore:
         with self.transaction() as con:
             con.execute(
                 "INSERT INTO pools VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [pool.pool_key, pool.dataset, pool.dataset_version, pool.architecture, json.dumps(pool.arch_params),
-                 json.dumps(pool.recipe), pool.mask_seed, pool.eval_views, pool.n_targets, pool.score_transform,
-                 pool.code_version, pool.n_patients, _now()],
+                [
+                    pool.pool_key,
+                    pool.dataset,
+                    pool.dataset_version,
+                    pool.architecture,
+                    json.dumps(pool.arch_params),
+                    json.dumps(pool.recipe),
+                    pool.mask_seed,
+                    pool.eval_views,
+                    pool.n_targets,
+                    pool.score_transform,
+                    pool.code_version,
+                    pool.n_patients,
+                    _now(),
+                ],
             )
             con.register("_order", order)
             con.execute("INSERT INTO pool_patients SELECT pool_key, patient_pos, patient_key FROM _order")
@@ -224,7 +256,7 @@ class AuditStore:
 
     def store_masks(self, pool_key: str, masks: np.ndarray) -> None:
         """Store the (M, P) patient masks of models not yet stored (pools only ever grow)."""
-        have = self.con.execute("SELECT coalesce(max(model_idx) + 1, 0) FROM masks WHERE pool_key = ?", [pool_key]).fetchone()[0]
+        have = self._scalar("SELECT coalesce(max(model_idx) + 1, 0) FROM masks WHERE pool_key = ?", [pool_key])
         if have >= len(masks):
             stored = self.load_masks(pool_key, len(masks))
             if not np.array_equal(stored, masks):
@@ -232,8 +264,14 @@ class AuditStore:
             return
         new = masks[have:]
         m_idx, p_idx = np.meshgrid(np.arange(have, len(masks)), np.arange(masks.shape[1]), indexing="ij")
-        table = pa.table({"pool_key": pa.array([pool_key] * new.size), "model_idx": m_idx.ravel().astype(np.int32),
-                          "patient_pos": p_idx.ravel().astype(np.int64), "is_in": new.ravel()})
+        table = pa.table(
+            {
+                "pool_key": pa.array([pool_key] * new.size),
+                "model_idx": m_idx.ravel().astype(np.int32),
+                "patient_pos": p_idx.ravel().astype(np.int64),
+                "is_in": new.ravel(),
+            }
+        )
         with self.transaction() as con:
             con.register("_masks", table)
             con.execute("INSERT INTO masks SELECT * FROM _masks")
@@ -243,7 +281,7 @@ class AuditStore:
         t = self.con.sql(
             "SELECT model_idx, patient_pos, is_in FROM masks WHERE pool_key = ? AND model_idx < ?", params=[pool_key, n_models]
         ).to_arrow_table()
-        n_pat = self.con.execute("SELECT n_patients FROM pools WHERE pool_key = ?", [pool_key]).fetchone()[0]
+        n_pat = self._scalar("SELECT n_patients FROM pools WHERE pool_key = ?", [pool_key])
         out = np.zeros((n_models, n_pat), dtype=bool)
         out[t["model_idx"].to_numpy(), t["patient_pos"].to_numpy()] = t["is_in"].to_numpy(zero_copy_only=False)
         return out
@@ -253,8 +291,9 @@ class AuditStore:
         rows = self.con.execute("SELECT model_idx FROM pool_models WHERE pool_key = ? AND status = 'complete'", [pool_key]).fetchall()
         return {r[0] for r in rows}
 
-    def load_model_shard(self, pool_key: str, model_idx: int, shard: Path, meta: dict[str, Any],
-                         scores: np.ndarray, probs: np.ndarray, flags: np.ndarray) -> bool:
+    def load_model_shard(
+        self, pool_key: str, model_idx: int, shard: Path, meta: dict[str, Any], scores: np.ndarray, probs: np.ndarray, flags: np.ndarray
+    ) -> bool:
         """Store one trained model (logits from ``shard``, its scores and metadata) atomically.
 
         scores/probs: (N, V) float64 for all records in record_idx order; flags (N,) str.
@@ -266,16 +305,26 @@ class AuditStore:
         n, v = scores.shape
         rec = np.repeat(np.arange(n, dtype=np.int64), v)
         view = np.tile(np.arange(v, dtype=np.int8), n)
-        score_tab = pa.table({
-            "pool_key": pa.array([pool_key] * (n * v)), "model_idx": pa.array(np.full(n * v, model_idx, np.int32)),
-            "record_idx": rec, "view": view,
-            # NaN (unusable score) is stored as NULL so no NaN reaches a table.
-            "score": pa.array(scores.ravel(), mask=~np.isfinite(scores.ravel())),
-            "prob": pa.array(probs.ravel(), mask=~np.isfinite(probs.ravel())),
-        })
+        score_tab = pa.table(
+            {
+                "pool_key": pa.array([pool_key] * (n * v)),
+                "model_idx": pa.array(np.full(n * v, model_idx, np.int32)),
+                "record_idx": rec,
+                "view": view,
+                # NaN (unusable score) is stored as NULL so no NaN reaches a table.
+                "score": pa.array(scores.ravel(), mask=~np.isfinite(scores.ravel())),
+                "prob": pa.array(probs.ravel(), mask=~np.isfinite(probs.ravel())),
+            }
+        )
         bad = np.flatnonzero(flags != "")
-        flag_tab = pa.table({"pool_key": pa.array([pool_key] * len(bad)), "model_idx": pa.array(np.full(len(bad), model_idx, np.int32)),
-                             "record_idx": pa.array(bad.astype(np.int64)), "flag": pa.array(flags[bad].astype(str))})
+        flag_tab = pa.table(
+            {
+                "pool_key": pa.array([pool_key] * len(bad)),
+                "model_idx": pa.array(np.full(len(bad), model_idx, np.int32)),
+                "record_idx": pa.array(bad.astype(np.int64)),
+                "flag": pa.array(flags[bad].astype(str)),
+            }
+        )
         with self.transaction() as con:
             con.register("_logits", logits)
             con.execute("INSERT INTO logits SELECT ?, ?, record_idx, logits FROM _logits", [pool_key, model_idx])
@@ -285,16 +334,30 @@ class AuditStore:
             con.execute("INSERT INTO score_flags SELECT * FROM _flags")
             con.execute(
                 "INSERT INTO pool_models VALUES (?, ?, ?, 'complete', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [pool_key, model_idx, meta["seed"], meta["n_train_records"], meta["train_seconds"], meta.get("train_loss"),
-                 meta.get("test_auroc"), meta["epochs"], meta["checkpoint"], meta["device"], meta["worker"],
-                 meta["code_version"], meta.get("git_commit"), _now()],
+                [
+                    pool_key,
+                    model_idx,
+                    meta["seed"],
+                    meta["n_train_records"],
+                    meta["train_seconds"],
+                    meta.get("train_loss"),
+                    meta.get("test_auroc"),
+                    meta["epochs"],
+                    meta["checkpoint"],
+                    meta["device"],
+                    meta["worker"],
+                    meta["code_version"],
+                    meta.get("git_commit"),
+                    _now(),
+                ],
             )
             for name in ("_logits", "_scores", "_flags"):
                 con.unregister(name)
         return True
 
-    def score_blocks(self, pool_key: str, model_idx: list[int], record_idx: np.ndarray, n_views: int,
-                     block_size: int = 100_000, column: str = "score") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def score_blocks(
+        self, pool_key: str, model_idx: list[int], record_idx: np.ndarray, n_views: int, block_size: int = 100_000, column: str = "score"
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (records (B,), values (M, B, V) float64 with NaN for missing) over ``record_idx`` blocks.
 
         Streams: memory is one block of M x B x V values, never the whole pool (D11).
@@ -337,8 +400,17 @@ class AuditStore:
             con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _frame")
             con.unregister("_frame")
 
-    def start_audit(self, audit_id: str, pool_key: str, dataset: str, version: str, n_models: int, n_targets: int,
-                    config: dict[str, Any], flow_run_id: str | None) -> None:
+    def start_audit(
+        self,
+        audit_id: str,
+        pool_key: str,
+        dataset: str,
+        version: str,
+        n_models: int,
+        n_targets: int,
+        config: dict[str, Any],
+        flow_run_id: str | None,
+    ) -> None:
         self.con.execute(
             "INSERT INTO audits VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, ?)",
             [audit_id, pool_key, dataset, version, n_models, n_targets, json.dumps(config, default=str), _now(), flow_run_id],

@@ -82,8 +82,13 @@ def _augment(x: torch.Tensor, policy: str, gen: torch.Generator) -> torch.Tensor
         x = padded[:, :, dy : dy + x.shape[2], dx : dx + x.shape[3]]
     if policy == "medium":
         angle = float(torch.empty(1).uniform_(-10, 10, generator=gen))
-        theta = torch.tensor([[math.cos(math.radians(angle)), -math.sin(math.radians(angle)), 0.0],
-                              [math.sin(math.radians(angle)), math.cos(math.radians(angle)), 0.0]], dtype=x.dtype)
+        theta = torch.tensor(
+            [
+                [math.cos(math.radians(angle)), -math.sin(math.radians(angle)), 0.0],
+                [math.sin(math.radians(angle)), math.cos(math.radians(angle)), 0.0],
+            ],
+            dtype=x.dtype,
+        )
         grid = nn.functional.affine_grid(theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
         x = nn.functional.grid_sample(x, grid, padding_mode="reflection", align_corners=False)
     return x
@@ -119,8 +124,16 @@ def _git_commit() -> str | None:
         return None
 
 
-def train_model(x: np.ndarray, y: np.ndarray, task: TaskSpec, architecture: str, arch_params: dict[str, Any],
-                recipe: TrainRecipe, seed: int, device: str = "cpu") -> tuple[nn.Module, dict[str, float]]:
+def train_model(
+    x: np.ndarray,
+    y: np.ndarray,
+    task: TaskSpec,
+    architecture: str,
+    arch_params: dict[str, Any],
+    recipe: TrainRecipe,
+    seed: int,
+    device: str = "cpu",
+) -> tuple[nn.Module, dict[str, float]]:
     """Train one model on (x (n, *shape) float32, y (n, C) float) and return it with training stats."""
     from models import build_model
 
@@ -164,7 +177,7 @@ def train_model(x: np.ndarray, y: np.ndarray, task: TaskSpec, architecture: str,
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
-            last_loss = float(loss) * recipe.grad_accum_steps
+            last_loss = loss.item() * recipe.grad_accum_steps
             if not math.isfinite(last_loss):
                 raise FloatingPointError(f"training diverged (loss {last_loss}) at step {step}; lower the learning rate")
             if ema is not None:
@@ -180,7 +193,9 @@ def train_model(x: np.ndarray, y: np.ndarray, task: TaskSpec, architecture: str,
 
 
 @torch.no_grad()
-def score_model(model: nn.Module, x: np.ndarray, task: TaskSpec, n_views: int, seed: int, device: str = "cpu", batch_size: int = 1024) -> np.ndarray:
+def score_model(
+    model: nn.Module, x: np.ndarray, task: TaskSpec, n_views: int, seed: int, device: str = "cpu", batch_size: int = 1024
+) -> np.ndarray:
     """Logits of every row of ``x`` in each evaluation view: float32 (N, V, C)."""
     model.eval()
     out = []
@@ -222,18 +237,31 @@ def train_shadow_model(job: ShadowJob) -> dict[str, Any]:
     shard_dir = Path(job.shard_dir)
     shard_dir.mkdir(parents=True, exist_ok=True)
     n, v, c = logits.shape
-    table = pa.table({
-        "record_idx": pa.array(np.arange(n, dtype=np.int64)),
-        "logits": pa.FixedSizeListArray.from_arrays(pa.array(logits.reshape(-1)), v * c).cast(pa.list_(pa.float32())),
-    })
+    table = pa.table(
+        {
+            "record_idx": pa.array(np.arange(n, dtype=np.int64)),
+            "logits": pa.FixedSizeListArray.from_arrays(pa.array(logits.reshape(-1)), v * c).cast(pa.list_(pa.float32())),
+        }
+    )
     final = shard_dir / f"model_{job.model_idx:05d}.parquet"
     tmp = final.with_suffix(f".{os.getpid()}.tmp")
     pq.write_table(table, tmp)
     meta = {
-        "model_idx": job.model_idx, "seed": job.seed, "n_train_records": int(len(members)), "train_seconds": seconds,
-        "train_loss": stats["train_loss"], "test_auroc": auroc, "epochs": recipe.epochs, "checkpoint": "final",
-        "device": device, "worker": f"{socket.gethostname()}:{os.getpid()}", "code_version": TRAINING_CODE_VERSION,
-        "git_commit": _git_commit(), "n_views": v, "n_outputs": c, "shard": str(final),
+        "model_idx": job.model_idx,
+        "seed": job.seed,
+        "n_train_records": len(members),
+        "train_seconds": seconds,
+        "train_loss": stats["train_loss"],
+        "test_auroc": auroc,
+        "epochs": recipe.epochs,
+        "checkpoint": "final",
+        "device": device,
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "code_version": TRAINING_CODE_VERSION,
+        "git_commit": _git_commit(),
+        "n_views": v,
+        "n_outputs": c,
+        "shard": str(final),
     }
     final.with_suffix(".json").write_text(json.dumps(meta))
     os.replace(tmp, final)  # the shard appears only when complete; its JSON is written first

@@ -108,9 +108,7 @@ def _as_3d(scores: np.ndarray) -> np.ndarray:
     return s
 
 
-def _side_stats(
-    x0: np.ndarray, x: np.ndarray, w: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _side_stats(x0: np.ndarray, x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-view mean/std (ddof 0) over the models selected by w, averaged over views.
 
     x0: (n, V, M) scores with invalid entries set to 0; x: same with NaN; w: (n, M) bool.
@@ -225,10 +223,7 @@ def record_statistics(scores: np.ndarray, in_mask: np.ndarray, min_per_side: int
         res = _block_statistics(s[:, a : a + block], mask[:, a : a + block], min_per_side)
         for c in _COLUMNS:
             parts[c].append(res[c])
-    cols = {
-        c: (np.concatenate(parts[c]) if parts[c] else np.empty(0, dtype=object if c == "flag" else float))
-        for c in _COLUMNS
-    }
+    cols = {c: (np.concatenate(parts[c]) if parts[c] else np.empty(0, dtype=object if c == "flag" else float)) for c in _COLUMNS}
     if n == 0:
         cols["n_in"] = cols["n_in"].astype(np.int64)
         cols["n_out"] = cols["n_out"].astype(np.int64)
@@ -323,6 +318,4 @@ def se_vs_model_count(
                     "auc_median": float(np.median(auc_v)) if auc_v.size else np.nan,
                 }
             )
-    return pd.DataFrame(
-        rows, columns=["n_models", "scope", "n_records", "se_median", "se_p90", "se_max", "auc_median"]
-    )
+    return pd.DataFrame(rows, columns=["n_models", "scope", "n_records", "se_median", "se_p90", "se_max", "auc_median"])

@@ -78,9 +78,7 @@ def _fractions(ratio_x: np.ndarray, ratio_z: np.ndarray, gamma: float) -> np.nda
     return out
 
 
-def _score_targets(
-    target_x: np.ndarray, p_x: np.ndarray, target_z: np.ndarray, p_z: np.ndarray, gamma: float
-) -> np.ndarray:
+def _score_targets(target_x: np.ndarray, p_x: np.ndarray, target_z: np.ndarray, p_z: np.ndarray, gamma: float) -> np.ndarray:
     """RMIA fractions for every target: target_x (T, N), p_x (N,), target_z (T, K), p_z (K,) -> (T, N)."""
     den_x = np.maximum(p_x, _TINY)  # NaN stays NaN
     den_z = np.maximum(p_z, _TINY)
@@ -90,9 +88,7 @@ def _score_targets(
     return out
 
 
-def _p_x(
-    rx: np.ndarray, rin: np.ndarray, p_out: np.ndarray, online: bool, a: float, trim: float
-) -> np.ndarray:
+def _p_x(rx: np.ndarray, rin: np.ndarray, p_out: np.ndarray, online: bool, a: float, trim: float) -> np.ndarray:
     """p(x) (N,): online (P_in + P_out) / 2, offline ((1 + a) P_out + (1 - a)) / 2."""
     if online:
         return 0.5 * (_trimmed_mean(rx, rin, trim) + p_out)

@@ -102,9 +102,7 @@ def image_size_option(options: dict[str, Any]) -> int:
     except (TypeError, ValueError):
         size = 0
     if isinstance(raw, bool) or size < 8 or str(size) != str(raw).strip():
-        raise ConfigError(
-            f"option image_size must be a whole number of pixels >= 8 (e.g. 64 or 128), got {raw!r}"
-        )
+        raise ConfigError(f"option image_size must be a whole number of pixels >= 8 (e.g. 64 or 128), got {raw!r}")
     return size
 
 
@@ -144,9 +142,7 @@ def quarantine_duplicates(df: pd.DataFrame, key: str, what: str, quarantine: Qua
     return df[~dup].reset_index(drop=True)
 
 
-def quarantine_split_overlap(
-    df: pd.DataFrame, patient: pd.Series, column: str, quarantine: Quarantine
-) -> pd.DataFrame:
+def quarantine_split_overlap(df: pd.DataFrame, patient: pd.Series, column: str, quarantine: Quarantine) -> pd.DataFrame:
     """Quarantine test rows of patients who also have train rows (stage 'cohort').
 
     In a patient-level audit a test record is a non-member; one from a training patient is not.
@@ -158,8 +154,7 @@ def quarantine_split_overlap(
         df[overlap],
         "cohort",
         column,
-        f"{column}: patient also has training records; a test record must come from a patient outside "
-        "the training split",
+        f"{column}: patient also has training records; a test record must come from a patient outside the training split",
     )
     return df[~overlap].reset_index(drop=True)
 
@@ -178,11 +173,7 @@ def decode_images(positions: Iterable[int], paths: Iterable[Path], size: tuple[i
             continue
         ok.append(int(pos))
         images.append(img.transpose(2, 0, 1))
-    x = (
-        np.stack(images).astype(np.float32, copy=False)
-        if images
-        else np.empty((0, 1, *size), dtype=np.float32)
-    )
+    x = np.stack(images).astype(np.float32, copy=False) if images else np.empty((0, 1, *size), dtype=np.float32)
     return InputChunk(ok_positions=np.asarray(ok, dtype=np.int64), x=x, failures=failures)
 
 

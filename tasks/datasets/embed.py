@@ -151,9 +151,7 @@ class Embed(DatasetAdapter):
         joined["_screen"] = joined["_screen"].fillna(False).astype(bool)
         # a left join gives an unmatched image one row marked left_only, a matched one only 'both' rows
         has_clin = joined["_merge"].eq("both").to_numpy()
-        has_screen = (
-            joined.groupby("_source_row", sort=False)["_screen"].transform("max").astype(bool).to_numpy()
-        )
+        has_screen = joined.groupby("_source_row", sort=False)["_screen"].transform("max").astype(bool).to_numpy()
         first_of_image = ~joined["_source_row"].duplicated()
 
         diag = first_of_image & has_clin & ~has_screen
@@ -259,9 +257,7 @@ class Embed(DatasetAdapter):
             df[no_density],
             "cohort",
             "tissueden",
-            f"tissueden: missing ({CLINICAL} line "
-            + df.loc[no_density, "_clin_row"].map(_line).astype(str)
-            + "); no density label",
+            f"tissueden: missing ({CLINICAL} line " + df.loc[no_density, "_clin_row"].map(_line).astype(str) + "); no density label",
         )
         df = df[~no_density].reset_index(drop=True)
 
@@ -274,9 +270,7 @@ class Embed(DatasetAdapter):
         )
         for attr, sg in self.contract.subgroups.items():
             records[attr] = self.contract.map_subgroup(attr, df[sg.column])
-        records["image"] = (
-            df["empi_anon"].astype("int64").astype(str) + "/" + df["anon_dicom_path"].map(png_name)
-        )
+        records["image"] = df["empi_anon"].astype("int64").astype(str) + "/" + df["anon_dicom_path"].map(png_name)
         records["_source_file"] = df["_source_file"].to_numpy()
         records["_source_row"] = df["_source_row"].to_numpy()
         return records
@@ -284,22 +278,14 @@ class Embed(DatasetAdapter):
     def _split(self, patients: pd.Series) -> np.ndarray:
         """'test' for the records of the drawn test patients, else 'train' (patient-disjoint)."""
         unique = np.sort(patients.unique())
-        n = (
-            self.n_test_patients
-            if self.n_test_patients is not None
-            else min(500, math.ceil(0.1 * len(unique)))
-        )
+        n = self.n_test_patients if self.n_test_patients is not None else min(500, math.ceil(0.1 * len(unique)))
         if n > len(unique):
-            raise ConfigError(
-                f"option n_test_patients={n} exceeds the {len(unique)} patients of the EMBED cohort"
-            )
+            raise ConfigError(f"option n_test_patients={n} exceeds the {len(unique)} patients of the EMBED cohort")
         test = np.random.default_rng(self.split_seed).choice(unique, size=n, replace=False)
         return np.where(patients.isin(test), "test", "train")
 
     @staticmethod
-    def _quarantine(
-        quarantine: Quarantine, rows: pd.DataFrame, stage: str, column: str, reasons: pd.Series
-    ) -> None:
+    def _quarantine(quarantine: Quarantine, rows: pd.DataFrame, stage: str, column: str, reasons: pd.Series) -> None:
         if len(rows):
             quarantine.add_rows(rows, stage, column, reasons)
 

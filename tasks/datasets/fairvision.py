@@ -124,9 +124,7 @@ def _fairvision_task(image_size: int) -> TaskSpec:
 @register_dataset
 class FairVision(DatasetAdapter):
     name = "fairvision"
-    description = (
-        "Harvard FairVision SLO fundus: 7-class glaucoma/DR/AMD label, 64x64 channel 0, one patient per image"
-    )
+    description = "Harvard FairVision SLO fundus: 7-class glaucoma/DR/AMD label, 64x64 channel 0, one patient per image"
     layout = tuple(summary_path(s) for s in SUBSETS)
     task = _fairvision_task(DEFAULT_IMAGE_SIZE)
 
@@ -135,12 +133,8 @@ class FairVision(DatasetAdapter):
         self.task = _fairvision_task(int_option(self.options, "image_size", DEFAULT_IMAGE_SIZE, 8))
         subsets = self.options.get("subsets", tuple(SUBSETS))
         if isinstance(subsets, str) or not subsets or any(s not in SUBSETS for s in subsets):
-            raise ConfigError(
-                f"option subsets must be a non-empty list drawn from {list(SUBSETS)}, got {subsets!r}"
-            )
-        self.subsets = [
-            s for s in SUBSETS if s in subsets
-        ]  # fixed order: record order does not depend on the option
+            raise ConfigError(f"option subsets must be a non-empty list drawn from {list(SUBSETS)}, got {subsets!r}")
+        self.subsets = [s for s in SUBSETS if s in subsets]  # fixed order: record order does not depend on the option
         self.qc_workers = int_option(self.options, "qc_workers", min(8, os.cpu_count() or 1), 1)
 
     def n_raw_rows(self, raw_dir: Path) -> int:
@@ -191,9 +185,7 @@ class FairVision(DatasetAdapter):
             f"(excluded when std <= {QC_MAX_STD:g} or mean <= {QC_MAX_MEAN:g})"
             for img, m, s in zip(df.loc[fail, "image"], mean[fail], std[fail], strict=True)
         ]
-        quarantine.add_rows(
-            df[fail], "cohort", "filename", pd.Series(reasons, index=df.index[fail], dtype=object)
-        )
+        quarantine.add_rows(df[fail], "cohort", "filename", pd.Series(reasons, index=df.index[fail], dtype=object))
         df = df[~fail].reset_index(drop=True)
 
         codes = df["disease_label"].map({name: k for k, name in enumerate(FAIRVISION_LABELS)})

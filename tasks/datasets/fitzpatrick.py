@@ -129,9 +129,7 @@ def decode_image_files(
         path = Path(path)
         stored = image_mode(path) if path.exists() else None
         if stored is not None and stored not in accepted_modes:
-            failures[int(pos)] = (
-                f"{path.name}: unsupported image mode {stored!r} (expected one of {sorted(accepted_modes)})"
-            )
+            failures[int(pos)] = f"{path.name}: unsupported image mode {stored!r} (expected one of {sorted(accepted_modes)})"
             continue
         try:
             img = load_image(path, size, mode="RGB" if mode == "RGB" else "L", channel0=channel0)  # (H, W, C)
@@ -140,10 +138,7 @@ def decode_image_files(
             continue
         ok.append(int(pos))
         images.append(img.transpose(2, 0, 1))
-    if images:
-        x = np.stack(images).astype(np.float32, copy=False)
-    else:
-        x = np.empty((0, channels, *size), dtype=np.float32)
+    x = np.stack(images).astype(np.float32, copy=False) if images else np.empty((0, channels, *size), dtype=np.float32)
     return InputChunk(ok_positions=np.asarray(ok, dtype=np.int64), x=x, failures=failures)
 
 
@@ -208,8 +203,7 @@ class Fitzpatrick17k(DatasetAdapter):
             df[bad_hash],
             "contract",
             "md5hash",
-            "md5hash: expected 32 hexadecimal digits (the image file name), found "
-            + df.loc[bad_hash, "md5hash"].map(repr).astype(str),
+            "md5hash: expected 32 hexadecimal digits (the image file name), found " + df.loc[bad_hash, "md5hash"].map(repr).astype(str),
         )
         df = df[~bad_hash].reset_index(drop=True)
         df["md5hash"] = df["md5hash"].str.strip().str.lower()

@@ -141,9 +141,7 @@ class MimicCXR(DatasetAdapter):
         df = self._read(raw_dir, METADATA, quarantine)
         # dicom_id becomes a file name: anything but hex groups and dashes could point outside raw_dir.
         bad_id = ~df["dicom_id"].str.fullmatch(r"[0-9A-Za-z-]+").astype(bool)
-        quarantine.add_rows(
-            df[bad_id], "contract", "dicom_id", "dicom_id: expected letters, digits and dashes only"
-        )
+        quarantine.add_rows(df[bad_id], "contract", "dicom_id", "dicom_id: expected letters, digits and dashes only")
         df = quarantine_duplicates(df[~bad_id].reset_index(drop=True), "dicom_id", "image", quarantine)
         aux = self._read_aux(raw_dir, quarantine)
 
@@ -162,18 +160,13 @@ class MimicCXR(DatasetAdapter):
         df = df.merge(subject_race(aux[ADMISSIONS]), how="left", on="subject_id", validate="many_to_one")
 
         y = uncertain_ones(df[list(CXR_LABELS)])
-        records = pd.DataFrame(
-            {"raw_patient_id": df["subject_id"].astype("int64").astype(str), "split": df["split"]}
-        )
+        records = pd.DataFrame({"raw_patient_id": df["subject_id"].astype("int64").astype(str), "split": df["split"]})
         for label in CXR_LABELS:
             records[label_column(label)] = y[label].to_numpy()
         for attr, sg in self.contract.subgroups.items():
             records[attr] = self.contract.map_subgroup(attr, df[sg.column])
         records["official_split"] = df["official_split"].astype(str)
-        records["path"] = [
-            image_path(s, st, d)
-            for s, st, d in zip(df["subject_id"], df["study_id"], df["dicom_id"], strict=True)
-        ]
+        records["path"] = [image_path(s, st, d) for s, st, d in zip(df["subject_id"], df["study_id"], df["dicom_id"], strict=True)]
         records["_source_file"] = df["_source_file"]
         records["_source_row"] = df["_source_row"]
         return records

@@ -53,18 +53,20 @@ class MimicIVED(DatasetAdapter):
         test_fraction = float(self.options.get("test_fraction", 0.2))
         rng = np.random.default_rng(int(self.options.get("split_seed", 10)))
         patients = df["subject_id"].drop_duplicates().to_numpy()
-        test_patients = rng.choice(patients, size=int(round(test_fraction * len(patients))), replace=False)
+        test_patients = rng.choice(patients, size=round(test_fraction * len(patients)), replace=False)
         split = np.where(df["subject_id"].isin(test_patients), "test", "train")
 
         train = split == "train"
         for col in TRIAGE:
             df[col] = df[col].astype("float64").fillna(float(df.loc[train, col].mean()))
 
-        records = pd.DataFrame({
-            "raw_patient_id": df["subject_id"].astype("int64").astype(str),
-            "split": split,
-            "y_outcome_hospitalization": df["outcome_hospitalization"].astype("float64"),
-        })
+        records = pd.DataFrame(
+            {
+                "raw_patient_id": df["subject_id"].astype("int64").astype(str),
+                "split": split,
+                "y_outcome_hospitalization": df["outcome_hospitalization"].astype("float64"),
+            }
+        )
         for attr in self.contract.subgroups:
             records[attr] = self.contract.map_subgroup(attr, df[self.contract.subgroups[attr].column])
         features = df[list(ED_FEATURES)].astype("float64")

@@ -86,9 +86,7 @@ def read_ecg(path: Path) -> np.ndarray:
     if sorted(names) != sorted(LEADS):
         raise _RecordError(f"{path.name}: leads {names}, expected the 12 standard leads {list(LEADS)}")
     if signal.shape != (N_SAMPLES, len(LEADS)):
-        raise _RecordError(
-            f"{path.name}: signal shape {signal.shape}, expected ({N_SAMPLES}, {len(LEADS)}) (10 s at 100 Hz)"
-        )
+        raise _RecordError(f"{path.name}: signal shape {signal.shape}, expected ({N_SAMPLES}, {len(LEADS)}) (10 s at 100 Hz)")
     if not np.isfinite(signal).all():
         raise _RecordError(f"{path.name}: {int((~np.isfinite(signal)).sum())} missing (NaN) samples")
     order = [names.index(lead) for lead in LEADS]
@@ -139,9 +137,7 @@ class PTBXL(DatasetAdapter):
         raw = read_csv_as_strings(path)
         first = raw.columns[0]
         if first.startswith("_"):
-            raise StructuralError(
-                path, "no columns", column="scp_code", expected="the statement code as first column"
-            )
+            raise StructuralError(path, "no columns", column="scp_code", expected="the statement code as first column")
         # The release leaves the code column's header empty (pandas: 'Unnamed: 0'); name it.
         raw = raw.rename(columns={first: "scp_code"})
         local = Quarantine()
@@ -173,8 +169,7 @@ class PTBXL(DatasetAdapter):
             df[bad_file],
             "contract",
             "filename_lr",
-            "filename_lr: expected records100/<NNNNN>/<NNNNN>_lr, found "
-            + df.loc[bad_file, "filename_lr"].astype(str),
+            "filename_lr: expected records100/<NNNNN>/<NNNNN>_lr, found " + df.loc[bad_file, "filename_lr"].astype(str),
         )
         keep = ~bad & ~bad_file
         df = df[keep].assign(codes=codes[keep]).reset_index(drop=True)
@@ -197,8 +192,7 @@ class PTBXL(DatasetAdapter):
             df[overlap],
             "cohort",
             "strat_fold",
-            "strat_fold: patient also has training records in folds 1-9; a test record must come from a "
-            "patient outside the training split",
+            "strat_fold: patient also has training records in folds 1-9; a test record must come from a patient outside the training split",
         )
         df = df[~overlap].reset_index(drop=True)
 
@@ -210,9 +204,7 @@ class PTBXL(DatasetAdapter):
                 if code in classes:
                     y[row, column[classes[code]]] = 1.0
 
-        records = pd.DataFrame(
-            {"raw_patient_id": df["patient_id"].astype("int64").astype(str), "split": df["split"]}
-        )
+        records = pd.DataFrame({"raw_patient_id": df["patient_id"].astype("int64").astype(str), "split": df["split"]})
         for i, label in enumerate(SUPERCLASSES):
             records[f"y_{label.lower()}"] = y[:, i]
         records["no_diagnostic_label"] = ~y.any(axis=1)

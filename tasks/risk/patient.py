@@ -77,9 +77,7 @@ def patient_llr(record_llr: np.ndarray, patient_codes: np.ndarray, n_patients: i
     return sums[0] if one else sums
 
 
-def patient_membership(
-    record_membership: np.ndarray, patient_codes: np.ndarray, n_patients: int
-) -> np.ndarray:
+def patient_membership(record_membership: np.ndarray, patient_codes: np.ndarray, n_patients: int) -> np.ndarray:
     """Patient membership from record membership.
 
     record_membership: (T, N) (or (N,)) bool; patient_codes: (N,). Returns (T, n_patients) bool (or
@@ -98,8 +96,7 @@ def patient_membership(
     if mixed.any():
         ti, pi = np.argwhere(mixed)[0]
         raise ValueError(
-            f"records of patient code {pi} disagree on membership for target {ti} "
-            f"({int(mixed.sum())} patient/target pairs in all)"
+            f"records of patient code {pi} disagree on membership for target {ti} ({int(mixed.sum())} patient/target pairs in all)"
         )
     out = n_true > 0
     return out[0] if one else out

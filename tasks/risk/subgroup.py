@@ -80,9 +80,7 @@ def _bootstrap_medians(x: np.ndarray, n_boot: int, rng: np.random.Generator) -> 
     return 0.5 * (pick(u1) + pick(u2))
 
 
-def bootstrap_median_ci(
-    values: np.ndarray, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
-) -> tuple[float, float]:
+def bootstrap_median_ci(values: np.ndarray, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap CI of the median; NaN values are dropped; (nan, nan) if none are left.
 
     values (n,) -> (lo, hi). The ``n_boot`` bootstrap medians are drawn *exactly from the bootstrap
@@ -155,10 +153,7 @@ def overrepresentation(groups: np.ndarray, top: np.ndarray) -> pd.DataFrame:
     with np.errstate(divide="ignore", invalid="ignore"):
         resid = (obs - exp) / np.sqrt(exp)
     pvals = np.array(
-        [
-            fisher_exact([[obs[i], n[i] - obs[i]], [k - obs[i], total - n[i] - k + obs[i]]]).pvalue
-            for i in range(g)
-        ],
+        [fisher_exact([[obs[i], n[i] - obs[i]], [k - obs[i], total - n[i] - k + obs[i]]]).pvalue for i in range(g)],
         dtype=np.float64,
     )
     chi2_p = float(chisquare(obs, exp).pvalue) if (g >= 2 and k > 0) else float("nan")

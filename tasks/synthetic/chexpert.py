@@ -84,17 +84,13 @@ def _grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     return np.meshgrid(np.linspace(0, 1, h), np.linspace(0, 1, w), indexing="ij")
 
 
-def _ellipse(
-    y: np.ndarray, x: np.ndarray, cy: float, cx: float, ry: float, rx: float, soft: float = 0.08
-) -> np.ndarray:
+def _ellipse(y: np.ndarray, x: np.ndarray, cy: float, cx: float, ry: float, rx: float, soft: float = 0.08) -> np.ndarray:
     """A soft-edged filled ellipse, 1 inside, 0 outside."""
     r = np.sqrt(((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2)
     return np.clip((1 + soft - r) / (2 * soft), 0, 1)
 
 
-def _band(
-    y: np.ndarray, x: np.ndarray, y0: float, x0: float, y1: float, x1: float, width: float
-) -> np.ndarray:
+def _band(y: np.ndarray, x: np.ndarray, y0: float, x0: float, y1: float, x1: float, width: float) -> np.ndarray:
     """A soft line segment from (y0, x0) to (y1, x1)."""
     dy, dx = y1 - y0, x1 - x0
     t = np.clip(((y - y0) * dy + (x - x0) * dx) / (dy * dy + dx * dx), 0, 1)
@@ -123,13 +119,11 @@ def _templates(shape: tuple[int, int]) -> dict[str, np.ndarray]:
         "Consolidation": 70 * _ellipse(y, x, 0.62, 0.25, 0.09, 0.08),
         "Pneumonia": 55 * _ellipse(y, x, 0.6, 0.75, 0.1, 0.07) * (0.6 + 0.4 * np.sin(40 * x) ** 2),
         "Atelectasis": 60 * _band(y, x, 0.66, 0.2, 0.6, 0.38, 0.02),
-        "Pneumothorax": -45 * _ellipse(y, x, 0.22, 0.72, 0.09, 0.12)
-        + 50 * _band(y, x, 0.15, 0.62, 0.3, 0.66, 0.008),
+        "Pneumothorax": -45 * _ellipse(y, x, 0.22, 0.72, 0.09, 0.12) + 50 * _band(y, x, 0.15, 0.62, 0.3, 0.66, 0.008),
         "Pleural Effusion": 85 * lungs * np.clip((y - 0.62) / 0.1, 0, 1),
         "Pleural Other": 60 * _band(y, x, 0.25, 0.13, 0.65, 0.14, 0.015),
         "Fracture": 110 * _band(y, x, 0.2, 0.2, 0.23, 0.3, 0.008),
-        "Support Devices": 120 * _band(y, x, 0.0, 0.55, 0.55, 0.52, 0.01)
-        + 120 * _ellipse(y, x, 0.2, 0.85, 0.03, 0.05, 0.01),
+        "Support Devices": 120 * _band(y, x, 0.0, 0.55, 0.55, 0.52, 0.01) + 120 * _ellipse(y, x, 0.2, 0.85, 0.03, 0.05, 0.01),
     }
     return t
 

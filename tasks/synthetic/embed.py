@@ -87,9 +87,7 @@ def _mammogram(rng: np.random.Generator, density: int, laterality: str, view: st
     x_from_wall = xx if laterality == "R" else (W - 1 - xx)
     breast = (x_from_wall / depth) ** 2 + ((yy - cy) / half_h) ** 2 <= 1.0
     coarse = rng.random((8, 6)).astype(np.float32)
-    blob = np.asarray(
-        Image.fromarray((coarse * 255).astype(np.uint8)).resize((W, H), Image.Resampling.BICUBIC), np.float32
-    )
+    blob = np.asarray(Image.fromarray((coarse * 255).astype(np.uint8)).resize((W, H), Image.Resampling.BICUBIC), np.float32)
     blob = blob + rng.normal(0, 18, size=(H, W)).astype(np.float32)
     inside = blob[breast]
     cut = np.quantile(inside, 1 - _FRACTION[density]) if inside.size else 0.0
@@ -134,11 +132,7 @@ def write_embed(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: bo
     for p in range(n_patients):
         for k in range(int(n_exams[p])):
             screening = k == 0 or not awkward or rng.random() > 0.3
-            den = (
-                5
-                if patient_plant[p] == "male"
-                else int(np.clip(density[p] + (rng.random() < 0.1) * rng.choice([-1, 1]), 1, 4))
-            )
+            den = 5 if patient_plant[p] == "male" else int(np.clip(density[p] + (rng.random() < 0.1) * rng.choice([-1, 1]), 1, 4))
             exams.append(
                 {
                     "p": p,
@@ -155,9 +149,7 @@ def write_embed(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: bo
         e["acc"] = int(a)
     if awkward:
         clean = [i for i, e in enumerate(exams) if e["plant"] == "" and patient_plant[e["p"]] == ""]
-        for i, name in zip(
-            rng.choice(clean, size=3, replace=False), ("no_clinical", "density5", "no_density"), strict=True
-        ):
+        for i, name in zip(rng.choice(clean, size=3, replace=False), ("no_clinical", "density5", "no_density"), strict=True):
             exams[i]["plant"] = name
         exams[next(i for i in clean if exams[i]["plant"] == "")]["findings"] = 2  # gets the bad_finding row
 
@@ -178,10 +170,7 @@ def write_embed(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: bo
             plant = ""
             if f == 1 and not bad_finding_done and e["plant"] == "" and patient_plant[p] == "":
                 den, plant, bad_finding_done = 7, "bad_finding", True
-            if e["screening"]:
-                asses = rng.choice(["N", "B", "A"], p=[0.6, 0.25, 0.15])
-            else:
-                asses = rng.choice(["B", "P", "S", "M", "K", "X", "N"])
+            asses = rng.choice(["N", "B", "A"], p=[0.6, 0.25, 0.15]) if e["screening"] else rng.choice(["B", "P", "S", "M", "K", "X", "N"])
             clin_rows.append(
                 {
                     "empi_anon": int(empi[p]),
@@ -192,9 +181,7 @@ def write_embed(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: bo
                     "side": rng.choice(["L", "R", "B"]),
                     "asses": asses,
                     "tissueden": den,
-                    "ETHNICITY_DESC": rng.choice(
-                        ["Not Hispanic or Latino", "Hispanic or Latino", "Unknown"], p=[0.9, 0.05, 0.05]
-                    ),
+                    "ETHNICITY_DESC": rng.choice(["Not Hispanic or Latino", "Hispanic or Latino", "Unknown"], p=[0.9, 0.05, 0.05]),
                     "ETHNIC_GROUP_DESC": "",
                     "RACE_DESC": race[p],
                     "GENDER_DESC": gender[p],
@@ -241,29 +228,20 @@ def write_embed(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: bo
             extra.append(
                 (
                     j,
-                    meta.loc[j].to_dict()
-                    | {"anon_dicom_path": path, "ViewPosition": view, "plant_": "other_view"},
+                    meta.loc[j].to_dict() | {"anon_dicom_path": path, "ViewPosition": view, "plant_": "other_view"},
                 )
             )
         for j in picks[4:]:  # the same image listed again, further down
-            extra.append(
-                (int(rng.integers(j, len(meta))), meta.loc[j].to_dict() | {"plant_": "duplicate_path"})
-            )
+            extra.append((int(rng.integers(j, len(meta))), meta.loc[j].to_dict() | {"plant_": "duplicate_path"}))
         j = int(rng.choice(clean_rows))
         extra.append((j, meta.loc[j].to_dict() | {"anon_dicom_path": None, "plant_": "no_path"}))
         for at, row in sorted(extra, key=lambda t: t[0], reverse=True):
-            meta = pd.concat(
-                [meta.iloc[: at + 1], pd.DataFrame([row]), meta.iloc[at + 1 :]], ignore_index=True
-            )
+            meta = pd.concat([meta.iloc[: at + 1], pd.DataFrame([row]), meta.iloc[at + 1 :]], ignore_index=True)
 
     # ---- images
     png_root = raw_dir / "png"
     for row in meta.itertuples(index=False):
-        if (
-            row.anon_dicom_path is None
-            or pd.isna(row.anon_dicom_path)
-            or row.plant_ in ("missing_png", "duplicate_path")
-        ):
+        if row.anon_dicom_path is None or pd.isna(row.anon_dicom_path) or row.plant_ in ("missing_png", "duplicate_path"):
             continue
         folder = png_root / str(row.empi_anon)
         folder.mkdir(parents=True, exist_ok=True)

@@ -84,10 +84,7 @@ def _fundus(rng: np.random.Generator, subset: str, label: str) -> Image.Image:
     for k in range(5):
         ang = (k - 2) * 0.5 + rng.uniform(-0.15, 0.15)
         sign = -1 if right_eye else 1
-        pts = [
-            (dx + sign * t * np.cos(ang) * s * 0.5, dy + t * np.sin(ang) * s * 0.45 + 8 * t * t * (k - 2))
-            for t in np.linspace(0, 1, 8)
-        ]
+        pts = [(dx + sign * t * np.cos(ang) * s * 0.5, dy + t * np.sin(ang) * s * 0.45 + 8 * t * t * (k - 2)) for t in np.linspace(0, 1, 8)]
         draw.line(pts, fill=int(rng.integers(40, 60)), width=2)
     # optic disc and cup (cup/disc ratio ~0.3 healthy, ~0.75 glaucoma)
     rd = s * 0.085

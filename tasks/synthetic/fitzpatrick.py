@@ -176,9 +176,7 @@ def write_fitzpatrick(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkwa
             {
                 "md5hash": hashes[i],
                 "fitzpatrick_scale": "" if plant[i] == "missing_skin_type" else str(skin[i]),
-                "fitzpatrick_centaur": str(
-                    skin[i] if rng.random() < 0.7 else int(np.clip(skin[i] + 1, 1, 6))
-                ),
+                "fitzpatrick_centaur": str(skin[i] if rng.random() < 0.7 else int(np.clip(skin[i] + 1, 1, 6))),
                 "label": str(rng.choice(fines)),
                 "nine_partition_label": nine[i],
                 "three_partition_label": "" if plant[i] == "missing_label" else coarse,
@@ -195,11 +193,7 @@ def write_fitzpatrick(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkwa
         if kind == "text_as_jpeg":
             path.write_text("<html><body>404 Not Found</body></html>\n")
             continue
-        img = (
-            _xray_like(rng, size)
-            if kind == "non_dermatology"
-            else _draw_lesion(rng, _skin_patch(rng, size, int(skin[i])), coarse)
-        )
+        img = _xray_like(rng, size) if kind == "non_dermatology" else _draw_lesion(rng, _skin_patch(rng, size, int(skin[i])), coarse)
         if kind == "cmyk_jpeg":
             img.convert("CMYK").save(path, "JPEG", quality=90)
         elif kind == "grayscale_jpeg":

@@ -126,12 +126,7 @@ def write_mimic_cxr(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward
             if mentioned and rng.random() < 0.3:  # the CheXpert labeler hedges a few more findings
                 other[str(rng.choice(mentioned))] = -1.0
             chexpert.append({"subject_id": subject, "study_id": study, **_cells_to_text(other)})
-            date = (
-                21000000
-                + int(rng.integers(0, 90)) * 10000
-                + int(rng.integers(1, 13)) * 100
-                + int(rng.integers(1, 29))
-            )
+            date = 21000000 + int(rng.integers(0, 90)) * 10000 + int(rng.integers(1, 13)) * 100 + int(rng.integers(1, 29))
             for view in _study_views(rng):
                 code, orientation = _VIEW_META[view]
                 lateral = view in ("LATERAL", "LL")
@@ -140,17 +135,13 @@ def write_mimic_cxr(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward
                         "dicom_id": _dicom_id(rng),
                         "subject_id": subject,
                         "study_id": study,
-                        "PerformedProcedureStepDescription": "CHEST (PORTABLE AP)"
-                        if view.startswith("AP")
-                        else "CHEST (PA AND LAT)",
+                        "PerformedProcedureStepDescription": "CHEST (PORTABLE AP)" if view.startswith("AP") else "CHEST (PA AND LAT)",
                         "ViewPosition": view,
                         "Rows": 3056 if lateral else 2544,
                         "Columns": 2544 if lateral else 3056,
                         "StudyDate": date,
                         "StudyTime": round(float(rng.uniform(0, 235959)), 3),
-                        "ProcedureCodeSequence_CodeMeaning": "CHEST (PA AND LAT)"
-                        if not view.startswith("AP")
-                        else "CHEST (PORTABLE AP)",
+                        "ProcedureCodeSequence_CodeMeaning": "CHEST (PA AND LAT)" if not view.startswith("AP") else "CHEST (PORTABLE AP)",
                         "ViewCodeSequence_CodeMeaning": code,
                         "PatientOrientationCodeSequence_CodeMeaning": orientation,
                         "_subject": s,
@@ -196,9 +187,7 @@ def write_mimic_cxr(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward
 
     for i, row in md.iterrows():
         sid = str(row["subject_id"])
-        path = (
-            raw_dir / "files" / f"p{sid[:2]}" / f"p{sid}" / f"s{row['study_id']}" / f"{row['dicom_id']}.jpg"
-        )
+        path = raw_dir / "files" / f"p{sid[:2]}" / f"p{sid}" / f"s{row['study_id']}" / f"{row['dicom_id']}.jpg"
         if row["plant"] in ("truncated_jpeg", "text_as_jpeg", "missing_image"):
             write_broken_image(path, str(row["plant"]), pixels[i])
         else:
@@ -222,9 +211,7 @@ def write_mimic_cxr(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward
     labels_cx.to_csv(raw_dir / "mimic-cxr-2.0.0-chexpert.csv", index=False)
 
     # MIMIC-IV: patients (plus subjects who never had an X-ray) and admissions.
-    extra = np.setdiff1d(10_000_000 + rng.choice(10_000_000, size=n_patients // 2, replace=False), subjects)[
-        : n_patients // 4
-    ]
+    extra = np.setdiff1d(10_000_000 + rng.choice(10_000_000, size=n_patients // 2, replace=False), subjects)[: n_patients // 4]
     keep = [s for s in range(n_patients) if s not in no_patient]
     n_extra = len(extra)
     pd.DataFrame(
@@ -233,9 +220,7 @@ def write_mimic_cxr(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward
             "gender": np.concatenate([gender[keep], rng.choice(["F", "M"], size=n_extra)]),
             "anchor_age": np.concatenate([anchor_age[keep], rng.integers(18, 92, size=n_extra)]),
             "anchor_year": rng.integers(2110, 2200, size=len(keep) + n_extra),
-            "anchor_year_group": rng.choice(
-                ["2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019"], size=len(keep) + n_extra
-            ),
+            "anchor_year_group": rng.choice(["2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019"], size=len(keep) + n_extra),
             "dod": "",
         }
     ).sort_values("subject_id").to_csv(raw_dir / "patients.csv", index=False)
@@ -260,12 +245,8 @@ def write_mimic_cxr(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward
                     "deathtime": "",
                     "admission_type": rng.choice(["EW EMER.", "URGENT", "ELECTIVE", "OBSERVATION ADMIT"]),
                     "admit_provider_id": f"P{int(rng.integers(10000, 99999))}",
-                    "admission_location": rng.choice(
-                        ["EMERGENCY ROOM", "PHYSICIAN REFERRAL", "TRANSFER FROM HOSPITAL"]
-                    ),
-                    "discharge_location": rng.choice(
-                        ["HOME", "SKILLED NURSING FACILITY", "HOME HEALTH CARE", ""]
-                    ),
+                    "admission_location": rng.choice(["EMERGENCY ROOM", "PHYSICIAN REFERRAL", "TRANSFER FROM HOSPITAL"]),
+                    "discharge_location": rng.choice(["HOME", "SKILLED NURSING FACILITY", "HOME HEALTH CARE", ""]),
                     "insurance": rng.choice(["Medicare", "Medicaid", "Other"]),
                     "language": "ENGLISH",
                     "marital_status": rng.choice(["MARRIED", "SINGLE", "WIDOWED", ""]),

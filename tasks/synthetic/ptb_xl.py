@@ -211,9 +211,7 @@ def write_ptb_xl(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: b
             classes.append(set(rng.choice(names, size=k, replace=False, p=p / p.sum()).tolist()))
     scp = [_scp_codes(rng, c) for c in classes]
 
-    dates = pd.Timestamp("1984-01-01") + pd.to_timedelta(
-        np.sort(rng.integers(0, 13 * 365 * 86400, size=n)), unit="s"
-    )
+    dates = pd.Timestamp("1984-01-01") + pd.to_timedelta(np.sort(rng.integers(0, 13 * 365 * 86400, size=n)), unit="s")
     order = rng.permutation(n)  # ECG ids follow recording date; patients interleave
     pid, classes, scp = pid[order], [classes[i] for i in order], [scp[i] for i in order]
     ecg_id = np.arange(1, n + 1)
@@ -265,9 +263,7 @@ def write_ptb_xl(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: b
             "recording_date": dates.strftime("%Y-%m-%d %H:%M:%S"),
             "report": ["sinusrhythmus normales ekg" if c == {"NORM"} else "sinusrhythmus" for c in classes],
             "scp_codes": scp_text,
-            "heart_axis": np.where(
-                rng.random(n) < 0.6, rng.choice(["MID", "LAD", "ALAD", "RAD"], size=n), ""
-            ),
+            "heart_axis": np.where(rng.random(n) < 0.6, rng.choice(["MID", "LAD", "ALAD", "RAD"], size=n), ""),
             "infarction_stadium1": np.where(["MI" in c for c in classes], "Stadium II", ""),
             "infarction_stadium2": "",
             "validated_by": np.where(rng.random(n) < 0.6, rng.integers(0, 12, n), np.nan),
@@ -298,8 +294,6 @@ def write_ptb_xl(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: b
         if plant[i] == "unreadable_header":
             (raw_dir / f"{filename_lr[i]}.hea").write_text("this is not a WFDB header\n\x00\x01garbage\n")
 
-    truth = pd.DataFrame(
-        {"source_file": "ptbxl_database.csv", "source_row": np.arange(n) + 2, "plant": plant, "stage": stage}
-    )
+    truth = pd.DataFrame({"source_file": "ptbxl_database.csv", "source_row": np.arange(n) + 2, "plant": plant, "stage": stage})
     truth[truth["plant"] != ""].to_csv(raw_dir / TRUTH_FILE, index=False)
     return raw_dir

@@ -65,9 +65,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     # ... and the patient twice in the demographics: both copies quarantined, race unknown.
     demo = pd.concat([demo, demo[demo["PATIENT"] == patient].assign(PRIMARY_RACE="Asian")], ignore_index=True)
     extra = [("train.csv", len(train) + 1, "dedupe"), ("valid.csv", len(valid) + 1, "cohort")]
-    extra += [
-        ("CHEXPERT_DEMO.csv", int(i) + 2, "contract") for i in np.flatnonzero(demo["PATIENT"] == patient)
-    ]
+    extra += [("CHEXPERT_DEMO.csv", int(i) + 2, "contract") for i in np.flatnonzero(demo["PATIENT"] == patient)]
     train.to_csv(raw / RELEASE / "train.csv", index=False)
     valid.to_csv(raw / RELEASE / "valid.csv", index=False)
     demo.to_csv(raw / "CHEXPERT_DEMO.csv", index=False)
@@ -75,10 +73,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     adapter = _Capturing()
     snap = build_snapshot(adapter, raw, tmp_path_factory.mktemp("results"), b"0123456789abcdef")
     expected = {
-        (f, int(r)): s
-        for f, r, s in truth.loc[truth["stage"] != "", ["source_file", "source_row", "stage"]].itertuples(
-            index=False
-        )
+        (f, int(r)): s for f, r, s in truth.loc[truth["stage"] != "", ["source_file", "source_row", "stage"]].itertuples(index=False)
     }
     expected.update({(f, r): s for f, r, s in extra})
     return SimpleNamespace(
@@ -140,11 +135,7 @@ def test_every_excluded_row_is_quarantined_with_its_reason(built: SimpleNamespac
             assert "cannot identify image file" in reason
     assert reasons[("train.csv", len(built.train) + 1)].startswith("Path: the same image as line ")
     assert reasons[("valid.csv", len(built.valid) + 1)].startswith("Path: patient also has training records")
-    assert all(
-        "duplicate value" in reasons[("CHEXPERT_DEMO.csv", r)]
-        for f, r in built.expected
-        if f == "CHEXPERT_DEMO.csv"
-    )
+    assert all("duplicate value" in reasons[("CHEXPERT_DEMO.csv", r)] for f, r in built.expected if f == "CHEXPERT_DEMO.csv")
     # D4: no raw patient id (the patient folder name) in the reasons the adapter writes. (The contract
     # check of the PATIENT column itself quotes the duplicated value: tasks/contracts.py's behaviour.)
     own = q[q["column"] != "PATIENT"]
@@ -171,9 +162,7 @@ def test_split_and_patient_ids(built: SimpleNamespace) -> None:
     rec = built.records
     assert (rec.loc[rec["_source_file"] == "train.csv", "split"] == "train").all()
     assert (rec.loc[rec["_source_file"] == "valid.csv", "split"] == "test").all()
-    assert set(rec.loc[rec["split"] == "test", "raw_patient_id"]).isdisjoint(
-        rec.loc[rec["split"] == "train", "raw_patient_id"]
-    )
+    assert set(rec.loc[rec["split"] == "test", "raw_patient_id"]).isdisjoint(rec.loc[rec["split"] == "train", "raw_patient_id"])
     folder = rec["path"].str.split("/").str[2]
     assert (rec["raw_patient_id"] == folder).all()
     per_patient = rec.groupby("raw_patient_id").size()
@@ -198,10 +187,7 @@ def test_subgroups(built: SimpleNamespace) -> None:
     raw["r"] = raw.groupby("f").cumcount() + 2
     row = rec.merge(raw, left_on=["_source_file", "_source_row"], right_on=["f", "r"], validate="one_to_one")
     assert ((row["Frontal/Lateral"] == "Lateral") == (row["view"] == "Lateral")).all()
-    assert (
-        row.loc[row["Frontal/Lateral"] == "Frontal", "view"]
-        == row.loc[row["Frontal/Lateral"] == "Frontal", "AP/PA"]
-    ).all()
+    assert (row.loc[row["Frontal/Lateral"] == "Frontal", "view"] == row.loc[row["Frontal/Lateral"] == "Frontal", "AP/PA"]).all()
     assert (row["sex"] == row["Sex"]).all()
 
     demo = built.demo.drop_duplicates("PATIENT", keep=False).set_index("PATIENT")["PRIMARY_RACE"]
@@ -215,10 +201,7 @@ def test_subgroups(built: SimpleNamespace) -> None:
     expected = rec["raw_patient_id"].map(lambda p: collapse(demo.get(p, float("nan"))))
     assert (rec["race"] == expected).all()
     missing = built.truth.loc[built.truth["plant"] == "missing_demographics", "source_row"]
-    assert (
-        rec.loc[(rec["_source_file"] == "train.csv") & rec["_source_row"].isin(missing), "race"]
-        == "Other/Unknown"
-    ).all()
+    assert (rec.loc[(rec["_source_file"] == "train.csv") & rec["_source_row"].isin(missing), "race"] == "Other/Unknown").all()
     assert (rec.loc[rec["raw_patient_id"] == built.patient, "race"] == "Other/Unknown").all()
 
 

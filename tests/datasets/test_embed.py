@@ -80,9 +80,7 @@ def test_every_row_has_its_expected_fate(read: tuple[pd.DataFrame, Quarantine], 
     assert records["_source_row"].is_unique  # a multi-finding exam still gives one record per image
 
 
-def test_counts_after_each_filter(
-    raw: Path, read: tuple[pd.DataFrame, Quarantine], truth: pd.DataFrame
-) -> None:
+def test_counts_after_each_filter(raw: Path, read: tuple[pd.DataFrame, Quarantine], truth: pd.DataFrame) -> None:
     records, q = read
     frame = q.frame()
     n_meta = len(pd.read_csv(raw / META))
@@ -91,9 +89,7 @@ def test_counts_after_each_filter(
     assert adapter.n_raw_rows(raw) == n_meta + 1 == len(truth)
     plants = truth["plant"].value_counts()
     assert plants["duplicate_path"] == 2 and plants["other_view"] == 3 and plants["no_path"] == 1
-    assert (
-        plants["no_clinical"] == 4 and plants["density5"] == 4 and plants["no_density"] == 4
-    )  # 4 views/exam
+    assert plants["no_clinical"] == 4 and plants["density5"] == 4 and plants["no_density"] == 4  # 4 views/exam
     assert frame["stage"].value_counts().to_dict() == {
         "cohort": int((truth["fate"] == "cohort").sum()),
         "contract": 2,
@@ -152,11 +148,7 @@ def test_subgroups(raw: Path, read: tuple[pd.DataFrame, Quarantine]) -> None:
     meta = pd.read_csv(raw / META, dtype=str, keep_default_na=False)
     meta["_source_row"] = np.arange(len(meta)) + 2
     clin = pd.read_csv(raw / CLIN, dtype=str, keep_default_na=False).drop_duplicates(["acc_anon"])
-    src = (
-        meta.set_index("_source_row")
-        .loc[records["_source_row"]]
-        .merge(clin, on=["empi_anon", "acc_anon"], how="left")
-    )
+    src = meta.set_index("_source_row").loc[records["_source_row"]].merge(clin, on=["empi_anon", "acc_anon"], how="left")
     race = {"African American  or Black": "Black", "Caucasian or White": "White", "Asian": "Asian"}
     assert (records["race"].to_numpy() == src["RACE_DESC"].map(race).fillna("Other/Unknown").to_numpy()).all()
     assert set(records["race"]) == {"Black", "White", "Asian", "Other/Unknown"}
@@ -167,9 +159,7 @@ def test_subgroups(raw: Path, read: tuple[pd.DataFrame, Quarantine]) -> None:
     assert records[["race", "view", "density", "assessment", "age_band"]].notna().all().all()
 
 
-def test_decode(
-    raw: Path, read: tuple[pd.DataFrame, Quarantine], truth: pd.DataFrame, tmp_path: Path
-) -> None:
+def test_decode(raw: Path, read: tuple[pd.DataFrame, Quarantine], truth: pd.DataFrame, tmp_path: Path) -> None:
     records, _ = read
     adapter = get_dataset("embed")
     chunk = adapter.decode_inputs(records, raw)
@@ -192,9 +182,7 @@ def test_decode(
     assert np.array_equal(other.x, adapter.decode_inputs(sub, raw).x)
 
 
-def test_snapshot_reconciles(
-    raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, truth: pd.DataFrame
-) -> None:
+def test_snapshot_reconciles(raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, truth: pd.DataFrame) -> None:
     monkeypatch.setenv("MEDAUDIT_SECRET_FILE", str(tmp_path / "secret"))
     snap = build_snapshot(get_dataset("embed"), raw, tmp_path / "results", secret=b"k" * 32)
     assert snap.n_raw == len(truth) == snap.n_accepted + snap.n_quarantined
@@ -221,9 +209,7 @@ _CLIN_COLS = [
 def _write_tables(folder: Path, clinical: list[list[object]], metadata: list[list[object]]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(clinical, columns=_CLIN_COLS).to_csv(folder / CLIN, index=False)
-    pd.DataFrame(metadata, columns=["empi_anon", "acc_anon", "anon_dicom_path", "ViewPosition"]).to_csv(
-        folder / META, index=False
-    )
+    pd.DataFrame(metadata, columns=["empi_anon", "acc_anon", "anon_dicom_path", "ViewPosition"]).to_csv(folder / META, index=False)
 
 
 def test_filters_apply_in_the_papers_order(tmp_path: Path) -> None:
@@ -282,9 +268,7 @@ def test_missing_column_is_structural(tmp_path: Path) -> None:
         get_dataset("embed").read_records(tmp_path, Quarantine())
     assert err.value.column == "tissueden" and CLIN in str(err.value)
     clin.to_csv(tmp_path / CLIN, index=False)
-    pd.DataFrame({"empi_anon": [1], "acc_anon": [10], "ViewPosition": ["CC"]}).to_csv(
-        tmp_path / META, index=False
-    )
+    pd.DataFrame({"empi_anon": [1], "acc_anon": [10], "ViewPosition": ["CC"]}).to_csv(tmp_path / META, index=False)
     with pytest.raises(StructuralError) as err:
         get_dataset("embed").read_records(tmp_path, Quarantine())
     assert err.value.column == "anon_dicom_path" and META in str(err.value)

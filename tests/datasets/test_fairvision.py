@@ -69,9 +69,7 @@ def read(raw: Path) -> tuple[pd.DataFrame, Quarantine]:
     return get_dataset("fairvision").read_records(raw, q), q
 
 
-def _key(
-    df: pd.DataFrame, file_col: str = "_source_file", row_col: str = "_source_row"
-) -> list[tuple[str, int]]:
+def _key(df: pd.DataFrame, file_col: str = "_source_file", row_col: str = "_source_row") -> list[tuple[str, int]]:
     return list(zip(df[file_col], df[row_col].astype(int), strict=True))
 
 
@@ -107,9 +105,7 @@ def test_every_row_has_its_expected_fate(read: tuple[pd.DataFrame, Quarantine], 
             assert stage.get(key) == row.fate, row
 
 
-def test_qc_reasons_carry_the_measured_values(
-    read: tuple[pd.DataFrame, Quarantine], truth: pd.DataFrame
-) -> None:
+def test_qc_reasons_carry_the_measured_values(read: tuple[pd.DataFrame, Quarantine], truth: pd.DataFrame) -> None:
     frame = read[1].frame()
     qc = frame[frame["stage"] == "cohort"]
     assert set(qc["column"]) == {"filename"}
@@ -122,11 +118,7 @@ def test_qc_reasons_carry_the_measured_values(
     reason = qc.set_index(["source_file", "source_row"]).loc[(blank.source_file, blank.source_row), "reason"]
     assert "mean 128.00" in reason and "std 0.00" in reason
     contract = frame[frame["stage"] == "contract"].iloc[0]
-    assert (
-        contract["source_file"] == FILES["dr"]
-        and contract["column"] == "dr"
-        and "'unknown'" in contract["reason"]
-    )
+    assert contract["source_file"] == FILES["dr"] and contract["column"] == "dr" and "'unknown'" in contract["reason"]
 
 
 def test_labels_split_and_patients(read: tuple[pd.DataFrame, Quarantine], truth: pd.DataFrame) -> None:
@@ -142,9 +134,7 @@ def test_labels_split_and_patients(read: tuple[pd.DataFrame, Quarantine], truth:
     assert "validation" in set(src.loc[(records["split"] == "train").to_numpy(), "use"])
     # patient id = <g|d|a>_<5-digit id>, one image per patient
     assert (records["raw_patient_id"].to_numpy() == src["patient_id"].to_numpy()).all()
-    assert (
-        records["raw_patient_id"].str.fullmatch(r"[gda]_\d{5}").all() and records["raw_patient_id"].is_unique
-    )
+    assert records["raw_patient_id"].str.fullmatch(r"[gda]_\d{5}").all() and records["raw_patient_id"].is_unique
 
 
 def test_subgroups(read: tuple[pd.DataFrame, Quarantine], truth: pd.DataFrame) -> None:
@@ -180,9 +170,7 @@ def test_decode(raw: Path, read: tuple[pd.DataFrame, Quarantine], truth: pd.Data
     assert np.allclose(chunk.x[0, 0], ref)
 
 
-def test_snapshot_reconciles(
-    raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, truth: pd.DataFrame
-) -> None:
+def test_snapshot_reconciles(raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, truth: pd.DataFrame) -> None:
     monkeypatch.setenv("MEDAUDIT_SECRET_FILE", str(tmp_path / "secret"))
     snap = build_snapshot(get_dataset("fairvision"), raw, tmp_path / "results", secret=b"k" * 32)
     assert snap.n_raw == N == snap.n_accepted + snap.n_quarantined

@@ -88,10 +88,7 @@ def test_quarantine_reasons_name_column_and_value(read: tuple[pd.DataFrame, Quar
     for h in NON_DERMATOLOGY_HASHES:
         assert cohort["reason"].str.contains(h).sum() == 1
     assert frame.loc["contract", "column"] == "three_partition_label"
-    assert (
-        "three_partition_label" in frame.loc["contract", "reason"]
-        and "empty" in frame.loc["contract", "reason"]
-    )
+    assert "three_partition_label" in frame.loc["contract", "reason"] and "empty" in frame.loc["contract", "reason"]
     assert frame.loc["dedupe", "column"] == "md5hash" and "first row is kept" in frame.loc["dedupe", "reason"]
 
 
@@ -169,9 +166,7 @@ def test_images_subfolder_layout(raw: Path, read: tuple[pd.DataFrame, Quarantine
     assert (a.ok_positions == b.ok_positions).all() and np.array_equal(a.x, b.x)
 
 
-def test_snapshot_reconciles(
-    raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, truth: pd.DataFrame
-) -> None:
+def test_snapshot_reconciles(raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, truth: pd.DataFrame) -> None:
     monkeypatch.setenv("MEDAUDIT_SECRET_FILE", str(tmp_path / "secret"))
     snap = build_snapshot(get_dataset("fitzpatrick"), raw, tmp_path / "results", secret=b"k" * 32)
     q = snap.quarantine()

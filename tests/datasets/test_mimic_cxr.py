@@ -68,15 +68,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 
     adapter = _Capturing()
     snap = build_snapshot(adapter, raw, tmp_path_factory.mktemp("results"), b"0123456789abcdef")
-    expected = {
-        (META, int(r)): s
-        for r, s in truth.loc[truth["stage"] != "", ["source_row", "stage"]].itertuples(index=False)
-    }
+    expected = {(META, int(r)): s for r, s in truth.loc[truth["stage"] != "", ["source_row", "stage"]].itertuples(index=False)}
     expected |= {(META, leak + 2): "cohort", (META, len(meta) + 1): "dedupe"}
-    expected |= {
-        ("patients.csv", int(i) + 2): "contract"
-        for i in np.flatnonzero(patients["subject_id"] == twice_subject)
-    }
+    expected |= {("patients.csv", int(i) + 2): "contract" for i in np.flatnonzero(patients["subject_id"] == twice_subject)}
     rows = meta.loc[adapter.captured["_source_row"].to_numpy() - 2].reset_index(drop=True)
     return SimpleNamespace(
         raw=raw,
@@ -96,11 +90,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 
 def _plant(built: SimpleNamespace) -> pd.Series:
     """The writer's plant of each record ('' for an ordinary one)."""
-    return (
-        built.records["_source_row"]
-        .map(dict(zip(built.truth["source_row"], built.truth["plant"], strict=True)))
-        .fillna("")
-    )
+    return built.records["_source_row"].map(dict(zip(built.truth["source_row"], built.truth["plant"], strict=True))).fillna("")
 
 
 def test_counts_after_each_filter(built: SimpleNamespace) -> None:
@@ -114,9 +104,7 @@ def test_counts_after_each_filter(built: SimpleNamespace) -> None:
 
 def test_every_excluded_row_is_quarantined_with_its_reason(built: SimpleNamespace) -> None:
     q = built.snap.quarantine()
-    assert {
-        (f, int(r)): s for f, r, s in q[["source_file", "source_row", "stage"]].itertuples(index=False)
-    } == built.expected
+    assert {(f, int(r)): s for f, r, s in q[["source_file", "source_row", "stage"]].itertuples(index=False)} == built.expected
     reason = q.set_index(["source_file", "source_row"])["reason"]
     row = dict(zip(built.truth["plant"], built.truth["source_row"], strict=False))
     assert reason[(META, row["damaged_row"])].startswith("study_id: expected an integer, found an identifier (value withheld)")
@@ -133,12 +121,7 @@ def test_every_excluded_row_is_quarantined_with_its_reason(built: SimpleNamespac
 
 def test_labels_are_u_ones_and_unlabelled_studies_are_zero(built: SimpleNamespace) -> None:
     labels = _read(built.raw / NEGBIO).set_index("study_id")
-    cells = np.array(
-        [
-            [labels.at[st, n] if st in labels.index else "" for n in CXR_LABELS]
-            for st in built.rows["study_id"]
-        ]
-    )
+    cells = np.array([[labels.at[st, n] if st in labels.index else "" for n in CXR_LABELS] for st in built.rows["study_id"]])
     assert (cells == "-1.0").any() and (cells == "").any()
     y = built.records[[label_column(n) for n in CXR_LABELS]].to_numpy()
     np.testing.assert_array_equal(y, np.where(np.isin(cells, ["1.0", "-1.0"]), 1.0, 0.0))
@@ -155,16 +138,11 @@ def test_split_and_patient_ids(built: SimpleNamespace) -> None:
     assert (rec["official_split"] == official).all()
     assert (rec["split"] == official.map({"train": "train", "validate": "train", "test": "test"})).all()
     assert set(rec["split"]) == {"train", "test"}
-    assert set(rec.loc[rec["split"] == "test", "raw_patient_id"]).isdisjoint(
-        rec.loc[rec["split"] == "train", "raw_patient_id"]
-    )
+    assert set(rec.loc[rec["split"] == "test", "raw_patient_id"]).isdisjoint(rec.loc[rec["split"] == "train", "raw_patient_id"])
     assert (rec["raw_patient_id"] == rows["subject_id"]).all()
     assert rec.groupby("raw_patient_id").size().max() >= 3
     sid = rows["subject_id"]
-    assert (
-        rec["path"]
-        == "files/p" + sid.str[:2] + "/p" + sid + "/s" + rows["study_id"] + "/" + rows["dicom_id"] + ".jpg"
-    ).all()
+    assert (rec["path"] == "files/p" + sid.str[:2] + "/p" + sid + "/s" + rows["study_id"] + "/" + rows["dicom_id"] + ".jpg").all()
 
 
 def test_subgroups(built: SimpleNamespace) -> None:
@@ -188,9 +166,7 @@ def test_subgroups(built: SimpleNamespace) -> None:
     assert (plant == "multi_race").any() and (plant == "no_admissions").any()
 
     gender = built.patients.drop_duplicates("subject_id", keep=False).set_index("subject_id")["gender"]
-    assert (
-        rec["sex"] == rows["subject_id"].map(gender).map({"F": "Female", "M": "Male"}).fillna("Unknown")
-    ).all()
+    assert (rec["sex"] == rows["subject_id"].map(gender).map({"F": "Female", "M": "Male"}).fillna("Unknown")).all()
     unknown = plant.eq("no_patient_row") | rec["raw_patient_id"].eq(built.twice_subject)
     assert (rec.loc[unknown, ["sex", "age_band"]] == "Unknown").all().all() and unknown.sum() >= 2
     assert ((rec["sex"] == "Unknown") == unknown).all()
@@ -220,16 +196,12 @@ def test_decoded_inputs_and_label_signal(built: SimpleNamespace) -> None:
 def test_missing_column_or_file_is_structural(built: SimpleNamespace, tmp_path: Path) -> None:
     for name in (META, SPLIT, NEGBIO, "patients.csv"):
         shutil.copy(built.raw / name, tmp_path / name)
-    _read(built.raw / "admissions.csv").drop(columns=["race"]).to_csv(
-        tmp_path / "admissions.csv", index=False
-    )
+    _read(built.raw / "admissions.csv").drop(columns=["race"]).to_csv(tmp_path / "admissions.csv", index=False)
     with pytest.raises(StructuralError) as err:
         MimicCXR().n_raw_rows(tmp_path)
     assert err.value.file == "admissions.csv" and err.value.column == "race"
     (tmp_path / "patients.csv").unlink()
-    with pytest.raises(
-        StructuralError, match=r"patients.csv: file not found \(expected patients.csv or patients.csv.gz"
-    ):
+    with pytest.raises(StructuralError, match=r"patients.csv: file not found \(expected patients.csv or patients.csv.gz"):
         MimicCXR().read_records(tmp_path, Quarantine())
 
 

@@ -61,10 +61,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 
     adapter = _Capturing()
     snap = build_snapshot(adapter, raw, tmp_path_factory.mktemp("results"), b"0123456789abcdef")
-    expected = {
-        (DB, int(r)): s
-        for r, s in truth.loc[truth["stage"] != "", ["source_row", "stage"]].itertuples(index=False)
-    }
+    expected = {(DB, int(r)): s for r, s in truth.loc[truth["stage"] != "", ["source_row", "stage"]].itertuples(index=False)}
     expected |= {
         (DB, moved + 2): "cohort",
         (DB, len(db) + 1): "dedupe",
@@ -98,9 +95,7 @@ def test_counts_after_each_filter(built: SimpleNamespace) -> None:
 
 def test_every_excluded_row_is_quarantined_with_its_reason(built: SimpleNamespace) -> None:
     q = built.snap.quarantine()
-    assert {
-        (f, int(r)): s for f, r, s in q[["source_file", "source_row", "stage"]].itertuples(index=False)
-    } == built.expected
+    assert {(f, int(r)): s for f, r, s in q[["source_file", "source_row", "stage"]].itertuples(index=False)} == built.expected
     reason = q.set_index(["source_file", "source_row"])["reason"]
     plant_row = dict(zip(built.truth["plant"], built.truth["source_row"], strict=False))
     assert reason[(DB, plant_row["bad_scp_codes"])].startswith("scp_codes: expected a dict literal")
@@ -110,10 +105,7 @@ def test_every_excluded_row_is_quarantined_with_its_reason(built: SimpleNamespac
     assert "cannot read WFDB record" in reason[(DB, plant_row["unreadable_header"])]
     assert reason[(DB, built.moved + 2)].startswith("strat_fold: patient also has training records")
     assert reason[(DB, len(built.db) + 1)].startswith("ecg_id: the same ECG as line ")
-    assert (
-        "diagnostic_class: expected one of"
-        in reason[(STATEMENTS, max(r for f, r in built.expected if f == STATEMENTS))]
-    )
+    assert "diagnostic_class: expected one of" in reason[(STATEMENTS, max(r for f, r in built.expected if f == STATEMENTS))]
 
 
 def test_labels_are_diagnostic_superclasses(built: SimpleNamespace) -> None:
@@ -139,16 +131,12 @@ def test_split_and_patient_ids(built: SimpleNamespace) -> None:
     raw, rec = _raw_rows(built), built.records
     assert ((raw["strat_fold"] == "10") == (rec["split"] == "test")).all()
     assert set(rec["split"]) == {"train", "test"}
-    assert set(rec.loc[rec["split"] == "test", "raw_patient_id"]).isdisjoint(
-        rec.loc[rec["split"] == "train", "raw_patient_id"]
-    )
+    assert set(rec.loc[rec["split"] == "test", "raw_patient_id"]).isdisjoint(rec.loc[rec["split"] == "train", "raw_patient_id"])
     assert raw["patient_id"].str.endswith(".0").all()  # written as a float in the release ...
     assert (rec["raw_patient_id"] == raw["patient_id"].str.removesuffix(".0")).all()  # ... one id per patient
     assert rec.groupby("raw_patient_id").size().max() >= 3
     dropped = [r - 2 for (f, r), s in built.expected.items() if f == DB and s != "decode"]
-    assert set(rec["raw_patient_id"]) == set(
-        built.db.drop(index=dropped)["patient_id"].str.removesuffix(".0")
-    )
+    assert set(rec["raw_patient_id"]) == set(built.db.drop(index=dropped)["patient_id"].str.removesuffix(".0"))
 
 
 def test_subgroups(built: SimpleNamespace) -> None:
@@ -159,12 +147,8 @@ def test_subgroups(built: SimpleNamespace) -> None:
     assert set(rec["age_band"]) <= {"0-17", "18-39", "40-64", "65-79", "80+", "Unknown"}
     by_plant = dict(zip(built.truth["source_row"], built.truth["plant"], strict=True))
     plant = rec["_source_row"].map(by_plant)
-    assert (rec.loc[plant == "age_300", "age_band"] == "80+").all() and (
-        raw.loc[(plant == "age_300").to_numpy(), "age"] == "300.0"
-    ).all()
-    assert (rec.loc[plant == "missing_age", "age_band"] == "Unknown").all() and (
-        plant == "missing_age"
-    ).sum() == 1
+    assert (rec.loc[plant == "age_300", "age_band"] == "80+").all() and (raw.loc[(plant == "age_300").to_numpy(), "age"] == "300.0").all()
+    assert (rec.loc[plant == "missing_age", "age_band"] == "Unknown").all() and (plant == "missing_age").sum() == 1
 
 
 def test_decoded_signals_are_raw_millivolts(built: SimpleNamespace) -> None:

@@ -13,9 +13,7 @@ from tasks.risk.dp_bounds import auc_bound_from_epsilon_delta, auc_bound_gdp, gd
 
 def _numeric_auc(eps: float, delta: float) -> float:
     alpha = np.linspace(0, 1, 200_001)
-    beta = np.maximum.reduce(
-        [np.zeros_like(alpha), 1 - delta - np.exp(eps) * alpha, np.exp(-eps) * (1 - delta - alpha)]
-    )
+    beta = np.maximum.reduce([np.zeros_like(alpha), 1 - delta - np.exp(eps) * alpha, np.exp(-eps) * (1 - delta - alpha)])
     return float(np.trapezoid(1 - beta, alpha))
 
 
@@ -37,12 +35,7 @@ def test_gdp_bound_formulas():
     sigma, q, t = 1.1, 256 / 60000, 3500
     mu_p = q * math.sqrt(t * (math.exp(sigma**-2) - 1))
     assert gdp_mu(sigma, q, t) == pytest.approx(mu_p)
-    mu_u = (
-        math.sqrt(2)
-        * q
-        * math.sqrt(t)
-        * math.sqrt(math.exp(sigma**-2) * norm.cdf(1.5 / sigma) + 3 * norm.cdf(-0.5 / sigma) - 2)
-    )
+    mu_u = math.sqrt(2) * q * math.sqrt(t) * math.sqrt(math.exp(sigma**-2) * norm.cdf(1.5 / sigma) + 3 * norm.cdf(-0.5 / sigma) - 2)
     assert gdp_mu(sigma, q, t, sampling="uniform") == pytest.approx(mu_u)
     assert auc_bound_gdp(sigma, q, t) == pytest.approx(norm.cdf(mu_p / math.sqrt(2)))
     # mu-GDP trade-off curve integrates to Phi(mu / sqrt 2)

@@ -18,9 +18,7 @@ def _gaussian_pool(seed: int, m: int, t: int, n: int, d: float, v: int = 2):
     mu = rng.normal(0, 3, n)
     sd = rng.uniform(0.5, 2.0, n)
     mask = rng.random((m + t, n)) < 0.5
-    scores = mu[None, :, None] + sd[None, :, None] * (
-        rng.standard_normal((m + t, n, v)) + d * mask[:, :, None]
-    )
+    scores = mu[None, :, None] + sd[None, :, None] * (rng.standard_normal((m + t, n, v)) + d * mask[:, :, None])
     return scores[:m], mask[:m], scores[m:], mask[m:]
 
 
@@ -91,9 +89,7 @@ def test_formulas_by_hand():
     s = np.array([[[0.7]]])
     expected = norm.logpdf(0.7, 1.0, 2.0) - norm.logpdf(0.7, 0.0, 0.5)
     assert lira_online(s, ref)[0, 0] == pytest.approx(expected, rel=1e-12)
-    assert lira_online(s, ref, fix_variance=True)[0, 0] == pytest.approx(
-        norm.logpdf(0.7, 1.0, 1.0) - norm.logpdf(0.7, 0.0, 1.0), rel=1e-12
-    )
+    assert lira_online(s, ref, fix_variance=True)[0, 0] == pytest.approx(norm.logpdf(0.7, 1.0, 1.0) - norm.logpdf(0.7, 0.0, 1.0), rel=1e-12)
     assert lira_offline(s, ref)[0, 0] == pytest.approx(norm.logcdf(0.7 / 0.5), rel=1e-12)
     # view averaging
     ref2 = LiraReference(

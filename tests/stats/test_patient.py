@@ -48,9 +48,7 @@ def test_patient_llr_improves_detection_when_patients_have_many_records():
     member = rng.random(n_pat) < 0.5
     llr = rng.normal(size=(1, codes.size)) + 0.5 * member[codes]
     rec_auc = roc_auc(llr[0], member[codes])
-    pat_auc = roc_auc(
-        patient_llr(llr, codes, n_pat)[0], patient_membership(member[codes][None], codes, n_pat)[0]
-    )
+    pat_auc = roc_auc(patient_llr(llr, codes, n_pat)[0], patient_membership(member[codes][None], codes, n_pat)[0])
     assert pat_auc > rec_auc + 0.15
 
 

@@ -70,9 +70,7 @@ def test_hanley_mcneil_hand_computation():
     # A = 0.8, 100/100: Q0 = 2/3, Q1 = 1.28/1.8; numerator = 0.16 + 99 (2/3 - .64) + 99 (1.28/1.8 - .64)
     num = 0.16 + 99 * (2 / 3 - 0.64) + 99 * (1.28 / 1.8 - 0.64)
     assert num == pytest.approx(9.84)
-    assert hanley_mcneil_se(np.array([0.8]), np.array([100]), np.array([100]))[0] == pytest.approx(
-        np.sqrt(9.84 / 10000), rel=1e-12
-    )
+    assert hanley_mcneil_se(np.array([0.8]), np.array([100]), np.array([100]))[0] == pytest.approx(np.sqrt(9.84 / 10000), rel=1e-12)
     # asymmetric counts use Q0 for the IN side and Q1 for the OUT side
     a, n1, n0 = 0.9, 10, 40
     q0, q1 = a / (2 - a), 2 * a * a / (1 + a)
@@ -172,9 +170,7 @@ def _random_case(seed: int, m: int, n: int, v: int, ties: bool) -> tuple[np.ndar
 
 def _assert_frames_close(a, b):
     assert a["flag"].tolist() == b["flag"].tolist()
-    np.testing.assert_allclose(
-        a[_COLS].to_numpy(float), b[_COLS].to_numpy(float), rtol=1e-9, atol=1e-12, equal_nan=True
-    )
+    np.testing.assert_allclose(a[_COLS].to_numpy(float), b[_COLS].to_numpy(float), rtol=1e-9, atol=1e-12, equal_nan=True)
 
 
 @settings(max_examples=40, deadline=None)

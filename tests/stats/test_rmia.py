@@ -105,9 +105,7 @@ def test_rmia_detects_members_and_tuning_uses_only_references():
     # the pseudo-target is found by index, wherever it sits in the pool
     perm = np.r_[np.arange(1, ref_x.shape[0]), 0]
     moved = ref_x.shape[0] - 1
-    assert (
-        tune_rmia_a(ref_x[perm], ref_in[perm], ref_z[perm], moved, grid=grid, n_population=200, seed=3) == a
-    )
+    assert tune_rmia_a(ref_x[perm], ref_in[perm], ref_z[perm], moved, grid=grid, n_population=200, seed=3) == a
     off = rmia_scores(tgt_x, ref_x, ref_in, tgt_z, ref_z, online=False, a=a)
     assert roc_auc(off[0], tgt_in[0]) > 0.6
 

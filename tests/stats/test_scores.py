@@ -114,9 +114,7 @@ def test_rmia_probability_binary_uses_label():
     assert np.all((p >= 0) & (p <= 1))
 
 
-@pytest.mark.parametrize(
-    "name", ["softmax_mass", "softmax_mass_cxr", "rmia_probability", "rmia_probability_cxr"]
-)
+@pytest.mark.parametrize("name", ["softmax_mass", "softmax_mass_cxr", "rmia_probability", "rmia_probability_cxr"])
 def test_nonfinite_logits_flagged_not_crashing(name):
     z = np.zeros((5, 2, 3))
     z[0, 1, 2] = np.nan

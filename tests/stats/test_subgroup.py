@@ -88,9 +88,7 @@ def test_overrepresentation_against_scipy_and_by_key():
         g = groups == r["group"]
         assert r["n"] == g.sum() and r["observed"] == (g & top).sum()
         assert r["expected"] == pytest.approx(g.sum() * k / 1000)
-        assert r["pearson_residual"] == pytest.approx(
-            (r["observed"] - r["expected"]) / math.sqrt(r["expected"])
-        )
+        assert r["pearson_residual"] == pytest.approx((r["observed"] - r["expected"]) / math.sqrt(r["expected"]))
         table = [[(g & top).sum(), (g & ~top).sum()], [(~g & top).sum(), (~g & ~top).sum()]]
         assert r["p_value"] == pytest.approx(fisher_exact(table).pvalue, rel=1e-12)
     assert out["p_holm"].tolist() == pytest.approx(list(multipletests(out["p_value"], method="holm")[1]))
@@ -137,9 +135,7 @@ def test_subgroup_table_columns_and_values():
     # deterministic; a group's row does not depend on other attributes
     again = subgroup_table(df, "risk", ["sex", "race"], risk_threshold=0.7, n_boot=300, seed=1)
     key = ["attribute", "group"]
-    pd.testing.assert_frame_equal(
-        tab.sort_values(key).reset_index(drop=True), again.sort_values(key).reset_index(drop=True)
-    )
+    pd.testing.assert_frame_equal(tab.sort_values(key).reset_index(drop=True), again.sort_values(key).reset_index(drop=True))
 
 
 def test_subgroup_table_top_set_ties_and_pairs():
