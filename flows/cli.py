@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import pkgutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from flows.runtime import configure_prefect
-
-# Demo pool: an MLP recipe that memorises atypical stays within the 10-minute budget on 2 cores.
-DEMO_POOL: dict[str, Any] = {
-    "architecture": {"name": "mlp", "params": {"width": 128, "depth": 2}},
-    "recipe": {"epochs": 40, "batch_size": 128, "learning_rate": 0.01, "weight_decay": 5e-4, "momentum": 0.9, "warmup_fraction": 0.05},
-}
 
 
 def _add_run_options(p: argparse.ArgumentParser, *, models_default: int | None) -> None:
@@ -81,14 +77,14 @@ def _print_result(res: dict[str, Any], as_json: bool) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from flows.audit import run_audit
+    from tasks.demo_pools import demo_pool
     from tasks.synthetic import get_synthetic_writer
 
     raw_dir = args.results / "demo_data" / args.dataset / f"n{args.patients}_seed{args.data_seed}"
     if not raw_dir.exists():
         print(f"writing a synthetic {args.dataset} cohort of {args.patients} patients to {raw_dir}")
         get_synthetic_writer(args.dataset)(raw_dir, args.patients, args.data_seed)
-    base = DEMO_POOL if args.dataset == "mimic-iv-ed" else {}
-    cfg = _build_config(args, args.dataset, raw_dir, base)
+    cfg = _build_config(args, args.dataset, raw_dir, demo_pool(args.dataset))
     _print_result(run_audit(cfg, show_progress=not args.no_progress), args.json)
     return 0
 
@@ -196,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parquet", type=Path, default=None, help="write the result to a Parquet file")
     p.add_argument("--max-rows", type=int, default=60)
     p.set_defaults(func=cmd_sql)
+
+    import flows.commands
+
+    for mod in sorted(pkgutil.iter_modules(flows.commands.__path__), key=lambda m: m.name):
+        importlib.import_module(f"flows.commands.{mod.name}").register(sub)
     return parser
 
 

@@ -1,0 +1,4 @@
+"""Extra `medaudit` sub-commands: each module here defines ``register(subparsers)``.
+
+Adding a command is one new module; flows/cli.py discovers them.
+"""
