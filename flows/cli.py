@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import pkgutil
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -77,14 +78,25 @@ def _print_result(res: dict[str, Any], as_json: bool) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from flows.audit import run_audit
-    from tasks.demo_pools import demo_pool
+    from tasks.config import AuditConfig
+    from tasks.demo_pools import demo_options, demo_patients, demo_pool
     from tasks.synthetic import get_synthetic_writer
 
-    raw_dir = args.results / "demo_data" / args.dataset / f"n{args.patients}_seed{args.data_seed}"
+    write = get_synthetic_writer(args.dataset)
+    patients = args.patients if args.patients is not None else demo_patients(args.dataset)
+    raw_dir = args.results / "demo_data" / args.dataset / f"n{patients}_seed{args.data_seed}"
     if not raw_dir.exists():
-        print(f"writing a synthetic {args.dataset} cohort of {args.patients} patients to {raw_dir}")
-        get_synthetic_writer(args.dataset)(raw_dir, args.patients, args.data_seed)
+        print(f"writing a synthetic {args.dataset} cohort of {patients} patients to {raw_dir}")
+        # written under a temporary name: an interrupted write must not pass for a complete cohort
+        partial = raw_dir.with_name(raw_dir.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        write(partial, patients, args.data_seed)
+        partial.rename(raw_dir)
     cfg = _build_config(args, args.dataset, raw_dir, demo_pool(args.dataset))
+    if demo_options(args.dataset):  # the demo's adapter options, under any given in --config
+        data = cfg.model_dump(mode="json")
+        data["dataset_options"] = {**demo_options(args.dataset), **data["dataset_options"]}
+        cfg = AuditConfig.model_validate(data)
     _print_result(run_audit(cfg, show_progress=not args.no_progress), args.json)
     return 0
 
@@ -164,7 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run a whole audit on a built-in synthetic cohort")
     p.add_argument("--dataset", default="mimic-iv-ed", help="synthetic cohort layout (default %(default)s)")
-    p.add_argument("--patients", type=int, default=2000, help="patients in the synthetic cohort (default %(default)s)")
+    p.add_argument(
+        "--patients", type=int, default=None, help="patients in the synthetic cohort (default: per dataset, 2000 for mimic-iv-ed)"
+    )
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic cohort")
     _add_run_options(p, models_default=48)
     p.set_defaults(func=cmd_demo)
@@ -217,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyError as exc:
         print(f"medaudit: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # unwritable or full results folder, missing files: name the path
+        print(f"medaudit: error: {exc.strerror or exc} ({exc.filename or ''})", file=sys.stderr)
         return 2
 
 

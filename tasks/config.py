@@ -41,6 +41,7 @@ class TrainRecipe(_Strict):
     dp_epsilon: float | None = Field(None, gt=0)
     dp_clip_norm: float = Field(1.0, gt=0)
     dp_unit: Literal["record", "patient"] = "record"
+    dp_delta: float | None = Field(None, gt=0, lt=1)  # default 1 / number of units
 
 
 class ArchitectureSpec(_Strict):

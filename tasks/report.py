@@ -18,21 +18,39 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from tasks.analysis import AuditResult
+from tasks.analysis import SE_REFERENCE, AuditResult
 from tasks.risk.subgroup import suppress_small_cells
 from tasks.risk.survival import survival_curve
+
+
+def _f(value: object, fmt: str = ".3f") -> str:
+    """A headline number, or 'n/a' where it is missing (None / NaN: e.g. no target models)."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "n/a"
+    return format(value, fmt)
 
 
 def headline_rows(h: dict) -> list[tuple[str, str]]:
     """The headline numbers as (label, value) rows, shared by the CLI, the artifact and the report."""
     pct = 100 * h["share_patients_above_threshold"]
-    tpr3, tpr2 = h.get("lira_tpr_at_0.001", float("nan")), h.get("lira_tpr_at_0.01", float("nan"))
-    return [
-        ("aggregate LiRA AUC", f"{h['lira_auc_mean']:.3f} ± {h['lira_auc_std']:.3f} (TPR@1e-3 FPR {tpr3:.4f}, TPR@1e-2 FPR {tpr2:.4f})"),
+    tpr3, tpr2 = h.get("lira_tpr_at_0.001"), h.get("lira_tpr_at_0.01")
+    lira = f"{_f(h.get('lira_auc_mean'))} ± {_f(h.get('lira_auc_std'))} (TPR@1e-3 FPR {_f(tpr3, '.4f')}, TPR@1e-2 FPR {_f(tpr2, '.4f')})"
+    rows = [
+        ("aggregate LiRA AUC", lira),
         ("patients at risk", f"{h['n_patients_above_threshold']} of {h['n_patients']} ({pct:.1f}%) with risk >= {h['risk_threshold']}"),
-        ("highest record AUC", f"{h['max_record_auc']:.3f} (median {h['median_record_auc']:.3f})"),
+        ("highest record AUC", f"{_f(h.get('max_record_auc'))} (median {_f(h.get('median_record_auc'))})"),
         ("degenerate records", f"{h['n_degenerate_records']} flagged, never turned into numbers"),
     ]
+    if h.get("se_median_at_pool_size") is not None:
+        verdict = "pool big enough" if h.get("pool_big_enough") else "more models needed"
+        rows.append(
+            (
+                "models enough?",
+                f"median SE of the top-1% records {_f(h['se_median_at_pool_size'])} at {h.get('se_n_models')} models "
+                f"({verdict}: reference {SE_REFERENCE})",
+            )
+        )
+    return rows
 
 
 def survival_plot(result: AuditResult, path: Path) -> Path:
@@ -60,12 +78,75 @@ def survival_plot(result: AuditResult, path: Path) -> Path:
     return path
 
 
+def subgroup_survival_plot(result: AuditResult, path: Path, min_cell: int) -> Path:
+    """Patient-level risk survival (95% bands) per group, one panel per subgroup attribute.
+
+    Only groups with at least ``min_cell`` scored patients are drawn (small cells are suppressed).
+    """
+    patients = result.patient_stats
+    attrs = [c for c in patients.columns if c not in {"patient_key", "n_records", "n_scored", "risk_max", "risk_mean"}]
+    n = max(len(attrs), 1)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False, sharey=True)
+    risk = patients["risk_max"]
+    for ax, attr in zip(axes.ravel(), attrs, strict=False):
+        groups = patients.loc[risk.notna(), attr].astype(str).value_counts()
+        for group in sorted(groups[groups >= min_cell].index):
+            values = risk[patients[attr].astype(str) == group].to_numpy()
+            sc = survival_curve(values)
+            if sc.empty:
+                continue
+            line = ax.step(sc["x"], sc["sf"], where="post", label=f"{group} (n={np.isfinite(values).sum()})")[0]
+            ax.fill_between(sc["x"], sc["lo"].clip(lower=1e-6), sc["hi"], step="post", color=line.get_color(), alpha=0.15)
+        ax.set_yscale("log")
+        ax.set_xlim(0.475, 1.0)
+        ax.axvline(0.9, ls=":", color="grey")
+        ax.set_title(str(attr), fontsize=9)
+        ax.set_xlabel("patient risk (max record AUC)", fontsize=8)
+        ax.legend(fontsize=6)
+    for ax in axes.ravel()[len(attrs) :]:
+        ax.axis("off")
+    if not attrs:
+        axes[0][0].text(0.5, 0.5, "no subgroup attributes", ha="center", va="center")
+    axes[0][0].set_ylabel("share of patients with risk ≥ x")
+    fig.suptitle(f"Patient risk survival per group (groups of ≥ {min_cell} patients)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def se_plot(result: AuditResult, path: Path) -> Path:
+    """Per-record AUC standard error vs number of models (median, p90-max band) with the 0.05 reference."""
+    ab = result.model_count_ablation
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for (scope, g), colour in zip(ab.groupby("scope", sort=True), ("tab:blue", "tab:red", "tab:green"), strict=False):
+        g = g.sort_values("n_models")
+        label = "all records" if scope == "all" else f"{scope} records (by full-pool AUC)"
+        ax.plot(g["n_models"], g["se_median"], "o-", color=colour, label=f"{label}: median")
+        ax.plot(g["n_models"], g["se_p90"], "s--", color=colour, alpha=0.7, lw=1, label=f"{label}: p90")
+        ax.fill_between(g["n_models"].astype(float), g["se_median"], g["se_max"], color=colour, alpha=0.1)
+    ax.axhline(SE_REFERENCE, ls=":", color="black", label=f"reference SE {SE_REFERENCE}")
+    if ab.empty:
+        ax.text(0.5, 0.5, "no records to subsample", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("number of shadow models (half IN, half OUT per record)")
+    ax.set_ylabel("Hanley-McNeil SE of the record AUC")
+    ax.legend(fontsize=7)
+    ax.set_title("How many models? SE of per-record risk vs pool size")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def roc_plot(result: AuditResult, path: Path) -> Path:
     """Log-log ROC curves (mean ± std over target models) of the aggregate attacks."""
     fig, ax = plt.subplots(figsize=(5.5, 5))
     roc = result.attack_roc
     summ = result.attack_summary
-    for (attack, level), g in roc.groupby(["attack", "level"], sort=True):
+    groups = roc.groupby(["attack", "level"], sort=True) if not roc.empty else []
+    for (attack, level), g in groups:
         if level != "record" and attack != "lira_online":
             continue
         row = summ[(summ["attack"] == attack) & (summ["level"] == level)].iloc[0]
@@ -95,7 +176,8 @@ def subgroup_plot(result: AuditResult, path: Path, min_cell: int, threshold: flo
     for ax, attr in zip(axes[0], attrs, strict=False):
         g = sub[sub["attribute"] == attr]
         y = g["share_above"].to_numpy()
-        err = np.vstack([y - g["share_lo"].to_numpy(), g["share_hi"].to_numpy() - y])
+        # Wilson bounds can sit a rounding error inside the point estimate; matplotlib refuses negatives.
+        err = np.nan_to_num(np.clip(np.vstack([y - g["share_lo"].to_numpy(), g["share_hi"].to_numpy() - y]), 0, None))
         ax.bar(g["group"].astype(str), y, yerr=err, capsize=3, color="tab:purple", alpha=0.8)
         ax.set_title(attr, fontsize=9)
         ax.tick_params(axis="x", rotation=45, labelsize=7)
@@ -128,6 +210,8 @@ def write_report(
         "survival_png": survival_plot(result, out_dir / "risk_survival.png"),
         "roc_png": roc_plot(result, out_dir / "attack_roc.png"),
         "subgroups_png": subgroup_plot(result, out_dir / "subgroup_risk.png", min_cell, threshold),
+        "subgroup_survival_png": subgroup_survival_plot(result, out_dir / "subgroup_survival.png", min_cell),
+        "se_png": se_plot(result, out_dir / "se_vs_models.png"),
     }
     subgroups = export_subgroups(result, min_cell)
     tables = {
@@ -135,6 +219,7 @@ def write_report(
         "attack_csv": (result.attack_summary, "attack_summary.csv"),
         "patient_csv": (result.patient_stats.sort_values("risk_max", ascending=False), "patient_risk.csv"),
         "record_csv": (result.record_stats.sort_values("auc", ascending=False), "record_risk.csv"),
+        "se_csv": (result.model_count_ablation, "se_vs_models.csv"),
     }
     for key, (frame, name) in tables.items():
         frame.to_csv(out_dir / name, index=False)
@@ -153,9 +238,14 @@ patients are suppressed.</p>
 {"".join(f'<div class="k">{html.escape(k)}<b>{html.escape(v)}</b></div>' for k, v in headline_rows(h))}
 <h2>Risk survival</h2><img src="data:image/png;base64,{_png_b64(files["survival_png"])}">
 <h2>Subgroups</h2><img src="data:image/png;base64,{_png_b64(files["subgroups_png"])}">
+<img src="data:image/png;base64,{_png_b64(files["subgroup_survival_png"])}">
 {_table_html(subgroups[subgroups["level"] == "patient"].drop(columns=["level"]))}
 <h2>Aggregate attacks</h2><img src="data:image/png;base64,{_png_b64(files["roc_png"])}">
 {_table_html(result.attack_summary)}
+<h2>How many models are needed?</h2><img src="data:image/png;base64,{_png_b64(files["se_png"])}">
+<p>Each record's AUC recomputed from random subsets of its models (half IN, half OUT); the pool is big enough when the
+median SE of the top-1% records is at most {SE_REFERENCE}.</p>
+{_table_html(result.model_count_ablation)}
 <h2>Most exposed patients (pseudonymous keys)</h2>{_table_html(top_patients)}
 </body></html>"""
     files["report_html"] = out_dir / "report.html"

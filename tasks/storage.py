@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,7 +45,7 @@ CREATE TABLE IF NOT EXISTS pool_models (
     pool_key VARCHAR, model_idx INTEGER, seed UBIGINT, status VARCHAR, n_train_records BIGINT,
     train_seconds DOUBLE, train_loss DOUBLE, test_auroc DOUBLE, epochs INTEGER, checkpoint VARCHAR,
     device VARCHAR, worker VARCHAR, code_version VARCHAR, git_commit VARCHAR, finished_at TIMESTAMP,
-    PRIMARY KEY (pool_key, model_idx));
+    train_info JSON, PRIMARY KEY (pool_key, model_idx));
 CREATE TABLE IF NOT EXISTS logits (
     pool_key VARCHAR, model_idx INTEGER, record_idx BIGINT, logits FLOAT[]);
 CREATE TABLE IF NOT EXISTS scores (
@@ -68,9 +70,15 @@ CREATE TABLE IF NOT EXISTS subgroup_stats (
 CREATE TABLE IF NOT EXISTS attack_results (
     audit_id VARCHAR, pool_key VARCHAR, attack VARCHAR, attack_version VARCHAR, level VARCHAR,
     params JSON, target_model INTEGER, auc DOUBLE, tpr_at_fpr MAP(DOUBLE, DOUBLE));
-CREATE TABLE IF NOT EXISTS attack_roc (
+CREATE TABLE IF NOT EXISTS attack_roc_curves (
     audit_id VARCHAR, pool_key VARCHAR, attack VARCHAR, level VARCHAR, fpr DOUBLE, tpr_mean DOUBLE, tpr_std DOUBLE);
+CREATE TABLE IF NOT EXISTS model_count_stats (
+    audit_id VARCHAR, pool_key VARCHAR, n_models INTEGER, scope VARCHAR, se_median DOUBLE, se_p90 DOUBLE,
+    se_max DOUBLE, auc_median DOUBLE, n_records BIGINT);
 """
+
+# Tables renamed since a database file may have been written: (old, new). A view now carries the old name.
+_RENAMED_TABLES = (("attack_roc", "attack_roc_curves"),)
 
 VIEWS = """
 CREATE OR REPLACE VIEW latest_audits AS
@@ -102,9 +110,42 @@ CREATE OR REPLACE VIEW audit_history AS
            CAST(headline->>'share_patients_above_threshold' AS DOUBLE) AS share_patients_above_threshold,
            CAST(headline->>'n_patients_above_threshold' AS BIGINT) AS n_patients_above_threshold,
            CAST(headline->>'lira_auc_mean' AS DOUBLE) AS lira_auc_mean,
-           CAST(headline->>'risk_threshold' AS DOUBLE) AS risk_threshold
+           CAST(headline->>'risk_threshold' AS DOUBLE) AS risk_threshold,
+           CAST(headline->>'se_median_at_pool_size' AS DOUBLE) AS se_median_at_pool_size,
+           CAST(headline->>'pool_big_enough' AS BOOLEAN) AS pool_big_enough
     FROM audits ORDER BY finished_at;
+CREATE OR REPLACE VIEW attack_roc AS
+    SELECT a.audit_id, p.dataset, c.pool_key, c.attack, c.level, c.fpr, c.tpr_mean, c.tpr_std
+    FROM attack_roc_curves c JOIN latest_audits a USING (audit_id) JOIN pools p ON p.pool_key = c.pool_key;
+CREATE OR REPLACE VIEW model_count_ablation AS
+    SELECT a.audit_id, p.dataset, s.pool_key, s.n_models, s.scope, s.n_records, s.se_median, s.se_p90, s.se_max,
+           s.auc_median, s.se_median <= 0.05 AS se_median_below_005
+    FROM model_count_stats s JOIN latest_audits a USING (audit_id) JOIN pools p ON p.pool_key = s.pool_key;
 """
+
+SCORE_COLUMNS = ("score", "prob")
+
+
+_BATCH_ROWS = 1_000_000
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def json_dumps(value: Any) -> str:
+    """JSON for DuckDB JSON columns: NaN / inf become null (they are not JSON), numpy scalars plain."""
+    return json.dumps(_finite_or_none(value), allow_nan=False, default=str)
 
 
 def _now() -> datetime:
@@ -130,20 +171,45 @@ class PoolRecord:
 class AuditStore:
     """DuckDB file at ``path``. Open read-only for queries; the flow holds the only writer."""
 
-    def __init__(self, path: Path, read_only: bool = False):
+    def __init__(self, path: Path, read_only: bool = False, wait_seconds: float = 6 * 3600):
         self.path = Path(path)
         self.read_only = read_only
         if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise MedauditError(f"{self.path.parent}: cannot create the results folder ({exc.strerror})") from exc
         elif not self.path.exists():
             raise MedauditError(f"{self.path}: no audit database here (run an audit first)")
-        try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only)
-        except duckdb.IOException as exc:
-            raise MedauditError(f"{self.path}: cannot open the audit database ({exc})") from exc
+        self.con = self._connect(wait_seconds)
         if not read_only:
+            self._migrate()
             self.con.execute(SCHEMA)
             self.con.execute(VIEWS)
+
+    def _connect(self, wait_seconds: float) -> duckdb.DuckDBPyConnection:
+        """Open the file; while another process holds it (one writer at a time, D10), wait for it."""
+        deadline = time.monotonic() + wait_seconds
+        announced = False
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=self.read_only)
+            except duckdb.IOException as exc:
+                locked = "lock" in str(exc).lower()
+                if not locked or time.monotonic() > deadline:
+                    what = "another medaudit process still holds it" if locked else str(exc)
+                    raise MedauditError(f"{self.path}: cannot open the audit database ({what})") from exc
+                if not announced:
+                    logging.getLogger("medaudit").warning("%s is in use by another audit; waiting for it to finish", self.path)
+                    announced = True
+                time.sleep(1.0)
+
+    def _migrate(self) -> None:
+        """Rename tables of older database files whose old name is now a view's."""
+        for old, new in _RENAMED_TABLES:
+            kind = self._scalar("SELECT table_type FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?", [old])
+            if kind == "BASE TABLE":
+                self.con.execute(f"ALTER TABLE {old} RENAME TO {new}")
 
     def close(self) -> None:
         self.con.close()
@@ -278,12 +344,14 @@ class AuditStore:
             con.unregister("_masks")
 
     def load_masks(self, pool_key: str, n_models: int) -> np.ndarray:
-        t = self.con.sql(
-            "SELECT model_idx, patient_pos, is_in FROM masks WHERE pool_key = ? AND model_idx < ?", params=[pool_key, n_models]
-        ).to_arrow_table()
+        """(n_models, n_patients) bool; read in record batches, so memory is the mask plus one batch."""
         n_pat = self._scalar("SELECT n_patients FROM pools WHERE pool_key = ?", [pool_key])
         out = np.zeros((n_models, n_pat), dtype=bool)
-        out[t["model_idx"].to_numpy(), t["patient_pos"].to_numpy()] = t["is_in"].to_numpy(zero_copy_only=False)
+        reader = self.con.sql(
+            "SELECT model_idx, patient_pos FROM masks WHERE pool_key = ? AND model_idx < ? AND is_in", params=[pool_key, n_models]
+        ).fetch_arrow_reader(_BATCH_ROWS)
+        for batch in reader:
+            out[batch.column(0).to_numpy(), batch.column(1).to_numpy()] = True
         return out
 
     # ---- models
@@ -333,7 +401,7 @@ class AuditStore:
             con.register("_flags", flag_tab)
             con.execute("INSERT INTO score_flags SELECT * FROM _flags")
             con.execute(
-                "INSERT INTO pool_models VALUES (?, ?, ?, 'complete', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO pool_models VALUES (?, ?, ?, 'complete', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     pool_key,
                     model_idx,
@@ -349,6 +417,7 @@ class AuditStore:
                     meta["code_version"],
                     meta.get("git_commit"),
                     _now(),
+                    json.dumps(meta.get("train_info") or {}),
                 ],
             )
             for name in ("_logits", "_scores", "_flags"):
@@ -360,28 +429,30 @@ class AuditStore:
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (records (B,), values (M, B, V) float64 with NaN for missing) over ``record_idx`` blocks.
 
-        Streams: memory is one block of M x B x V values, never the whole pool (D11).
+        Streams: memory is one block of M x B x V values plus one fetched batch of rows, never the
+        whole pool (D11). DuckDB prunes row groups by record_idx, so a block reads only its rows.
         """
-        pos_of_model = {m: i for i, m in enumerate(model_idx)}
+        if column not in SCORE_COLUMNS:
+            raise ValueError(f"column must be one of {SCORE_COLUMNS}, got {column!r}")
         model_map = np.full(max(model_idx) + 1, -1, dtype=np.int64)
-        for m, i in pos_of_model.items():
-            model_map[m] = i
+        model_map[np.asarray(model_idx, dtype=np.int64)] = np.arange(len(model_idx))
         record_idx = np.asarray(record_idx, dtype=np.int64)
         for start in range(0, len(record_idx), block_size):
             recs = record_idx[start : start + block_size]
             lo, hi = int(recs.min()), int(recs.max())
-            t = self.con.sql(
-                f"SELECT model_idx, record_idx, view, {column} FROM scores WHERE pool_key = ? "
-                "AND record_idx BETWEEN ? AND ? AND model_idx IN (SELECT unnest(?))",
-                params=[pool_key, lo, hi, list(model_idx)],
-            ).to_arrow_table()
             out = np.full((len(model_idx), len(recs), n_views), np.nan)
             local = np.full(hi - lo + 1, -1, dtype=np.int64)
             local[recs - lo] = np.arange(len(recs))
-            r = local[t["record_idx"].to_numpy() - lo]
-            ok = r >= 0
-            vals = t[column].to_numpy(zero_copy_only=False).astype(np.float64)
-            out[model_map[t["model_idx"].to_numpy()[ok]], r[ok], t["view"].to_numpy()[ok].astype(np.int64)] = vals[ok]
+            reader = self.con.sql(
+                f"SELECT model_idx, record_idx, view, {column} FROM scores WHERE pool_key = ? "
+                "AND record_idx BETWEEN ? AND ? AND model_idx IN (SELECT unnest(?))",
+                params=[pool_key, lo, hi, list(model_idx)],
+            ).fetch_arrow_reader(_BATCH_ROWS)
+            for batch in reader:
+                r = local[batch.column(1).to_numpy() - lo]
+                ok = r >= 0
+                vals = batch.column(3).to_numpy(zero_copy_only=False)  # NULL -> NaN
+                out[model_map[batch.column(0).to_numpy()[ok]], r[ok], batch.column(2).to_numpy()[ok]] = vals[ok]
             yield recs, out
 
     # ---- results
@@ -393,7 +464,8 @@ class AuditStore:
             first = next(iter(values.iloc[0]), "")
             key_type = pa.float64() if isinstance(first, float) else pa.string()
             value_type = pa.float64() if key_type == pa.float64() else pa.string()
-            arrow = arrow.append_column(col, pa.array([list(d.items()) for d in values], type=pa.map_(key_type, value_type)))
+            items = [list(d.items()) for d in values]  # from_pandas: NaN map values become NULL too
+            arrow = arrow.append_column(col, pa.array(items, type=pa.map_(key_type, value_type), from_pandas=True))
         with self.transaction() as con:
             con.register("_frame", arrow)
             cols = ", ".join(f'"{c}"' for c in frame.columns)
@@ -417,7 +489,7 @@ class AuditStore:
         )
 
     def finish_audit(self, audit_id: str, headline: dict[str, Any]) -> None:
-        self.con.execute("UPDATE audits SET headline = ?, finished_at = ? WHERE audit_id = ?", [json.dumps(headline), _now(), audit_id])
+        self.con.execute("UPDATE audits SET headline = ?, finished_at = ? WHERE audit_id = ?", [json_dumps(headline), _now(), audit_id])
 
     def query(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
         return self.con.execute(sql, params or []).df()

@@ -124,6 +124,19 @@ def _git_commit() -> str | None:
         return None
 
 
+class _PerSampleLoss(nn.Module):
+    """Loss per training row (N,), for DP-SGD's per-unit clipping."""
+
+    def __init__(self, task: TaskSpec):
+        super().__init__()
+        self.task = task
+        self.fn = nn.CrossEntropyLoss(reduction="none") if task.kind == "multiclass" else nn.BCEWithLogitsLoss(reduction="none")
+
+    def forward(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = self.fn(out, _targets(y, self.task))
+        return loss if loss.dim() == 1 else loss.sum(dim=1)
+
+
 def train_model(
     x: np.ndarray,
     y: np.ndarray,
@@ -133,8 +146,13 @@ def train_model(
     recipe: TrainRecipe,
     seed: int,
     device: str = "cpu",
-) -> tuple[nn.Module, dict[str, float]]:
-    """Train one model on (x (n, *shape) float32, y (n, C) float) and return it with training stats."""
+    units: np.ndarray | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train one model on (x (n, *shape) float32, y (n, C) float) and return it with training stats.
+
+    With ``recipe.dp_epsilon`` set, trains with DP-SGD (tasks/dp.py); ``units`` (n,) are then the
+    patient codes of the rows for patient-level DP (ignored for record-level DP).
+    """
     from models import build_model
 
     torch.manual_seed(seed)
@@ -148,6 +166,31 @@ def train_model(
     loss_fn = _loss_fn(task)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.float32))
     n = len(xt)
+    if recipe.dp_epsilon is not None:
+        from tasks.dp import train_dp
+
+        dp_units = units if recipe.dp_unit == "patient" and units is not None else np.arange(n)
+        if recipe.dp_unit == "patient" and units is None:
+            raise ValueError("patient-level DP needs the patient of every training row")
+        n_units = len(np.unique(dp_units))
+        batch_units = max(1, round(recipe.batch_size * n_units / n))  # same expected rows per step
+        dp = train_dp(
+            model,
+            xt,
+            yt,
+            _PerSampleLoss(task),
+            dp_units,
+            epsilon=recipe.dp_epsilon,
+            delta=recipe.dp_delta,
+            clip_norm=recipe.dp_clip_norm,
+            batch_units=batch_units,
+            epochs=recipe.epochs,
+            lr_at=lambda step, total: recipe.learning_rate * lr_factor(step, total, recipe),
+            momentum=recipe.momentum,
+            seed=seed,
+            unit_name=recipe.dp_unit,
+        )
+        return model, {"train_loss": float("nan"), "steps": dp.steps, "dp": dp.as_dict()}
     bs = min(recipe.batch_size, n)
     steps_per_epoch = max(n // bs, 1)
     total = steps_per_epoch * recipe.epochs // recipe.grad_accum_steps
@@ -228,7 +271,10 @@ def train_shadow_model(job: ShadowJob) -> dict[str, Any]:
         sd = x_all[members].std(axis=0)
         x = ((x_all - mu) / np.where(sd > 0, sd, 1.0)).astype(np.float32)
     t0 = time.perf_counter()
-    model, stats = train_model(x[members], y_all[members], snap.task, job.architecture, job.arch_params, recipe, job.seed, device)
+    units = None
+    if recipe.dp_epsilon is not None and recipe.dp_unit == "patient":
+        units = snap.records["patient_key"].factorize()[0][members]
+    model, stats = train_model(x[members], y_all[members], snap.task, job.architecture, job.arch_params, recipe, job.seed, device, units)
     seconds = time.perf_counter() - t0
     n_views = job.eval_views if snap.task.modality == "image" else 1
     logits = score_model(model, x, snap.task, n_views, job.seed, device)
@@ -260,6 +306,7 @@ def train_shadow_model(job: ShadowJob) -> dict[str, Any]:
         "code_version": TRAINING_CODE_VERSION,
         "git_commit": _git_commit(),
         "n_views": v,
+        "train_info": {"dp": stats.get("dp")} if stats.get("dp") else {},
         "n_outputs": c,
         "shard": str(final),
     }
