@@ -169,7 +169,8 @@ def _run_suite(df: pd.DataFrame, checks: list[_Check], suite_name: str) -> dict[
         return {}
     import great_expectations as gx
 
-    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    for name in ("great_expectations", "great_expectations.data_context.types.base"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     ctx = gx.get_context(mode="ephemeral")
