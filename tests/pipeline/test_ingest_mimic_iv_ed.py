@@ -87,3 +87,26 @@ def test_version_changes_when_and_only_when_content_changes(tmp_path: Path, coho
     changed.loc[changed.index[changed["age"] >= 18][0], "triage_sbp"] = 171.0
     v2 = _ingest(_write(tmp_path, changed), tmp_path / "res").version
     assert v2 != v1
+
+
+def test_wrong_encoding_is_a_structural_error_naming_the_file(tmp_path: Path, cohort: pd.DataFrame) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    df = cohort.copy()
+    df.loc[df.index[0], "race"] = "WHITE - ÉIRE"
+    df.to_csv(raw / "master_dataset.csv", index=False, encoding="latin-1")
+    with pytest.raises(StructuralError, match=r"master_dataset.csv: not valid UTF-8 text near byte \d+"):
+        _ingest(raw, tmp_path / "res")
+
+
+def test_wrong_delimiter_is_reported_as_missing_columns(tmp_path: Path, cohort: pd.DataFrame) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    cohort.to_csv(raw / "master_dataset.csv", index=False, sep=";")
+    with pytest.raises(StructuralError, match=r"master_dataset.csv, column 'subject_id': required column 'subject_id' is missing"):
+        _ingest(raw, tmp_path / "res")
+
+
+def test_missing_file_is_a_structural_error(tmp_path: Path) -> None:
+    with pytest.raises(StructuralError, match="master_dataset.csv: file not found"):
+        _ingest(tmp_path, tmp_path / "res")
