@@ -19,7 +19,8 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from tqdm.auto import tqdm
 
-from tasks.analysis import AuditResult, analyze_pool, training_patients
+from tasks.analysis import AuditResult, analyze_pool, store_result, training_patients
+from tasks.batched_training import batching_blocker
 from tasks.config import AuditConfig, stable_hash
 from tasks.datasets import get_dataset
 from tasks.datasets.base import InputChunk
@@ -28,7 +29,7 @@ from tasks.pseudonym import load_or_create_secret
 from tasks.report import figure_b64, headline_rows, write_report
 from tasks.scores import get_transform
 from tasks.snapshot import Snapshot, build_snapshot
-from tasks.steps import decode_chunk_task, train_shadow_model_task
+from tasks.steps import decode_chunk_task, train_shadow_model_task, train_shadow_models_task
 from tasks.storage import AuditStore, PoolRecord
 from tasks.training import TRAINING_CODE_VERSION, ShadowJob
 
@@ -143,10 +144,8 @@ def train_pool(
     progress_id = create_progress_artifact(
         progress=0.0, key="shadow-training-progress", description=f"shadow models trained for pool {pool_key}"
     )
-    futures = []
-    for m in missing:
-        members = train_idx[masks[m][codes]]
-        job = ShadowJob(
+    jobs = [
+        ShadowJob(
             pool_key,
             m,
             model_seed(cfg.pool.seed, m),
@@ -155,28 +154,44 @@ def train_pool(
             dict(arch.params),
             cfg.pool.recipe.model_dump(mode="json"),
             n_views,
-            members,
+            train_idx[masks[m][codes]],
             str(shard_dir),
             cfg.execution.torch_threads,
             cfg.execution.device,
         )
-        futures.append(train_shadow_model_task.submit(job))
+        for m in missing
+    ]
+    # execution.models_per_task > 1: chunks of models trained together in one task (batched where
+    # tasks/batched_training.py can; otherwise one task per model keeps the workers busy)
+    per_task = cfg.execution.models_per_task
+    if per_task > 1 and len(jobs) > 1 and (why := batching_blocker(jobs)) is not None:
+        logger.info("models_per_task=%d not used for pool %s: %s; one task per model", per_task, pool_key, why)
+        per_task = 1
+    futures, chunk_size = [], {}
+    for start in range(0, len(jobs), per_task):
+        chunk = jobs[start : start + per_task]
+        fut = train_shadow_models_task.submit(chunk) if per_task > 1 else train_shadow_model_task.submit(chunk[0])
+        futures.append(fut)
+        chunk_size[fut.task_run_id] = len(chunk)
     failed: list[str] = []
-    trained = 0
+    n_failed = trained = 0
     with tqdm(total=len(missing), desc="shadow models", unit="model", disable=not show_progress) as bar:
         for fut in as_completed(futures):
+            n = chunk_size[fut.task_run_id]
             try:
-                meta = fut.result()
+                result = fut.result()
             except Exception as exc:  # keep the models that did finish; a rerun trains only the missing
                 failed.append(f"{type(exc).__name__}: {exc}")
-                logger.error("a shadow model failed: %s", exc)
+                n_failed += n
+                logger.error("%s failed: %s", "a shadow model" if n == 1 else f"a task of {n} shadow models", exc)
             else:
-                trained += load(meta)
-            bar.update(1)
+                for meta in result if isinstance(result, list) else [result]:
+                    trained += load(meta)
+            bar.update(n)
             update_progress_artifact(progress_id, progress=100.0 * (bar.n / len(missing)))
     if failed:
         raise RuntimeError(
-            f"{len(failed)} of {len(missing)} shadow models failed (first: {failed[0]}); "
+            f"{n_failed} of {len(missing)} shadow models failed (first: {failed[0]}); "
             f"the {trained} finished ones are stored: rerun to train only the missing models"
         )
     return {"trained": trained, "recovered": recovered, "failed": 0}
@@ -190,9 +205,10 @@ def publish_artifacts(result: AuditResult, files: dict[str, Path], cfg: AuditCon
         markdown=(
             f"# Privacy audit: {cfg.dataset}\n\npool `{pool_key}` · {h['n_models']} models · {h['n_patients']} patients\n\n"
             "| measure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in headline_rows(h)) + "\n"
-            f"![risk survival]({figure_b64(files['survival_png'])})\n"
+            f"![risk survival]({figure_b64(files['survival_png'])})\n\n"
+            f"![SE vs number of models]({figure_b64(files['se_png'])})\n"
         ),
-        description="Headline numbers and risk survival curve",
+        description="Headline numbers, risk survival curve and SE vs number of models",
     )
     sub = files["subgroup_csv"]
     import pandas as pd
@@ -243,21 +259,7 @@ def audit_flow(config: dict[str, Any], show_progress: bool = True) -> dict[str, 
                 bar.refresh()
 
             result = analyze_pool(store, snapshot, pool_key, models, cfg.pool.n_targets, n_views, cfg.attack, cfg.report, progress=progress)
-        store.insert_frame("record_stats", result.record_stats.assign(audit_id=audit_id, pool_key=pool_key))
-        attr_names = list(snapshot.attributes)
-        patients = result.patient_stats
-        patient_rows = patients[["patient_key", "n_records", "n_scored", "risk_max", "risk_mean"]].assign(
-            audit_id=audit_id,
-            pool_key=pool_key,
-            attributes=[dict(zip(attr_names, vals, strict=True)) for vals in patients[attr_names].itertuples(index=False)]
-            if attr_names
-            else [{}] * len(patients),
-        )
-        store.insert_frame("patient_stats", patient_rows)
-        store.insert_frame("subgroup_stats", result.subgroups.assign(audit_id=audit_id, pool_key=pool_key))
-        if not result.attack_results.empty:
-            store.insert_frame("attack_results", result.attack_results.assign(audit_id=audit_id, pool_key=pool_key))
-            store.insert_frame("attack_roc", result.attack_roc.assign(audit_id=audit_id, pool_key=pool_key))
+        store_result(store, result, audit_id, pool_key, list(snapshot.attributes))
         out_dir = cfg.results_dir / "reports" / cfg.dataset / audit_id
         files = write_report(
             result,

@@ -6,6 +6,8 @@ blocks between the store and those functions and assembles the result frames.
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,16 +16,35 @@ import numpy as np
 import pandas as pd
 
 from tasks.attacks import ATTACK_VERSIONS
-from tasks.attacks.lira import fit_lira_reference, lira_offline, lira_online
+from tasks.attacks.lira import SD_FLOOR_ABS, SD_FLOOR_REL, fit_lira_reference, lira_offline, lira_online
 from tasks.attacks.loss import loss_attack
-from tasks.attacks.record_auc import record_statistics
+from tasks.attacks.record_auc import record_statistics, se_vs_model_count
 from tasks.attacks.rmia import rmia_scores, tune_rmia_a
 from tasks.config import AttackConfig, ReportConfig
 from tasks.risk.patient import patient_llr, patient_membership, patient_risk
 from tasks.risk.roc import log_fpr_grid, summarize_attack
 from tasks.risk.subgroup import subgroup_table, suppress_small_cells
 from tasks.snapshot import Snapshot
-from tasks.storage import AuditStore
+from tasks.storage import AuditStore, json_dumps
+
+# SE vs number of models (D17, paper §4.11): counts tried (capped at the pool, which is always added),
+# records used (the first score block, or a seeded sample of it), and the paper's reference line for the
+# median SE of the most exposed 1% of records.
+SE_MODEL_COUNTS = (20, 50, 100, 200)
+SE_SAMPLE_RECORDS = 50_000
+SE_TOP_QUANTILE = 0.99
+SE_REFERENCE = 0.05
+SE_SEED = 0
+# RMIA settings (paper-method §4.3); the offline ``a`` is tuned on reference model ``RMIA_PSEUDO_TARGET``.
+RMIA_PARAMS: dict[str, Any] = {"gamma": 1.0, "n_population": 500, "trim": 0.01, "seed": 0}
+RMIA_A_GRID = np.linspace(0.0, 1.0, 21)
+RMIA_PSEUDO_TARGET = 0
+LIRA_VARIANTS = {
+    "lira_online": (lira_online, False),
+    "lira_offline": (lira_offline, False),
+    "lira_online_fixed_var": (lira_online, True),
+    "lira_offline_fixed_var": (lira_offline, True),
+}
 
 
 @dataclass
@@ -37,6 +58,10 @@ class AuditResult:
     attack_roc: pd.DataFrame  # mean ± std TPR on a log FPR grid per (attack, level)
     attack_summary: pd.DataFrame
     headline: dict[str, Any] = field(default_factory=dict)
+    # SE / AUC vs number of models: one row per (n_models, scope), see model_count_ablation()
+    model_count_ablation: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # parameters of each attack as run (JSON-able), also stored with every attack_results row
+    attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def training_patients(records: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -44,6 +69,50 @@ def training_patients(records: pd.DataFrame) -> tuple[np.ndarray, list[str], np.
     train = records[records["split"] == "train"]
     codes, order = pd.factorize(train["patient_key"], sort=False)
     return train["record_idx"].to_numpy(), list(order), codes.astype(np.int64)
+
+
+def model_count_ablation(
+    scores: np.ndarray,
+    in_mask: np.ndarray,
+    *,
+    counts: tuple[int, ...] = SE_MODEL_COUNTS,
+    max_records: int = SE_SAMPLE_RECORDS,
+    seed: int = SE_SEED,
+) -> pd.DataFrame:
+    """SE vs number of models on one block of records (D17).
+
+    scores (M, N, V), in_mask (M, N) as for record_statistics; analyze_pool passes the first block's
+    unflagged records (a zero-variance record's SE of 0 says nothing about the pool size). At most ``max_records`` records (a
+    seeded sample) are used. The pool's own size is ``2 * median(min(n_in, n_out))`` over records with
+    any usable model (= M for a complete balanced pool; less where models are missing); counts above
+    it are dropped and it is added. Returns the rows of :func:`se_vs_model_count` (``n_models`` even:
+    c // 2 IN and c // 2 OUT models per record; records without that many are left out of the row).
+    """
+    n = scores.shape[1]
+    if n > max_records:
+        pick = np.sort(np.random.default_rng(seed).choice(n, size=max_records, replace=False))
+        scores, in_mask = scores[:, pick], in_mask[:, pick]
+    valid = np.isfinite(scores).all(axis=2)
+    per_side = np.minimum((valid & in_mask).sum(axis=0), (valid & ~in_mask).sum(axis=0))
+    used = valid.any(axis=0)
+    pool = 2 * int(np.median(per_side[used])) if used.any() else 0
+    use = sorted({int(c) for c in counts if c <= pool} | ({pool} if pool >= 2 else set()))
+    return se_vs_model_count(scores, in_mask, use, seed=seed, top_quantile=SE_TOP_QUANTILE)
+
+
+def _se_headline(ablation: pd.DataFrame) -> dict[str, Any]:
+    """Median SE of the top-1% records at the largest model count, and whether it is <= SE_REFERENCE."""
+    top = ablation[(ablation["scope"] != "all") & ablation["se_median"].notna()] if len(ablation) else ablation
+    if top.empty:
+        return {"se_median_at_pool_size": None, "se_n_models": None, "pool_big_enough": None}
+    row = top.loc[top["n_models"].idxmax()]
+    se = float(row["se_median"])
+    return {"se_median_at_pool_size": se, "se_n_models": int(row["n_models"]), "pool_big_enough": bool(se <= SE_REFERENCE)}
+
+
+def _params_json(params: dict[str, Any], level: str) -> str:
+    """An attack's parameters as stored in attack_results.params; patient level adds how records combine."""
+    return json_dumps({**params, "patient_test": "sum of record scores"} if level == "patient" else params)
 
 
 def _mode(values: pd.Series) -> str:
@@ -74,9 +143,12 @@ def analyze_pool(
     ref = np.flatnonzero(models_arr >= n_targets)
     n_train = len(train_idx)
     T = len(tgt)
-    attacks = {name: np.full((T, n_train), np.nan) for name in ("lira_online", "lira_offline", "lira_online_fixed_var", "loss")}
+    attacks = {name: np.full((T, n_train), np.nan) for name in (*LIRA_VARIANTS, "loss")}
     membership = np.zeros((T, n_train), dtype=bool)
     stats_parts = []
+    ablation: pd.DataFrame | None = None
+    global_sd: tuple[float, float] | None = None
+    scored_models = np.zeros(len(models), dtype=bool)  # models with at least one finite score
     done = 0
     for recs, scores in store.score_blocks(pool_key, models, train_idx, n_views, block_size):
         pos = np.searchsorted(train_idx, recs)
@@ -84,20 +156,43 @@ def analyze_pool(
         part = record_statistics(scores, in_mask, attack.min_models_per_side)
         part.insert(0, "record_idx", recs)
         stats_parts.append(part)
+        scored_models |= np.isfinite(scores).any(axis=(1, 2))
+        if ablation is None:  # SE vs number of models on the first block's unflagged records (D17)
+            ok = (part["flag"] == "").to_numpy()
+            ablation = model_count_ablation(scores[:, ok], in_mask[:, ok])
         if T:
             reference = fit_lira_reference(scores[ref], in_mask[ref])
-            attacks["lira_online"][:, pos] = lira_online(scores[tgt], reference)
-            attacks["lira_online_fixed_var"][:, pos] = lira_online(scores[tgt], reference, fix_variance=True)
-            attacks["lira_offline"][:, pos] = lira_offline(scores[tgt], reference)
+            if global_sd is None:  # fixed variance: one pair of stds for the whole pool, from the first block
+                global_sd = (reference.sd_in_global, reference.sd_out_global)
+            reference = dataclasses.replace(reference, sd_in_global=global_sd[0], sd_out_global=global_sd[1])
+            for name, (fn, fixed) in LIRA_VARIANTS.items():
+                attacks[name][:, pos] = fn(scores[tgt], reference, fix_variance=fixed)
             attacks["loss"][:, pos] = loss_attack(scores[tgt])
             membership[:, pos] = in_mask[tgt]
         done += len(recs)
         if progress:
             progress(done, n_train)
     stats = pd.concat(stats_parts, ignore_index=True)
+    if ablation is None:
+        ablation = pd.DataFrame(columns=["n_models", "scope", "n_records", "se_median", "se_p90", "se_max", "auc_median"])
 
+    params: dict[str, dict[str, Any]] = {}
     if T:
-        attacks.update(_rmia(store, records, pool_key, models, tgt, ref, masks, train_idx, codes, n_views))
+        for name, (_, fixed) in LIRA_VARIANTS.items():
+            params[name] = {
+                "fix_variance": fixed,
+                "n_reference_models": int(scored_models[ref].sum()),
+                "n_views": n_views,
+                "mu": "median",
+                "sd": "std_ddof0",
+                "sd_floor_abs": SD_FLOOR_ABS,
+                "sd_floor_rel": SD_FLOOR_REL,
+                **({"sd_in_global": global_sd[0], "sd_out_global": global_sd[1]} if fixed and global_sd else {}),
+            }
+        params["loss"] = {"score": snapshot.task.score_transform, "views": "mean"}
+        rmia, rmia_params = _rmia(store, records, pool_key, models, tgt, ref[scored_models[ref]], masks, train_idx, codes, n_views)
+        attacks.update(rmia)
+        params.update(rmia_params)
 
     # ---- patients
     patients = patient_risk(stats["auc"].to_numpy(), codes, n_pat)
@@ -126,7 +221,7 @@ def analyze_pool(
                         "attack": name,
                         "attack_version": ATTACK_VERSIONS.get(name, "1"),
                         "level": level,
-                        "params": "{}",
+                        "params": _params_json(params.get(name, {}), level),
                         "target_model": int(models_arr[tgt[t]]),
                         "auc": float(auc),
                         "tpr_at_fpr": {float(k): float(v) for k, v in tpr_t.items()},
@@ -194,19 +289,46 @@ def analyze_pool(
         "max_record_auc": float(np.nanmax(stats["auc"])) if stats["auc"].notna().any() else None,
         "median_record_auc": float(np.nanmedian(stats["auc"])) if stats["auc"].notna().any() else None,
         "n_degenerate_records": int((stats["flag"] != "").sum()),
+        "n_models_without_scores": int((~scored_models).sum()),
+        "models_without_scores": [int(m) for m in models_arr[~scored_models]],
+        "n_degenerate_by_flag": {str(k): int(v) for k, v in stats.loc[stats["flag"] != "", "flag"].value_counts().items()},
         "lira_auc_mean": lira["auc_mean"] if lira else None,
         "lira_auc_std": lira["auc_std"] if lira else None,
         **({f"lira_tpr_at_{f:g}": lira[f"tpr_at_{f:g}"] for f in fprs} if lira else {}),
+        **_se_headline(ablation),
     }
     return AuditResult(
-        stats,
-        patients,
-        subgroups,
-        pd.DataFrame(results),
-        pd.concat(rocs, ignore_index=True) if rocs else pd.DataFrame(),
-        pd.DataFrame(summary),
-        headline,
+        record_stats=stats,
+        patient_stats=patients,
+        subgroups=subgroups,
+        attack_results=pd.DataFrame(results),
+        attack_roc=pd.concat(rocs, ignore_index=True) if rocs else pd.DataFrame(columns=["attack", "level", "fpr", "tpr_mean", "tpr_std"]),
+        attack_summary=pd.DataFrame(summary),
+        headline=headline,
+        model_count_ablation=ablation,
+        attack_params=params,
     )
+
+
+def store_result(store: AuditStore, result: AuditResult, audit_id: str, pool_key: str, attr_names: list[str]) -> None:
+    """Append an audit's result frames to the store's result tables (NaN becomes NULL)."""
+    keys = {"audit_id": audit_id, "pool_key": pool_key}
+    store.insert_frame("record_stats", result.record_stats.assign(**keys))
+    patients = result.patient_stats
+    attributes = (
+        [dict(zip(attr_names, vals, strict=True)) for vals in patients[attr_names].itertuples(index=False)]
+        if attr_names
+        else [{}] * len(patients)
+    )
+    store.insert_frame(
+        "patient_stats", patients[["patient_key", "n_records", "n_scored", "risk_max", "risk_mean"]].assign(**keys, attributes=attributes)
+    )
+    store.insert_frame("subgroup_stats", result.subgroups.assign(**keys))
+    if not result.attack_results.empty:
+        store.insert_frame("attack_results", result.attack_results.assign(**keys))
+        store.insert_frame("attack_roc_curves", result.attack_roc.assign(**keys))
+    if not result.model_count_ablation.empty:
+        store.insert_frame("model_count_stats", result.model_count_ablation.assign(**keys))
 
 
 def _rmia(
@@ -220,21 +342,48 @@ def _rmia(
     train_idx: np.ndarray,
     codes: np.ndarray,
     n_views: int,
-) -> dict[str, np.ndarray]:
-    """RMIA online/offline on the targets; population z = the test split (non-members of every model)."""
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+    """RMIA online/offline on the targets and their parameters; population z = the test split (non-members of every model)."""
     test_idx = records.loc[records["split"] == "test", "record_idx"].to_numpy()
-    if len(test_idx) == 0:
-        return {}
+    if len(test_idx) == 0 or len(ref) < 2:
+        return {}, {}
     z = np.concatenate([v for _, v in store.score_blocks(pool_key, models, test_idx, n_views, column="prob")], axis=1)
-    z = np.nanmean(z, axis=2)  # (M, P) view-averaged probabilities
+    with warnings.catch_warnings():  # a model without scores (missing) gives all-NaN slices
+        warnings.simplefilter("ignore", RuntimeWarning)
+        z = np.nanmean(z, axis=2)  # (M, P) view-averaged probabilities
     out = {"rmia_online": np.full((len(tgt), len(train_idx)), np.nan), "rmia_offline": np.full((len(tgt), len(train_idx)), np.nan)}
-    a = None
+    a: float | None = None
+    a_source: str | None = None
     for recs, probs in store.score_blocks(pool_key, models, train_idx, n_views, column="prob"):
         pos = np.searchsorted(train_idx, recs)
-        x = np.nanmean(probs, axis=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            x = np.nanmean(probs, axis=2)
         in_mask = masks[:, codes[pos]]
         if a is None:  # tuned on a reference model as pseudo-target, never on a target's truth (D15)
-            a = tune_rmia_a(x[ref], in_mask[ref], z[ref], pseudo_target=0)
-        out["rmia_online"][:, pos] = rmia_scores(x[tgt], x[ref], in_mask[ref], z[tgt], z[ref], online=True)
-        out["rmia_offline"][:, pos] = rmia_scores(x[tgt], x[ref], in_mask[ref], z[tgt], z[ref], online=False, a=a)
-    return out
+            try:
+                a = tune_rmia_a(x[ref], in_mask[ref], z[ref], pseudo_target=RMIA_PSEUDO_TARGET, grid=RMIA_A_GRID, **RMIA_PARAMS)
+            except ValueError:  # the pseudo-target has no usable members / non-members: keep the paper's default
+                a, a_source = 0.3, "default (tuning failed: no finite AUC on the pseudo-target)"
+            else:
+                a_source = f"tuned on reference model {int(models[ref[RMIA_PSEUDO_TARGET]])} as pseudo-target"
+        out["rmia_online"][:, pos] = rmia_scores(x[tgt], x[ref], in_mask[ref], z[tgt], z[ref], online=True, **RMIA_PARAMS)
+        out["rmia_offline"][:, pos] = rmia_scores(x[tgt], x[ref], in_mask[ref], z[tgt], z[ref], online=False, a=a, **RMIA_PARAMS)
+    common = {
+        **RMIA_PARAMS,
+        "n_reference_models": len(ref),
+        "population": "test split",
+        "n_population_available": len(test_idx),
+        "probabilities": "view mean",
+    }
+    params = {
+        "rmia_online": {"online": True, **common},
+        "rmia_offline": {
+            "online": False,
+            "a": a,
+            "a_source": a_source,
+            "a_grid": [float(RMIA_A_GRID[0]), float(RMIA_A_GRID[-1]), len(RMIA_A_GRID)],
+            **common,
+        },
+    }
+    return out, params

@@ -100,6 +100,9 @@ class ExecutionConfig(_Strict):
     # Torch threads inside each worker process; 1 avoids oversubscribing shared cores.
     torch_threads: int = Field(1, ge=1)
     device: Literal["cpu", "cuda", "auto"] = "cpu"
+    # Shadow models trained together in one task (tasks/batched_training.py: torch.func vmap over the
+    # models; MLP-like tabular nets only, others loop). 1 = one task per model. Not part of the pool key.
+    models_per_task: int = Field(1, ge=1)
 
 
 class AuditConfig(_Strict):

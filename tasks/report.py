@@ -92,6 +92,8 @@ def subgroup_survival_plot(result: AuditResult, path: Path, min_cell: int) -> Pa
     risk = patients["risk_max"]
     for ax, attr in zip(axes.ravel(), attrs, strict=False):
         groups = patients.loc[risk.notna(), attr].astype(str).value_counts()
+        if (groups >= min_cell).any():  # down to half a patient of the largest group drawn: bands stay readable
+            ax.set_ylim(0.5 / groups[groups >= min_cell].max(), 1.5)
         for group in sorted(groups[groups >= min_cell].index):
             values = risk[patients[attr].astype(str) == group].to_numpy()
             sc = survival_curve(values)

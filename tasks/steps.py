@@ -6,6 +6,7 @@ from typing import Any
 
 from prefect import task
 
+from tasks.batched_training import train_shadow_models
 from tasks.datasets.base import InputChunk
 from tasks.training import ShadowJob, train_shadow_model
 
@@ -13,6 +14,18 @@ from tasks.training import ShadowJob, train_shadow_model
 @task(name="train-shadow-model", task_run_name="train-model-{job.model_idx}", retries=1, retry_delay_seconds=2)
 def train_shadow_model_task(job: ShadowJob) -> dict[str, Any]:
     return train_shadow_model(job)
+
+
+def _chunk_run_name() -> str:
+    from prefect.runtime import task_run
+
+    idx = [job.model_idx for job in task_run.parameters["jobs"]]
+    return f"train-models-{idx[0]}-to-{idx[-1]}"
+
+
+@task(name="train-shadow-models", task_run_name=_chunk_run_name, retries=1, retry_delay_seconds=2)
+def train_shadow_models_task(jobs: list[ShadowJob]) -> list[dict[str, Any]]:
+    return train_shadow_models(jobs)
 
 
 @task(name="decode-inputs", task_run_name="decode-inputs", retries=1)

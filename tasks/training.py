@@ -279,9 +279,29 @@ def train_shadow_model(job: ShadowJob) -> dict[str, Any]:
     n_views = job.eval_views if snap.task.modality == "image" else 1
     logits = score_model(model, x, snap.task, n_views, job.seed, device)
     auroc = test_auroc(logits[is_test], y_all[is_test]) if is_test.any() else None
+    meta_fields = {
+        "n_train_records": len(members),
+        "train_seconds": seconds,
+        "train_loss": stats["train_loss"],
+        "test_auroc": auroc,
+        "epochs": recipe.epochs,
+        "checkpoint": "final",
+        "device": device,
+        "train_info": {"dp": stats.get("dp")} if stats.get("dp") else {},
+    }
+    return write_shard(job, logits, meta_fields)
 
+
+def write_shard(job: ShadowJob, logits: np.ndarray, meta_fields: dict[str, Any]) -> dict[str, Any]:
+    """Write model ``job.model_idx``'s logits (N, V, C) float32 as an atomic Parquet shard + JSON meta; return the meta.
+
+    ``meta_fields`` holds the training facts (n_train_records, train_seconds, train_loss, test_auroc,
+    epochs, checkpoint, device, train_info); identity, provenance, shape and the shard path are added here.
+    The JSON is written first and the shard appears (os.replace) only when complete.
+    """
     shard_dir = Path(job.shard_dir)
     shard_dir.mkdir(parents=True, exist_ok=True)
+    logits = np.ascontiguousarray(logits, dtype=np.float32)
     n, v, c = logits.shape
     table = pa.table(
         {
@@ -295,18 +315,11 @@ def train_shadow_model(job: ShadowJob) -> dict[str, Any]:
     meta = {
         "model_idx": job.model_idx,
         "seed": job.seed,
-        "n_train_records": len(members),
-        "train_seconds": seconds,
-        "train_loss": stats["train_loss"],
-        "test_auroc": auroc,
-        "epochs": recipe.epochs,
-        "checkpoint": "final",
-        "device": device,
+        **meta_fields,
         "worker": f"{socket.gethostname()}:{os.getpid()}",
         "code_version": TRAINING_CODE_VERSION,
         "git_commit": _git_commit(),
         "n_views": v,
-        "train_info": {"dp": stats.get("dp")} if stats.get("dp") else {},
         "n_outputs": c,
         "shard": str(final),
     }

@@ -28,25 +28,29 @@ that patient's valid.csv rows are quarantined: a non-member record must not belo
 Inputs: the image resized to ``image_size`` x ``image_size`` (option, default 64 as in the paper; 128
 for the ViT runs), grayscale, float32 in [-1, 1], channels-first (1, H, W).
 
-The CXR conventions here (label list, U-Ones, image task, image decoding, duplicate and split-overlap
-checks) are shared with the MIMIC-CXR adapter.
+The CXR conventions here (label list, U-Ones, the 14-finding image task) are shared with the
+MIMIC-CXR adapter.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from tasks.contracts import read_csv_as_strings, validate_table
 from tasks.datasets.base import DatasetAdapter, InputChunk, TaskSpec, register_dataset
-from tasks.datasets.imaging import DecodeError, load_image
-from tasks.errors import ConfigError, StructuralError
+from tasks.datasets.imaging import decode_image_files, image_task
+from tasks.datasets.layout import (
+    SideTableRejects,
+    count_csv_rows,
+    int_option,
+    label_column,
+    quarantine_duplicates,
+    quarantine_split_overlap,
+    records_frame,
+)
 from tasks.quarantine import Quarantine
 
 RELEASE_DIR = "CheXpert-v1.0"
@@ -76,34 +80,9 @@ CXR_LABELS: tuple[str, ...] = (
 _PATIENT_RE = r"(?:^|/)(patient\d+)/study\d+/[^/]+$"
 
 
-def label_column(name: str) -> str:
-    """Records-frame column of a label: ``y_`` + lower case, non-alphanumerics -> '_' (as the snapshot)."""
-    return "y_" + "".join(ch if ch.isalnum() else "_" for ch in name.lower()).strip("_")
-
-
 def cxr_task(image_size: int) -> TaskSpec:
     """The paper's 14-finding chest X-ray task on (1, image_size, image_size) grayscale inputs."""
-    return TaskSpec(
-        kind="multilabel",
-        label_names=CXR_LABELS,
-        input_shape=(1, image_size, image_size),
-        modality="image",
-        score_transform="softmax_mass_cxr",
-        default_architecture="wrn_28_2",
-        flip_views_ok=True,  # the findings are not side-specific labels; the paper trains with flips
-    )
-
-
-def image_size_option(options: dict[str, Any]) -> int:
-    """The ``image_size`` option (side length in pixels), validated; 64 when not given."""
-    raw = options.get("image_size", DEFAULT_IMAGE_SIZE)
-    try:
-        size = int(raw)
-    except (TypeError, ValueError):
-        size = 0
-    if isinstance(raw, bool) or size < 8 or str(size) != str(raw).strip():
-        raise ConfigError(f"option image_size must be a whole number of pixels >= 8 (e.g. 64 or 128), got {raw!r}")
-    return size
+    return image_task("multilabel", CXR_LABELS, (1, image_size, image_size), "softmax_mass_cxr")
 
 
 def uncertain_ones(labels: pd.DataFrame) -> pd.DataFrame:
@@ -113,68 +92,6 @@ def uncertain_ones(labels: pd.DataFrame) -> pd.DataFrame:
     """
     y = labels.astype("float64")
     return y.mask(y == -1.0, 1.0).fillna(0.0)
-
-
-def count_csv_rows(path: Path) -> int:
-    """Data rows of a CSV (``.csv`` or ``.csv.gz``): header and blank lines excluded, quoted newlines ok."""
-    if not path.exists():
-        raise StructuralError(path, "file not found")
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", newline="", encoding="utf-8") as fh:
-        return max(sum(1 for row in csv.reader(fh) if row) - 1, 0)
-
-
-def file_key(path: Path) -> tuple[str, int, int]:
-    """Identity of a file's current content for caching: resolved path, mtime, size."""
-    if not path.exists():
-        raise StructuralError(path, "file not found")
-    st = path.stat()
-    return str(path.resolve()), st.st_mtime_ns, st.st_size
-
-
-def quarantine_duplicates(df: pd.DataFrame, key: str, what: str, quarantine: Quarantine) -> pd.DataFrame:
-    """Keep the first row of each ``key`` value; later copies go to the quarantine (stage 'dedupe')."""
-    dup = df[key].duplicated(keep="first")
-    if dup.any():
-        first = df.groupby(key, sort=False)["_source_row"].transform("first")
-        reasons = f"{key}: the same {what} as line " + first[dup].astype(str) + "; the first row is kept"
-        quarantine.add_rows(df[dup], "dedupe", key, reasons)
-    return df[~dup].reset_index(drop=True)
-
-
-def quarantine_split_overlap(df: pd.DataFrame, patient: pd.Series, column: str, quarantine: Quarantine) -> pd.DataFrame:
-    """Quarantine test rows of patients who also have train rows (stage 'cohort').
-
-    In a patient-level audit a test record is a non-member; one from a training patient is not.
-    ``patient`` is aligned with ``df``, which needs a ``split`` column; ``column`` is the raw column the
-    patient id comes from (named in the quarantine).
-    """
-    overlap = (df["split"] == "test") & patient.isin(patient[df["split"] == "train"])
-    quarantine.add_rows(
-        df[overlap],
-        "cohort",
-        column,
-        f"{column}: patient also has training records; a test record must come from a patient outside the training split",
-    )
-    return df[~overlap].reset_index(drop=True)
-
-
-def decode_images(positions: Iterable[int], paths: Iterable[Path], size: tuple[int, int]) -> InputChunk:
-    """Grayscale images -> InputChunk with x float32 (n_ok, 1, H, W) in [-1, 1]; ``size`` is (H, W)."""
-    ok: list[int] = []
-    images: list[np.ndarray] = []
-    failures: dict[int, str] = {}
-    for pos, path in zip(positions, paths, strict=True):
-        try:
-            img = load_image(path, size, mode="L")  # (H, W, 1)
-        except DecodeError as exc:
-            # Some PIL messages carry the full path, whose folders hold the raw patient id (D4).
-            failures[int(pos)] = str(exc).replace(str(path), Path(path).name)
-            continue
-        ok.append(int(pos))
-        images.append(img.transpose(2, 0, 1))
-    x = np.stack(images).astype(np.float32, copy=False) if images else np.empty((0, 1, *size), dtype=np.float32)
-    return InputChunk(ok_positions=np.asarray(ok, dtype=np.int64), x=x, failures=failures)
 
 
 @register_dataset
@@ -188,9 +105,9 @@ class CheXpert(DatasetAdapter):
         super().__init__(options)
         # The class attribute stays the paper's 64x64 (what `medaudit datasets` lists); an instance built
         # with image_size=128 (ViT runs) carries its own task, which the snapshot records.
-        self.task = cxr_task(image_size_option(self.options))
+        self.task = cxr_task(int_option(self.options, "image_size", DEFAULT_IMAGE_SIZE, 8))
         self.release_dir = str(self.options.get("release_dir", RELEASE_DIR))
-        self._demo_excluded: dict[tuple[str, int, int], int] = {}
+        self._demo_rejects = SideTableRejects()
 
     def _image_tables(self, raw_dir: Path) -> list[tuple[Path, str]]:
         """(path, split) of the image CSVs present; train.csv is required, valid.csv optional."""
@@ -205,18 +122,11 @@ class CheXpert(DatasetAdapter):
         (those are in the quarantine too, so they must be in the count)."""
         raw_dir = Path(raw_dir)
         n = sum(count_csv_rows(path) for path, _ in self._image_tables(raw_dir))
-        demo = raw_dir / DEMO_CSV
-        if file_key(demo) not in self._demo_excluded:
-            self._read_demographics(raw_dir, Quarantine())
-        return n + self._demo_excluded[file_key(demo)]
+        return n + self._demo_rejects.count([raw_dir / DEMO_CSV], lambda q: self._validate_demographics(raw_dir, q))
 
-    def _read_demographics(self, raw_dir: Path, quarantine: Quarantine) -> pd.DataFrame:
+    def _validate_demographics(self, raw_dir: Path, quarantine: Quarantine) -> pd.DataFrame:
         """CHEXPERT_DEMO.csv validated -> PATIENT, PRIMARY_RACE (one row per patient)."""
-        path = Path(raw_dir) / DEMO_CSV
-        local = Quarantine()
-        demo = validate_table(read_csv_as_strings(path), self.contract, DEMO_CSV, local)
-        quarantine.entries.extend(local.entries)
-        self._demo_excluded[file_key(path)] = len(local)
+        demo = validate_table(read_csv_as_strings(Path(raw_dir) / DEMO_CSV), self.contract, DEMO_CSV, quarantine)
         return demo[["PATIENT", "PRIMARY_RACE"]]
 
     def read_records(self, raw_dir: Path, quarantine: Quarantine) -> pd.DataFrame:
@@ -252,22 +162,21 @@ class CheXpert(DatasetAdapter):
         df = df[~unknown_sex].reset_index(drop=True)
         df = quarantine_split_overlap(df, df["patient"], "Path", quarantine)
 
-        demo = self._read_demographics(raw_dir, quarantine)
+        demo = self._demo_rejects.read([raw_dir / DEMO_CSV], quarantine, lambda q: self._validate_demographics(raw_dir, q))
         df = df.merge(demo, how="left", left_on="patient", right_on="PATIENT", validate="many_to_one")
         df["view_position"] = df["AP/PA"].where(df["Frontal/Lateral"] != "Lateral", "Lateral")
 
         y = uncertain_ones(df[list(CXR_LABELS)])
-        records = pd.DataFrame({"raw_patient_id": df["patient"].astype(str), "split": df["split"]})
-        for label in CXR_LABELS:
-            records[label_column(label)] = y[label].to_numpy()
-        for attr, sg in self.contract.subgroups.items():
-            records[attr] = self.contract.map_subgroup(attr, df[sg.column])
-        records["path"] = df["Path"].astype(str)
-        records["_source_file"] = df["_source_file"]
-        records["_source_row"] = df["_source_row"]
-        return records
+        return records_frame(
+            df,
+            self.contract,
+            patient=df["patient"],
+            split=df["split"],
+            labels={label_column(label): y[label] for label in CXR_LABELS},
+            extra={"path": df["Path"].astype(str)},
+        )
 
     def decode_inputs(self, records: pd.DataFrame, raw_dir: Path) -> InputChunk:
         """x float32 (n_ok, 1, S, S) in [-1, 1] for the rows of ``records`` (index = positions)."""
         size = (self.task.input_shape[1], self.task.input_shape[2])
-        return decode_images(records.index, (Path(raw_dir) / p for p in records["path"]), size)
+        return decode_image_files(records.index, (Path(raw_dir) / p for p in records["path"]), size, mode="L")

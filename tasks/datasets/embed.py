@@ -58,7 +58,8 @@ import pandas as pd
 
 from tasks.contracts import read_csv_as_strings, validate_table
 from tasks.datasets.base import DatasetAdapter, InputChunk, TaskSpec, register_dataset
-from tasks.datasets.fitzpatrick import count_data_rows, decode_image_files, int_option, one_hot
+from tasks.datasets.imaging import decode_image_files, image_task
+from tasks.datasets.layout import SideTableRejects, count_csv_rows, int_option, one_hot, records_frame
 from tasks.errors import ConfigError
 from tasks.quarantine import Quarantine
 
@@ -78,21 +79,9 @@ def png_name(anon_dicom_path: str) -> str:
     return (name[:-4] if name.lower().endswith(".dcm") else name) + ".png"
 
 
-def _file_key(path: Path) -> tuple[str, int, int]:
-    st = path.stat()
-    return str(path.resolve()), st.st_mtime_ns, st.st_size
-
-
 def _embed_task(height: int) -> TaskSpec:
-    return TaskSpec(
-        kind="multiclass",
-        label_names=DENSITY_LABELS,
-        input_shape=(1, height, (height * 3) // 4),
-        modality="image",
-        score_transform="softmax_mass",
-        default_architecture="wrn_28_2",
-        flip_views_ok=True,  # breast density does not depend on laterality
-    )
+    # breast density does not depend on laterality: flip views are fine
+    return image_task("multiclass", DENSITY_LABELS, (1, height, (height * 3) // 4))
 
 
 @register_dataset
@@ -112,7 +101,7 @@ class Embed(DatasetAdapter):
         self.png_root = str(self.options.get("png_root", DEFAULT_PNG_ROOT))
         if not self.png_root.strip():
             raise ConfigError("option png_root must name a folder (absolute, or relative to the raw folder)")
-        self._clinical_rejects: dict[tuple[str, int, int], int] = {}
+        self._clinical_rejects = SideTableRejects()
 
     def _png_root(self, raw_dir: Path) -> Path:
         root = Path(self.png_root)
@@ -122,17 +111,11 @@ class Embed(DatasetAdapter):
         """Metadata rows (one per image) plus the clinical rows that failed the contract (those are in
         the quarantine under the clinical file, so they must be counted)."""
         raw_dir = Path(raw_dir)
-        key = _file_key(raw_dir / CLINICAL)
-        if key not in self._clinical_rejects:
-            self._read_clinical(raw_dir, Quarantine())
-        return count_data_rows(raw_dir / METADATA) + self._clinical_rejects[key]
+        rejected = self._clinical_rejects.count([raw_dir / CLINICAL], lambda q: self._validate_clinical(raw_dir, q))
+        return count_csv_rows(raw_dir / METADATA) + rejected
 
-    def _read_clinical(self, raw_dir: Path, quarantine: Quarantine) -> pd.DataFrame:
-        path = Path(raw_dir) / CLINICAL
-        local = Quarantine()
-        clin = validate_table(read_csv_as_strings(path), self.contract, CLINICAL, local)
-        quarantine.entries.extend(local.entries)
-        self._clinical_rejects[_file_key(path)] = len(local)
+    def _validate_clinical(self, raw_dir: Path, quarantine: Quarantine) -> pd.DataFrame:
+        clin = validate_table(read_csv_as_strings(Path(raw_dir) / CLINICAL), self.contract, CLINICAL, quarantine)
         return clin[[*KEYS, *_CLINICAL_COLUMNS]].assign(_clin_row=clin["_source_row"].to_numpy())
 
     def read_records(self, raw_dir: Path, quarantine: Quarantine) -> pd.DataFrame:
@@ -140,7 +123,7 @@ class Embed(DatasetAdapter):
         density, assessment, age_band, image (path under png_root), _source_file, _source_row."""
         raw_dir = Path(raw_dir)
         meta = validate_table(read_csv_as_strings(raw_dir / METADATA), self.contract, METADATA, quarantine)
-        clin = self._read_clinical(raw_dir, quarantine)
+        clin = self._clinical_rejects.read([raw_dir / CLINICAL], quarantine, lambda q: self._validate_clinical(raw_dir, q))
         meta = meta[[*KEYS, "anon_dicom_path", "ViewPosition", "_source_file", "_source_row"]]
 
         # 1-2: screening exams, joined to their images. The join is done image-first so every metadata
@@ -261,19 +244,15 @@ class Embed(DatasetAdapter):
         )
         df = df[~no_density].reset_index(drop=True)
 
-        records = pd.DataFrame(
-            {
-                "raw_patient_id": df["empi_anon"].astype("int64").astype(str),
-                "split": self._split(df["empi_anon"].astype("int64")),
-                **one_hot(df["tissueden"].astype("int64").to_numpy() - 1, DENSITY_LABELS),
-            }
+        patients = df["empi_anon"].astype("int64")
+        return records_frame(
+            df,
+            self.contract,
+            patient=patients.astype(str),
+            split=self._split(patients),
+            labels=one_hot(df["tissueden"].astype("int64").to_numpy() - 1, DENSITY_LABELS),
+            extra={"image": patients.astype(str) + "/" + df["anon_dicom_path"].map(png_name)},
         )
-        for attr, sg in self.contract.subgroups.items():
-            records[attr] = self.contract.map_subgroup(attr, df[sg.column])
-        records["image"] = df["empi_anon"].astype("int64").astype(str) + "/" + df["anon_dicom_path"].map(png_name)
-        records["_source_file"] = df["_source_file"].to_numpy()
-        records["_source_row"] = df["_source_row"].to_numpy()
-        return records
 
     def _split(self, patients: pd.Series) -> np.ndarray:
         """'test' for the records of the drawn test patients, else 'train' (patient-disjoint)."""

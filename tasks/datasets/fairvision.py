@@ -44,7 +44,8 @@ from PIL import Image, ImageStat
 
 from tasks.contracts import read_csv_as_strings, validate_table
 from tasks.datasets.base import DatasetAdapter, InputChunk, TaskSpec, register_dataset
-from tasks.datasets.fitzpatrick import count_data_rows, decode_image_files, int_option, one_hot
+from tasks.datasets.imaging import decode_image_files, image_task
+from tasks.datasets.layout import count_csv_rows, int_option, one_hot, quarantine_unmatched, records_frame
 from tasks.errors import ConfigError
 from tasks.quarantine import Quarantine
 
@@ -110,15 +111,8 @@ def image_stats(path: Path) -> tuple[float, float] | None:
 
 
 def _fairvision_task(image_size: int) -> TaskSpec:
-    return TaskSpec(
-        kind="multiclass",
-        label_names=FAIRVISION_LABELS,
-        input_shape=(1, image_size, image_size),
-        modality="image",
-        score_transform="softmax_mass",
-        default_architecture="wrn_28_2",
-        flip_views_ok=True,  # left/right mirroring does not change glaucoma, DR or AMD status
-    )
+    # left/right mirroring does not change glaucoma, DR or AMD status: flip views are fine
+    return image_task("multiclass", FAIRVISION_LABELS, (1, image_size, image_size))
 
 
 @register_dataset
@@ -139,22 +133,14 @@ class FairVision(DatasetAdapter):
 
     def n_raw_rows(self, raw_dir: Path) -> int:
         """Sum of the rows of the selected summary CSVs."""
-        return sum(count_data_rows(Path(raw_dir) / summary_path(s)) for s in self.subsets)
+        return sum(count_csv_rows(Path(raw_dir) / summary_path(s)) for s in self.subsets)
 
     def _read_subset(self, raw_dir: Path, subset: str, quarantine: Quarantine) -> pd.DataFrame:
         folder, prefix, label_map = SUBSETS[subset]
         table = f"data_summary_{subset}.csv"
         raw = read_csv_as_strings(Path(raw_dir) / summary_path(subset))
         df = validate_table(raw, self.contract, table, quarantine)
-        digits = df["filename"].str.strip().str.fullmatch(_FILENAME_RE)
-        bad = ~digits.fillna(False).astype(bool)
-        quarantine.add_rows(
-            df[bad],
-            "contract",
-            "filename",
-            "filename: expected data_<5 digits>.npz, found " + df.loc[bad, "filename"].map(repr).astype(str),
-        )
-        df = df[~bad].reset_index(drop=True)
+        df = quarantine_unmatched(df, "filename", _FILENAME_RE, "data_<5 digits>.npz", quarantine)
         pid = df["filename"].str.strip().str.extract(_FILENAME_RE, expand=False)
         return pd.DataFrame(
             {
@@ -189,19 +175,14 @@ class FairVision(DatasetAdapter):
         df = df[~fail].reset_index(drop=True)
 
         codes = df["disease_label"].map({name: k for k, name in enumerate(FAIRVISION_LABELS)})
-        records = pd.DataFrame(
-            {
-                "raw_patient_id": df["raw_patient_id"].astype(str),
-                "split": np.where(df["use"] == "test", "test", "train"),
-                **one_hot(codes.to_numpy(), FAIRVISION_LABELS),
-            }
+        return records_frame(
+            df,
+            self.contract,
+            patient=df["raw_patient_id"],
+            split=np.where(df["use"] == "test", "test", "train"),
+            labels=one_hot(codes.to_numpy(), FAIRVISION_LABELS),
+            extra={"image": df["image"].astype(str)},
         )
-        for attr, sg in self.contract.subgroups.items():
-            records[attr] = self.contract.map_subgroup(attr, df[sg.column])
-        records["image"] = df["image"].astype(str)
-        records["_source_file"] = df["_source_file"]
-        records["_source_row"] = df["_source_row"]
-        return records
 
     def decode_inputs(self, records: pd.DataFrame, raw_dir: Path) -> InputChunk:
         """x float32 (n_ok, 1, S, S) in [-1, 1] (channel 0 of the JPEG) for the rows of ``records``."""

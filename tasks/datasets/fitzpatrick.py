@@ -28,24 +28,20 @@ digits is a contract failure: it names a file, so it must not be able to point o
 Inputs: RGB resized to ``image_size`` x ``image_size`` (option, default 64; 128 for ViT runs), float32
 in [-1, 1], channels-first (3, S, S). Grayscale JPEGs are replicated to RGB by PIL; colour modes PIL
 would convert lossily (CMYK, 16-bit) are decode failures rather than silently altered inputs.
-
-The image helpers at the top of this module are shared with the FairVision and EMBED adapters.
 """
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from tasks.contracts import read_csv_as_strings, validate_table
 from tasks.datasets.base import DatasetAdapter, InputChunk, TaskSpec, register_dataset
-from tasks.datasets.imaging import DecodeError, load_image
+from tasks.datasets.imaging import decode_image_files, image_task
+from tasks.datasets.layout import count_csv_rows, int_option, one_hot, quarantine_duplicates, quarantine_unmatched, records_frame
 from tasks.errors import ConfigError
 from tasks.quarantine import Quarantine
 
@@ -63,114 +59,9 @@ NON_DERMATOLOGY_HASHES: tuple[str, ...] = (
 TEST_QC = "1 Diagnostic"
 _MD5_RE = r"[0-9a-fA-F]{32}"
 
-# ---------------------------------------------------------------------------------------------
-# helpers shared by the image adapters (fitzpatrick, fairvision, embed)
-
-
-def label_column(name: str) -> str:
-    """Records-frame column of a label: ``y_`` + lower case, non-alphanumerics -> '_' (as the snapshot)."""
-    return "y_" + "".join(ch if ch.isalnum() else "_" for ch in name.lower()).strip("_")
-
-
-def one_hot(codes: np.ndarray, labels: Sequence[str]) -> dict[str, np.ndarray]:
-    """Integer class codes (n,) -> {y_<label>: float64 (n,)} one-hot columns in ``labels`` order."""
-    codes = np.asarray(codes, dtype=np.int64)
-    return {label_column(name): (codes == k).astype(np.float64) for k, name in enumerate(labels)}
-
-
-def count_data_rows(path: Path) -> int:
-    """Data rows of a CSV (header and blank lines excluded; quoted newlines are one row)."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        return max(sum(1 for row in csv.reader(fh) if row) - 1, 0)
-
-
-def int_option(options: dict[str, Any], key: str, default: int, minimum: int) -> int:
-    """A whole-number option, validated (ConfigError naming the option otherwise)."""
-    raw = options.get(key, default)
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        value = minimum - 1
-    if isinstance(raw, bool) or value < minimum or str(value) != str(raw).strip():
-        raise ConfigError(f"option {key} must be a whole number >= {minimum}, got {raw!r}")
-    return value
-
-
-def image_mode(path: Path) -> str | None:
-    """The PIL mode of an image file from its header only; None if PIL cannot identify it
-    (load_image then gives the precise reason)."""
-    try:
-        with Image.open(path) as img:
-            return str(img.mode)
-    except Exception:  # any header problem is reported by load_image with its own message
-        return None
-
-
-def decode_image_files(
-    positions: Iterable[int],
-    paths: Iterable[Path],
-    size: tuple[int, int],
-    *,
-    mode: str,
-    accepted_modes: frozenset[str],
-    channel0: bool = False,
-) -> InputChunk:
-    """Decode image files into an InputChunk: x float32 (n_ok, C, H, W) in [-1, 1], channels-first.
-
-    ``size`` is (H, W); ``mode`` 'L' gives C=1, 'RGB' C=3 (``channel0`` keeps the first channel, C=1).
-    A file whose stored mode is not in ``accepted_modes`` is a failure: PIL would convert it (CMYK
-    inverted, 16-bit clipped to white), which yields a plausible-looking but wrong input.
-    """
-    ok: list[int] = []
-    images: list[np.ndarray] = []
-    failures: dict[int, str] = {}
-    channels = 1 if (mode == "L" or channel0) else 3
-    for pos, path in zip(positions, paths, strict=True):
-        path = Path(path)
-        stored = image_mode(path) if path.exists() else None
-        if stored is not None and stored not in accepted_modes:
-            failures[int(pos)] = f"{path.name}: unsupported image mode {stored!r} (expected one of {sorted(accepted_modes)})"
-            continue
-        try:
-            img = load_image(path, size, mode="RGB" if mode == "RGB" else "L", channel0=channel0)  # (H, W, C)
-        except DecodeError as exc:
-            failures[int(pos)] = str(exc)
-            continue
-        ok.append(int(pos))
-        images.append(img.transpose(2, 0, 1))
-    x = np.stack(images).astype(np.float32, copy=False) if images else np.empty((0, channels, *size), dtype=np.float32)
-    return InputChunk(ok_positions=np.asarray(ok, dtype=np.int64), x=x, failures=failures)
-
-
-def keep_first(df: pd.DataFrame, key: str, what: str, quarantine: Quarantine) -> pd.DataFrame:
-    """Keep the first row of each ``key`` value; later copies -> quarantine (stage 'dedupe')."""
-    dup = df[key].duplicated(keep="first")
-    if dup.any():
-        first = df.groupby(key, sort=False)["_source_row"].transform("first")
-        reasons = (
-            f"{key}: the same {what} "
-            + df.loc[dup, key].map(repr).astype(str)
-            + " as line "
-            + first[dup].astype(str)
-            + "; the first row is kept"
-        )
-        quarantine.add_rows(df[dup], "dedupe", key, reasons)
-    return df[~dup].reset_index(drop=True)
-
-
-# ---------------------------------------------------------------------------------------------
-
 
 def _fitz_task(image_size: int) -> TaskSpec:
-    return TaskSpec(
-        kind="multiclass",
-        label_names=COARSE_LABELS,
-        input_shape=(3, image_size, image_size),
-        modality="image",
-        score_transform="softmax_mass",
-        default_architecture="wrn_28_2",
-        flip_views_ok=True,  # a mirrored skin lesion is the same lesion
-    )
+    return image_task("multiclass", COARSE_LABELS, (3, image_size, image_size))  # a mirrored lesion is the same lesion
 
 
 @register_dataset
@@ -190,7 +81,7 @@ class Fitzpatrick17k(DatasetAdapter):
         self.exclude_hashes = frozenset(h.strip().lower() for h in excl)
 
     def n_raw_rows(self, raw_dir: Path) -> int:
-        return count_data_rows(Path(raw_dir) / CSV_NAME)
+        return count_csv_rows(Path(raw_dir) / CSV_NAME)
 
     def read_records(self, raw_dir: Path, quarantine: Quarantine) -> pd.DataFrame:
         """One row per accepted image: raw_patient_id (= md5hash), split, y_non_neoplastic,
@@ -198,16 +89,9 @@ class Fitzpatrick17k(DatasetAdapter):
         raw = read_csv_as_strings(Path(raw_dir) / CSV_NAME)
         df = validate_table(raw, self.contract, CSV_NAME, quarantine)
 
-        bad_hash = ~df["md5hash"].str.strip().str.fullmatch(_MD5_RE).fillna(False).astype(bool)
-        quarantine.add_rows(
-            df[bad_hash],
-            "contract",
-            "md5hash",
-            "md5hash: expected 32 hexadecimal digits (the image file name), found " + df.loc[bad_hash, "md5hash"].map(repr).astype(str),
-        )
-        df = df[~bad_hash].reset_index(drop=True)
+        df = quarantine_unmatched(df, "md5hash", _MD5_RE, "32 hexadecimal digits (the image file name)", quarantine)
         df["md5hash"] = df["md5hash"].str.strip().str.lower()
-        df = keep_first(df, "md5hash", "image", quarantine)
+        df = quarantine_duplicates(df, "md5hash", "image", quarantine, show_value=True)
 
         flagged = df["md5hash"].isin(self.exclude_hashes)
         quarantine.add_rows(
@@ -221,19 +105,14 @@ class Fitzpatrick17k(DatasetAdapter):
         df = df[~flagged].reset_index(drop=True)
 
         codes = df["three_partition_label"].map({name: k for k, name in enumerate(COARSE_LABELS)})
-        records = pd.DataFrame(
-            {
-                "raw_patient_id": df["md5hash"].astype(str),
-                "split": np.where(df["qc"].fillna("").str.strip() == TEST_QC, "test", "train"),
-                **one_hot(codes.to_numpy(), COARSE_LABELS),
-            }
+        return records_frame(
+            df,
+            self.contract,
+            patient=df["md5hash"],
+            split=np.where(df["qc"].fillna("").str.strip() == TEST_QC, "test", "train"),
+            labels=one_hot(codes.to_numpy(), COARSE_LABELS),
+            extra={"image": df["md5hash"] + ".jpg"},
         )
-        for attr, sg in self.contract.subgroups.items():
-            records[attr] = self.contract.map_subgroup(attr, df[sg.column])
-        records["image"] = (df["md5hash"] + ".jpg").astype(str)
-        records["_source_file"] = df["_source_file"]
-        records["_source_row"] = df["_source_row"]
-        return records
 
     def decode_inputs(self, records: pd.DataFrame, raw_dir: Path) -> InputChunk:
         """x float32 (n_ok, 3, S, S) in [-1, 1] for the rows of ``records`` (index = positions)."""

@@ -36,18 +36,16 @@ import pandas as pd
 
 from tasks.contracts import read_csv_as_strings, validate_table
 from tasks.datasets.base import DatasetAdapter, InputChunk, register_dataset
-from tasks.datasets.chexpert import (
-    CXR_LABELS,
-    DEFAULT_IMAGE_SIZE,
+from tasks.datasets.chexpert import CXR_LABELS, DEFAULT_IMAGE_SIZE, cxr_task, uncertain_ones
+from tasks.datasets.imaging import decode_image_files
+from tasks.datasets.layout import (
+    SideTableRejects,
     count_csv_rows,
-    cxr_task,
-    decode_images,
-    file_key,
-    image_size_option,
+    int_option,
     label_column,
     quarantine_duplicates,
     quarantine_split_overlap,
-    uncertain_ones,
+    records_frame,
 )
 from tasks.errors import ConfigError, StructuralError
 from tasks.quarantine import Quarantine
@@ -99,12 +97,12 @@ class MimicCXR(DatasetAdapter):
 
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)
-        self.task = cxr_task(image_size_option(self.options))  # see CheXpert.__init__
+        self.task = cxr_task(int_option(self.options, "image_size", DEFAULT_IMAGE_SIZE, 8))  # see CheXpert.__init__
         labeler = str(self.options.get("labeler", "negbio"))
         if labeler not in LABELS:
             raise ConfigError(f"option labeler must be one of {sorted(LABELS)}, got {labeler!r}")
         self.labels_table = LABELS[labeler]
-        self._aux_excluded: dict[tuple[tuple[str, int, int], ...], int] = {}
+        self._aux_rejects = SideTableRejects()
 
     def _read(self, raw_dir: Path, table: str, quarantine: Quarantine) -> pd.DataFrame:
         """One table validated against its contract; only the contract's columns are read."""
@@ -115,24 +113,18 @@ class MimicCXR(DatasetAdapter):
     def _aux_tables(self) -> tuple[str, ...]:
         return (SPLIT, self.labels_table, PATIENTS, ADMISSIONS)
 
-    def _aux_key(self, raw_dir: Path) -> tuple[tuple[str, int, int], ...]:
-        return tuple(file_key(table_path(raw_dir, t)) for t in self._aux_tables())
+    def _aux_paths(self, raw_dir: Path) -> list[Path]:
+        return [table_path(raw_dir, t) for t in self._aux_tables()]
 
-    def _read_aux(self, raw_dir: Path, quarantine: Quarantine) -> dict[str, pd.DataFrame]:
-        """The auxiliary tables validated; their failing rows are counted for n_raw_rows."""
-        local = Quarantine()
-        tables = {t: self._read(raw_dir, t, local) for t in self._aux_tables()}
-        quarantine.entries.extend(local.entries)
-        self._aux_excluded[self._aux_key(raw_dir)] = len(local)
-        return tables
+    def _validate_aux(self, raw_dir: Path, quarantine: Quarantine) -> dict[str, pd.DataFrame]:
+        """The auxiliary tables validated, by name."""
+        return {t: self._read(raw_dir, t, quarantine) for t in self._aux_tables()}
 
     def n_raw_rows(self, raw_dir: Path) -> int:
         """Rows of the metadata table plus the auxiliary-table rows that failed their contract (those
         are in the quarantine too)."""
-        key = self._aux_key(raw_dir)
-        if key not in self._aux_excluded:
-            self._read_aux(raw_dir, Quarantine())
-        return count_csv_rows(table_path(raw_dir, METADATA)) + self._aux_excluded[key]
+        rejected = self._aux_rejects.count(self._aux_paths(raw_dir), lambda q: self._validate_aux(raw_dir, q))
+        return count_csv_rows(table_path(raw_dir, METADATA)) + rejected
 
     def read_records(self, raw_dir: Path, quarantine: Quarantine) -> pd.DataFrame:
         """One row per accepted image: raw_patient_id (subject_id), split, y_<label> x14, race, sex,
@@ -143,7 +135,7 @@ class MimicCXR(DatasetAdapter):
         bad_id = ~df["dicom_id"].str.fullmatch(r"[0-9A-Za-z-]+").astype(bool)
         quarantine.add_rows(df[bad_id], "contract", "dicom_id", "dicom_id: expected letters, digits and dashes only")
         df = quarantine_duplicates(df[~bad_id].reset_index(drop=True), "dicom_id", "image", quarantine)
-        aux = self._read_aux(raw_dir, quarantine)
+        aux = self._aux_rejects.read(self._aux_paths(raw_dir), quarantine, lambda q: self._validate_aux(raw_dir, q))
 
         split = aux[SPLIT][["dicom_id", "split"]].rename(columns={"split": "official_split"})
         df = df.merge(split, how="left", on="dicom_id", validate="many_to_one")
@@ -160,18 +152,19 @@ class MimicCXR(DatasetAdapter):
         df = df.merge(subject_race(aux[ADMISSIONS]), how="left", on="subject_id", validate="many_to_one")
 
         y = uncertain_ones(df[list(CXR_LABELS)])
-        records = pd.DataFrame({"raw_patient_id": df["subject_id"].astype("int64").astype(str), "split": df["split"]})
-        for label in CXR_LABELS:
-            records[label_column(label)] = y[label].to_numpy()
-        for attr, sg in self.contract.subgroups.items():
-            records[attr] = self.contract.map_subgroup(attr, df[sg.column])
-        records["official_split"] = df["official_split"].astype(str)
-        records["path"] = [image_path(s, st, d) for s, st, d in zip(df["subject_id"], df["study_id"], df["dicom_id"], strict=True)]
-        records["_source_file"] = df["_source_file"]
-        records["_source_row"] = df["_source_row"]
-        return records
+        return records_frame(
+            df,
+            self.contract,
+            patient=df["subject_id"].astype("int64").astype(str),
+            split=df["split"],
+            labels={label_column(label): y[label] for label in CXR_LABELS},
+            extra={
+                "official_split": df["official_split"].astype(str),
+                "path": [image_path(s, st, d) for s, st, d in zip(df["subject_id"], df["study_id"], df["dicom_id"], strict=True)],
+            },
+        )
 
     def decode_inputs(self, records: pd.DataFrame, raw_dir: Path) -> InputChunk:
         """x float32 (n_ok, 1, S, S) in [-1, 1] for the rows of ``records`` (index = positions)."""
         size = (self.task.input_shape[1], self.task.input_shape[2])
-        return decode_images(records.index, (Path(raw_dir) / p for p in records["path"]), size)
+        return decode_image_files(records.index, (Path(raw_dir) / p for p in records["path"]), size, mode="L")

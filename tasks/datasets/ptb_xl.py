@@ -29,7 +29,6 @@ length, lacks a lead, or holds NaN samples is a decode failure with the reason.
 from __future__ import annotations
 
 import ast
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,15 @@ import wfdb
 
 from tasks.contracts import read_csv_as_strings, validate_table
 from tasks.datasets.base import DatasetAdapter, InputChunk, TaskSpec, register_dataset
+from tasks.datasets.layout import (
+    SideTableRejects,
+    count_csv_rows,
+    decode_each,
+    label_column,
+    quarantine_duplicates,
+    quarantine_split_overlap,
+    records_frame,
+)
 from tasks.errors import StructuralError
 from tasks.quarantine import Quarantine
 
@@ -109,29 +117,16 @@ class PTBXL(DatasetAdapter):
 
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)
-        self._statements_excluded: dict[tuple[str, int, int], int] = {}
-
-    @staticmethod
-    def _file_key(path: Path) -> tuple[str, int, int]:
-        if not path.exists():
-            raise StructuralError(path, "file not found")
-        st = path.stat()
-        return str(path.resolve()), st.st_mtime_ns, st.st_size
+        self._statement_rejects = SideTableRejects()
 
     def n_raw_rows(self, raw_dir: Path) -> int:
         """Rows of ptbxl_database.csv plus the scp_statements.csv rows that failed their contract (those
         are in the quarantine too)."""
         raw_dir = Path(raw_dir)
-        if not (raw_dir / DATABASE).exists():
-            raise StructuralError(raw_dir / DATABASE, "file not found")
-        with open(raw_dir / DATABASE, newline="", encoding="utf-8") as fh:
-            n = max(sum(1 for row in csv.reader(fh) if row) - 1, 0)  # csv.reader: quoted newlines in `report`
-        key = self._file_key(raw_dir / STATEMENTS)
-        if key not in self._statements_excluded:
-            self._read_statements(raw_dir, Quarantine())
-        return n + self._statements_excluded[key]
+        n = count_csv_rows(raw_dir / DATABASE)  # a CSV reader: `report` cells hold quoted newlines
+        return n + self._statement_rejects.count([raw_dir / STATEMENTS], lambda q: self._validate_statements(raw_dir, q))
 
-    def _read_statements(self, raw_dir: Path, quarantine: Quarantine) -> dict[str, str]:
+    def _validate_statements(self, raw_dir: Path, quarantine: Quarantine) -> dict[str, str]:
         """scp_statements.csv validated -> {diagnostic code: superclass}."""
         path = Path(raw_dir) / STATEMENTS
         raw = read_csv_as_strings(path)
@@ -140,11 +135,7 @@ class PTBXL(DatasetAdapter):
             raise StructuralError(path, "no columns", column="scp_code", expected="the statement code as first column")
         # The release leaves the code column's header empty (pandas: 'Unnamed: 0'); name it.
         raw = raw.rename(columns={first: "scp_code"})
-        local = Quarantine()
-        statements = validate_table(raw, self.contract, STATEMENTS, local)
-        quarantine.entries.extend(local.entries)
-        self._statements_excluded[self._file_key(path)] = len(local)
-        return diagnostic_classes(statements)
+        return diagnostic_classes(validate_table(raw, self.contract, STATEMENTS, quarantine))
 
     def read_records(self, raw_dir: Path, quarantine: Quarantine) -> pd.DataFrame:
         """One row per accepted ECG: raw_patient_id, split, y_norm, y_mi, y_sttc, y_cd, y_hyp,
@@ -174,29 +165,19 @@ class PTBXL(DatasetAdapter):
         keep = ~bad & ~bad_file
         df = df[keep].assign(codes=codes[keep]).reset_index(drop=True)
 
-        dup = df["ecg_id"].duplicated(keep="first")
-        if dup.any():
-            first = df.groupby("ecg_id")["_source_row"].transform("first")
-            quarantine.add_rows(
-                df[dup],
-                "dedupe",
-                "ecg_id",
-                "ecg_id: the same ECG as line " + first[dup].astype(str) + "; the first row is kept",
-            )
-            df = df[~dup].reset_index(drop=True)
+        df = quarantine_duplicates(df, "ecg_id", "ECG", quarantine)
 
         df["split"] = np.where(df["strat_fold"] == TEST_FOLD, "test", "train")
-        patient = df["patient_id"].astype("int64")
-        overlap = (df["split"] == "test") & patient.isin(patient[df["split"] == "train"])
-        quarantine.add_rows(
-            df[overlap],
-            "cohort",
+        df = quarantine_split_overlap(
+            df,
+            df["patient_id"].astype("int64"),
             "strat_fold",
-            "strat_fold: patient also has training records in folds 1-9; a test record must come from a patient outside the training split",
+            quarantine,
+            reason="strat_fold: patient also has training records in folds 1-9; "
+            "a test record must come from a patient outside the training split",
         )
-        df = df[~overlap].reset_index(drop=True)
 
-        classes = self._read_statements(raw_dir, quarantine)
+        classes = self._statement_rejects.read([raw_dir / STATEMENTS], quarantine, lambda q: self._validate_statements(raw_dir, q))
         y = np.zeros((len(df), len(SUPERCLASSES)), dtype=np.float64)
         column = {c: i for i, c in enumerate(SUPERCLASSES)}
         for row, codes_of_record in enumerate(df["codes"]):
@@ -204,29 +185,17 @@ class PTBXL(DatasetAdapter):
                 if code in classes:
                     y[row, column[classes[code]]] = 1.0
 
-        records = pd.DataFrame({"raw_patient_id": df["patient_id"].astype("int64").astype(str), "split": df["split"]})
-        for i, label in enumerate(SUPERCLASSES):
-            records[f"y_{label.lower()}"] = y[:, i]
-        records["no_diagnostic_label"] = ~y.any(axis=1)
         df["extra_beats_noted"] = df["extra_beats"].notna().astype(str)
-        for attr, sg in self.contract.subgroups.items():
-            records[attr] = self.contract.map_subgroup(attr, df[sg.column])
-        records["filename_lr"] = df["filename_lr"].astype(str)
-        records["_source_file"] = df["_source_file"]
-        records["_source_row"] = df["_source_row"]
-        return records
+        return records_frame(
+            df,
+            self.contract,
+            patient=df["patient_id"].astype("int64").astype(str),
+            split=df["split"],
+            labels={label_column(label): y[:, i] for i, label in enumerate(SUPERCLASSES)},
+            extra={"no_diagnostic_label": ~y.any(axis=1), "filename_lr": df["filename_lr"].astype(str)},
+        )
 
     def decode_inputs(self, records: pd.DataFrame, raw_dir: Path) -> InputChunk:
         """x float32 (n_ok, 12, 1000) in mV for the rows of ``records`` (index = positions)."""
-        ok: list[int] = []
-        signals: list[np.ndarray] = []
-        failures: dict[int, str] = {}
-        for pos, name in zip(records.index, records["filename_lr"], strict=True):
-            try:
-                signals.append(read_ecg(Path(raw_dir) / name))
-            except _RecordError as exc:
-                failures[int(pos)] = str(exc)
-                continue
-            ok.append(int(pos))
-        x = np.stack(signals) if signals else np.empty((0, *self.task.input_shape), dtype=np.float32)
-        return InputChunk(ok_positions=np.asarray(ok, dtype=np.int64), x=x, failures=failures)
+        paths = (Path(raw_dir) / name for name in records["filename_lr"])
+        return decode_each(records.index, paths, read_ecg, (_RecordError,), self.task.input_shape)

@@ -22,6 +22,10 @@ With ``awkward=True`` (default) the cohort also contains (train.csv):
 * ``truncated_jpeg``, ``text_as_jpeg`` (a text file named .jpg), ``missing_image``: one image each that
   cannot be decoded.
 
+Whatever ``awkward`` is, a share ``atypical`` (default 3%) of the other images are
+``atypical_presentation`` (stage empty: accepted): the image shows the findings of an unrelated study
+while the CSV keeps the row's own labels, so a model gets it right only by memorising it.
+
 Ground truth for tests is in ``_synthetic_truth.csv`` (source_file, source_row, plant, stage; stage is
 empty for a row the adapter should accept), which the adapter ignores. The image helpers here are
 shared with the MIMIC-CXR writer.
@@ -37,8 +41,16 @@ from PIL import Image
 
 from tasks.datasets.chexpert import CXR_LABELS
 from tasks.synthetic import register_synthetic
+from tasks.synthetic.cohort import (
+    ATYPICAL_SHARE,
+    TRUTH_FILE,
+    assign_plants,
+    mark_atypical,
+    start_cohort,
+    truncate_file,
+    write_unreadable_file,
+)
 
-TRUTH_FILE = "_synthetic_truth.csv"
 RELEASE = "CheXpert-v1.0"
 IMAGE_SHAPE = (120, 100)  # (H, W): portrait and non-square, as radiographs are; the adapter resizes
 
@@ -161,6 +173,19 @@ class CXRPainter:
         img = np.roll(img + texture, (dy, dx), axis=(0, 1)) + exposure + rng.normal(0, 10, size=self.shape)
         return np.clip(img, 0, 255).astype(np.uint8)
 
+    def repaint_atypical(
+        self,
+        pixels: list[np.ndarray],
+        rows: np.ndarray,
+        lateral: np.ndarray,
+        styles: list[tuple[np.ndarray, tuple[int, int]]],
+        rng: np.random.Generator,
+    ) -> None:
+        """Redraw ``pixels[i]`` for each atypical row ``i`` with the findings of an unrelated study (the
+        patient's own style kept); ``lateral`` and ``styles`` are per row."""
+        for i in rows:
+            pixels[i] = self.draw(strengths_of(sample_study_labels(rng)), bool(lateral[i]), styles[i], rng)
+
 
 def save_jpeg(path: Path, pixels: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -197,28 +222,20 @@ def strengths_of(cells: dict[str, float]) -> dict[str, float]:
 
 def write_broken_image(path: Path, kind: str, pixels: np.ndarray) -> None:
     """Plant an image that cannot be decoded: 'truncated_jpeg', 'text_as_jpeg' or 'missing_image'."""
-    if kind == "missing_image":
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if kind == "text_as_jpeg":
-        path.write_text("<html><body>404 Not Found</body></html>\n")
+    if write_unreadable_file(path, kind):
         return
     save_jpeg(path, pixels)
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
+    truncate_file(path, 2)
 
 
 @register_synthetic("chexpert")
-def write_chexpert(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: bool = True) -> Path:
+def write_chexpert(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: bool = True, atypical: float = ATYPICAL_SHARE) -> Path:
     """Write a CheXpert-layout cohort of ``n_patients`` patients into ``raw_dir``; returns ``raw_dir``.
 
     About one patient in eight goes to valid.csv (the test split), the rest to train.csv.
     """
-    if n_patients < 20:
-        raise ValueError(f"n_patients must be at least 20, got {n_patients}")
-    raw_dir = Path(raw_dir)
+    raw_dir, rng = start_cohort(raw_dir, n_patients, seed, 20)
     (raw_dir / RELEASE).mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
     painter = CXRPainter()
     n_valid = max(3, n_patients // 8)
     sex = rng.choice(["Male", "Female"], size=n_patients, p=[0.59, 0.41])
@@ -229,10 +246,12 @@ def write_chexpert(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward:
 
     rows: list[dict[str, object]] = []
     pixels: list[np.ndarray] = []
+    styles: list[tuple[np.ndarray, tuple[int, int]]] = []
     for p in range(n_patients):
         is_valid = p >= n_patients - n_valid
         folder = "valid" if is_valid else "train"
         style = painter.patient_style(rng)
+        styles.append(style)
         n_studies = 1 if is_valid else 1 + min(int(rng.poisson(1.2)), 5)
         for s in range(1, n_studies + 1):
             cells = sample_study_labels(rng, allow_uncertain=not is_valid)
@@ -264,19 +283,18 @@ def write_chexpert(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward:
         df.loc[mask, "Sex"], df.loc[mask, "plant"], df.loc[mask, "stage"] = "Unknown", "sex_unknown", "cohort"
         df.loc[df["_patient"].isin(no_demo), "plant"] = "missing_demographics"
         free = rng.permutation(np.flatnonzero((df["_split"] == "train") & (df["plant"] == "")))
-        for i, (name, stage) in zip(
+        assign_plants(
+            df,
             free,
-            (
-                ("damaged_row", "contract"),
-                ("truncated_jpeg", "decode"),
-                ("text_as_jpeg", "decode"),
-                ("missing_image", "decode"),
-            ),
-            strict=False,
-        ):
-            df.loc[i, "plant"], df.loc[i, "stage"] = name, stage
+            (("damaged_row", "contract"), ("truncated_jpeg", "decode"), ("text_as_jpeg", "decode"), ("missing_image", "decode")),
+        )
         df["Age"] = df["Age"].astype(object)
         df.loc[df["plant"] == "damaged_row", "Age"] = ""
+    plant = df["plant"].to_numpy(dtype=object, copy=True)
+    rows_atypical, arng = mark_atypical(plant, seed, atypical)
+    df["plant"] = plant
+    lateral = (df["Frontal/Lateral"] == "Lateral").to_numpy()
+    painter.repaint_atypical(pixels, rows_atypical, lateral, [styles[p] for p in df["_patient"]], arng)
 
     for i, path in enumerate(df["Path"]):
         if df.at[i, "plant"] in ("truncated_jpeg", "text_as_jpeg", "missing_image"):

@@ -28,6 +28,10 @@ known fate (``_synthetic_truth.csv``; the adapter ignores it):
 * ``bad_finding`` (1 clinical row, the second finding of an exam): tissueden 7 -> contract, in the
   clinical file (its exam still joins through its first finding);
 * ``missing_png``, ``truncated_png``, ``png16``, ``text_as_png`` (1 image each) -> decode.
+
+Whatever ``awkward`` is, a share ``atypical`` (default 3%) of the other images are
+``atypical_presentation``: the mammogram shows another density than its exam's label (accepted; a model
+gets them right only by memorising them).
 """
 
 from __future__ import annotations
@@ -39,10 +43,10 @@ import pandas as pd
 from PIL import Image
 
 from tasks.synthetic import register_synthetic
+from tasks.synthetic.cohort import ATYPICAL, ATYPICAL_SHARE, TRUTH_FILE, another, mark_atypical, start_cohort, truncate_file
 
 CLINICAL = "EMBED_OpenData_clinical_reduced.csv"
 METADATA = "EMBED_OpenData_metadata_reduced.csv"
-TRUTH_FILE = "_synthetic_truth.csv"
 H, W = 128, 96
 _YY, _XX = np.mgrid[0:H, 0:W].astype(np.float32)
 RACES = (
@@ -102,15 +106,11 @@ def _mammogram(rng: np.random.Generator, density: int, laterality: str, view: st
 
 
 @register_synthetic("embed")
-def write_embed(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: bool = True) -> Path:
+def write_embed(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: bool = True, atypical: float = ATYPICAL_SHARE) -> Path:
     """Write the EMBED tables and PNGs for ``n_patients`` patients into ``raw_dir``; returns the metadata
     CSV path. ``_synthetic_truth.csv`` lists every metadata row (and the clinical contract failure) with
     source_file, source_row, empi_anon, acc_anon, density, plant and expected fate."""
-    if n_patients < (20 if awkward else 1):
-        raise ValueError(f"n_patients must be at least {20 if awkward else 1}, got {n_patients}")
-    raw_dir = Path(raw_dir)
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
+    raw_dir, rng = start_cohort(raw_dir, n_patients, seed, 20 if awkward else 1)
 
     empi = 10_000_000 + rng.choice(90_000_000, size=n_patients, replace=False)  # no 90M-element array
     race_names = np.array([r for r, _ in RACES], dtype=object)
@@ -238,6 +238,10 @@ def write_embed(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: bo
         for at, row in sorted(extra, key=lambda t: t[0], reverse=True):
             meta = pd.concat([meta.iloc[: at + 1], pd.DataFrame([row]), meta.iloc[at + 1 :]], ignore_index=True)
 
+    plant = meta["plant_"].to_numpy(dtype=object, copy=True)
+    _, arng = mark_atypical(plant, seed, atypical)
+    meta["plant_"] = plant
+
     # ---- images
     png_root = raw_dir / "png"
     for row in meta.itertuples(index=False):
@@ -251,12 +255,13 @@ def write_embed(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: bo
             continue
         view = row.ViewPosition if row.ViewPosition in ("CC", "MLO") else "CC"
         arr = _mammogram(rng, int(row.density_), row.ImageLaterality, view)
+        if row.plant_ == ATYPICAL:  # drawn as above first, so the writer's generator stays in step
+            arr = _mammogram(arng, int(another(arng, ("1", "2", "3", "4"), str(int(row.density_)))), row.ImageLaterality, view)
         if row.plant_ == "png16":
             Image.fromarray(arr.astype(np.uint16) * 257).save(path)  # 16-bit grayscale PNG ('I;16')
         elif row.plant_ == "truncated_png":
             Image.fromarray(arr, "L").save(path)
-            data = path.read_bytes()
-            path.write_bytes(data[: len(data) // 3])
+            truncate_file(path, 3)
         else:
             Image.fromarray(arr, "L").save(path, compress_level=1)
 

@@ -21,6 +21,10 @@ plant and expected fate; the adapter ignores it):
 * ``bad_label`` (1, in the DR table): ``dr = "unknown"`` -> contract;
 * ``missing_demographics`` (2): empty age, gender, race and ethnicity (accepted; subgroups Unknown);
 * ``grayscale_jpeg`` (1): a valid single-channel JPEG (accepted).
+
+Whatever ``awkward`` is, a share ``atypical`` (default 3%) of the other rows are
+``atypical_presentation``: the fundus shows the findings of another label of its sub-dataset while the
+summary keeps the row's own (accepted; a model gets them right only by memorising them).
 """
 
 from __future__ import annotations
@@ -32,8 +36,17 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
 from tasks.synthetic import register_synthetic
+from tasks.synthetic.cohort import (
+    ATYPICAL,
+    ATYPICAL_SHARE,
+    TRUTH_FILE,
+    another,
+    mark_atypical,
+    save_planted_jpeg,
+    start_cohort,
+    write_unreadable_file,
+)
 
-TRUTH_FILE = "_synthetic_truth.csv"
 SUBSETS = {"glaucoma": "Glaucoma", "dr": "DR", "amd": "AMD"}
 _PREFIX = {"glaucoma": "g", "dr": "d", "amd": "a"}
 _LABELS = {
@@ -139,16 +152,13 @@ def _demographics(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
 
 
 @register_synthetic("fairvision")
-def write_fairvision(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: bool = True) -> Path:
+def write_fairvision(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: bool = True, atypical: float = ATYPICAL_SHARE) -> Path:
     """Write the three FairVision summaries and SLO images for ``n_patients`` patients into ``raw_dir``.
 
     Returns ``raw_dir`` (the FairVision root). ``_synthetic_truth.csv`` lists every summary row
     (source_file, source_row = line number, patient_id, subset, label, use, plant, fate).
     """
-    if n_patients < (30 if awkward else 3):
-        raise ValueError(f"n_patients must be at least {30 if awkward else 3}, got {n_patients}")
-    raw_dir = Path(raw_dir)
-    rng = np.random.default_rng(seed)
+    raw_dir, rng = start_cohort(raw_dir, n_patients, seed, 30 if awkward else 3)
     sizes = [n_patients // 3 + (1 if k < n_patients % 3 else 0) for k in range(3)]
     plant_all = np.full(n_patients, "", dtype=object)
     if awkward:
@@ -157,6 +167,7 @@ def write_fairvision(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkwar
         # the contract failure must sit in the DR table (its disease column gets an unknown value)
         dr_rows = np.arange(sizes[0], sizes[0] + sizes[1])
         plant_all[int(rng.choice(dr_rows[plant_all[dr_rows] == ""]))] = "bad_label"
+    _, arng = mark_atypical(plant_all, seed, atypical)
 
     truth = []
     offset = 0
@@ -192,10 +203,7 @@ def write_fairvision(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkwar
             folder_path.mkdir(parents=True, exist_ok=True)
             path = folder_path / f"slo_fundus_{ids[i]:05d}.jpg"
             kind = plant[i]
-            if kind == "missing_image":
-                continue
-            if kind == "text_as_jpeg":
-                path.write_text("placeholder: SLO export failed\n")
+            if write_unreadable_file(path, kind, "placeholder: SLO export failed\n"):
                 continue
             if kind == "near_black":
                 arr = (rng.random((SIZE, SIZE, 3)) < 0.01).astype(np.uint8) * 20  # mean ~0.2
@@ -205,15 +213,9 @@ def write_fairvision(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkwar
                 Image.new("RGB", (SIZE, SIZE), (128, 128, 128)).save(path, "JPEG", quality=95)
                 continue
             img = _fundus(rng, subset, str(label[i]))
-            if kind == "cmyk_jpeg":
-                img.convert("CMYK").save(path, "JPEG", quality=90)
-            elif kind == "grayscale_jpeg":
-                img.convert("L").save(path, "JPEG", quality=90)
-            elif kind == "truncated_jpeg":
-                img.save(path, "JPEG", quality=90)
-                data = path.read_bytes()
-                path.write_bytes(data[: len(data) // 3])
-            else:
+            if kind == ATYPICAL:  # drawn as above first, so the writer's generator stays in step
+                img = _fundus(arng, subset, another(arng, values, str(label[i])))
+            if not save_planted_jpeg(img, path, kind):
                 img.save(path, "JPEG", quality=92)
 
         (raw_dir / folder / "ReadMe").mkdir(parents=True, exist_ok=True)

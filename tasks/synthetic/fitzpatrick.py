@@ -17,6 +17,9 @@ expected fate of every row is known; see ``_synthetic_truth.csv``, which the ada
 * ``missing_skin_type``: an empty ``fitzpatrick_scale`` (accepted, skin type Unknown).
 
 About 3% of rows have skin type -1 and about 4% carry ``qc = "1 Diagnostic"`` (the test split).
+Whatever ``awkward`` is, a share ``atypical`` (default 3%) of the other rows are
+``atypical_presentation``: their image shows the lesion of another coarse label while the CSV keeps
+the row's own (accepted; a model gets them right only by memorising them).
 """
 
 from __future__ import annotations
@@ -29,9 +32,18 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
 from tasks.synthetic import register_synthetic
+from tasks.synthetic.cohort import (
+    ATYPICAL,
+    ATYPICAL_SHARE,
+    TRUTH_FILE,
+    another,
+    mark_atypical,
+    save_planted_jpeg,
+    start_cohort,
+    write_unreadable_file,
+)
 
 CSV_NAME = "fitzpatrick17k.csv"
-TRUTH_FILE = "_synthetic_truth.csv"
 NON_DERMATOLOGY_HASHES = (
     "2ea034fc482e9bd21a5dfa2506cc5d6b",
     "bccab73c32aba48c90602de9bb458272",
@@ -58,6 +70,7 @@ _SKIN_RGB = {
     6: (78, 52, 36),
     -1: (190, 140, 110),
 }
+_COARSE = ("non-neoplastic", "malignant", "benign")
 _QC_OTHER = ("2 Characteristic", "3 Wrongly labelled", "4 Other", "5 Potentially")
 PLANTS = (
     "non_dermatology",
@@ -131,18 +144,14 @@ def _hash(rng: np.random.Generator) -> str:
 
 
 @register_synthetic("fitzpatrick")
-def write_fitzpatrick(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: bool = True) -> Path:
+def write_fitzpatrick(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: bool = True, atypical: float = ATYPICAL_SHARE) -> Path:
     """Write ``fitzpatrick17k.csv`` and ``<md5hash>.jpg`` images for ``n_patients`` images into ``raw_dir``.
 
     With ``awkward`` the CSV has ``n_patients + 1`` rows (the planted duplicate row is extra). Returns the
     CSV path; ``_synthetic_truth.csv`` lists every CSV row (source_row = line number) with its plant and
     expected fate (accepted | contract | dedupe | cohort | decode).
     """
-    if n_patients < (20 if awkward else 1):
-        raise ValueError(f"n_patients must be at least {20 if awkward else 1}, got {n_patients}")
-    raw_dir = Path(raw_dir)
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
+    raw_dir, rng = start_cohort(raw_dir, n_patients, seed, 20 if awkward else 1)
 
     nine_names = list(_NINE)
     weights = np.array([_NINE[k][2] for k in nine_names])
@@ -150,10 +159,12 @@ def write_fitzpatrick(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkwa
     skin = rng.choice([1, 2, 3, 4, 5, 6], size=n_patients, p=[0.2, 0.27, 0.2, 0.17, 0.1, 0.06])
     skin[rng.random(n_patients) < 0.03] = -1
     hashes: list[str] = []
+    seen = set(NON_DERMATOLOGY_HASHES)
     while len(hashes) < n_patients:
         h = _hash(rng)
-        if h not in hashes and h not in NON_DERMATOLOGY_HASHES:
+        if h not in seen:
             hashes.append(h)
+            seen.add(h)
     qc = np.full(n_patients, "", dtype=object)
     u = rng.random(n_patients)
     qc[u < 0.04] = "1 Diagnostic"
@@ -168,6 +179,7 @@ def write_fitzpatrick(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkwa
             plant[slot] = name
         for slot, h in zip(np.flatnonzero(plant == "non_dermatology"), NON_DERMATOLOGY_HASHES, strict=True):
             hashes[slot] = h
+    _, arng = mark_atypical(plant, seed, atypical)
 
     rows = []
     for i in range(n_patients):
@@ -188,21 +200,12 @@ def write_fitzpatrick(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkwa
         path = raw_dir / f"{hashes[i]}.jpg"
         size = [(128, 96), (112, 112), (96, 128), (120, 90)][int(rng.integers(0, 4))]
         kind = plant[i]
-        if kind == "missing_image":
-            continue
-        if kind == "text_as_jpeg":
-            path.write_text("<html><body>404 Not Found</body></html>\n")
+        if write_unreadable_file(path, kind):
             continue
         img = _xray_like(rng, size) if kind == "non_dermatology" else _draw_lesion(rng, _skin_patch(rng, size, int(skin[i])), coarse)
-        if kind == "cmyk_jpeg":
-            img.convert("CMYK").save(path, "JPEG", quality=90)
-        elif kind == "grayscale_jpeg":
-            img.convert("L").save(path, "JPEG", quality=90)
-        elif kind == "truncated_jpeg":
-            img.save(path, "JPEG", quality=90)
-            data = path.read_bytes()
-            path.write_bytes(data[: len(data) // 3])
-        else:
+        if kind == ATYPICAL:  # drawn as above first, so the writer's generator stays in step
+            img = _draw_lesion(arng, _skin_patch(arng, size, int(skin[i])), another(arng, _COARSE, coarse))
+        if not save_planted_jpeg(img, path, kind):
             img.save(path, "JPEG", quality=int(rng.integers(80, 95)))
 
     df = pd.DataFrame(rows)

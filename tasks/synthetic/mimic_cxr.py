@@ -21,6 +21,9 @@ With ``awkward=True`` (default) the cohort also contains:
 * ``damaged_row``: a metadata row whose study_id is written 's5...' (contract quarantine);
 * ``truncated_jpeg``, ``text_as_jpeg``, ``missing_image``: one image each that cannot be decoded.
 
+Whatever ``awkward`` is, a share ``atypical`` (default 3%) of the other images are
+``atypical_presentation`` (stage empty: accepted): drawn with the findings of an unrelated study.
+
 Ground truth for tests is in ``_synthetic_truth.csv`` (source_file, source_row, plant, stage; stage is
 empty for a row the adapter should accept), which the adapter ignores.
 """
@@ -41,8 +44,8 @@ from tasks.synthetic.chexpert import (
     strengths_of,
     write_broken_image,
 )
+from tasks.synthetic.cohort import ATYPICAL_SHARE, TRUTH_FILE, assign_plants, mark_atypical, start_cohort
 
-TRUTH_FILE = "_synthetic_truth.csv"
 LABEL_ORDER = sorted(CXR_LABELS)  # the label tables list findings alphabetically
 _RACES = (
     ("WHITE", 0.5),
@@ -92,13 +95,9 @@ def _cells_to_text(cells: dict[str, float]) -> dict[str, object]:
 
 
 @register_synthetic("mimic-cxr")
-def write_mimic_cxr(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: bool = True) -> Path:
+def write_mimic_cxr(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: bool = True, atypical: float = ATYPICAL_SHARE) -> Path:
     """Write a MIMIC-CXR-JPG-layout cohort of ``n_patients`` subjects into ``raw_dir``; returns it."""
-    if n_patients < 20:
-        raise ValueError(f"n_patients must be at least 20, got {n_patients}")
-    raw_dir = Path(raw_dir)
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
+    raw_dir, rng = start_cohort(raw_dir, n_patients, seed, 20)
     painter = CXRPainter()
 
     # choice(int, replace=False) draws without materialising the 10^7 candidates.
@@ -115,8 +114,10 @@ def write_mimic_cxr(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward
     negbio: list[dict[str, object]] = []
     chexpert: list[dict[str, object]] = []
     pixels: list[np.ndarray] = []
+    styles: list[tuple[np.ndarray, tuple[int, int]]] = []
     for s, subject in enumerate(subjects):
         style = painter.patient_style(rng)
+        styles.append(style)
         for _ in range(1 + min(int(rng.poisson(1.5)), 6)):
             study = int(next(study_pool))
             cells = sample_study_labels(rng)
@@ -165,7 +166,8 @@ def write_mimic_cxr(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward
         ):
             md.loc[md["_subject"].isin(group), "plant"] = plant
         free = rng.permutation(np.flatnonzero((md["plant"] == "") & (official[md["_subject"]] != "test")))
-        for i, (plant, stage) in zip(
+        assign_plants(
+            md,
             free,
             (
                 ("unlabelled_study", ""),
@@ -175,15 +177,18 @@ def write_mimic_cxr(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward
                 ("text_as_jpeg", "decode"),
                 ("missing_image", "decode"),
             ),
-            strict=False,
-        ):
-            md.loc[i, "plant"], md.loc[i, "stage"] = plant, stage
+        )
         # The unlabelled study: every image of that study is kept with all-zero labels.
         study = md.loc[md["plant"] == "unlabelled_study", "study_id"].iloc[0]
         same_study = (md["study_id"] == study) & (md["plant"] == "")
         md.loc[same_study, "plant"] = "unlabelled_study"
         labels_nb = labels_nb[labels_nb["study_id"] != study]
         labels_cx = labels_cx[labels_cx["study_id"] != study]
+    plant = md["plant"].to_numpy(dtype=object, copy=True)
+    rows_atypical, arng = mark_atypical(plant, seed, atypical)
+    md["plant"] = plant
+    lateral = md["ViewPosition"].isin(["LATERAL", "LL"]).to_numpy()
+    painter.repaint_atypical(pixels, rows_atypical, lateral, [styles[s] for s in md["_subject"]], arng)
 
     for i, row in md.iterrows():
         sid = str(row["subject_id"])

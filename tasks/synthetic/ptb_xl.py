@@ -15,7 +15,10 @@ With ``awkward=True`` (default) the cohort also contains, once each unless noted
 * ``bad_scp_codes``: an scp_codes cell that is not a dict literal (contract quarantine);
 * ``unreadable_header``, ``missing_record``, ``wrong_rate`` (a 500 Hz header), ``short_record``
   (5 s of signal): ECGs whose record cannot become model input (decode failures);
-* extra beats noted on about 10% of ECGs (always).
+* extra beats noted on about 10% of ECGs (always);
+* ``atypical_presentation`` (always, a share ``atypical`` of the other ECGs, default 3%): the waveform
+  shows another superclass than the ECG's statements (accepted; a model gets them right only by
+  memorising them).
 
 Ground truth for tests is in ``_synthetic_truth.csv`` (source_file, source_row, plant, stage; stage is
 empty for a row the adapter should accept), which the adapter ignores.
@@ -29,8 +32,8 @@ import numpy as np
 import pandas as pd
 
 from tasks.synthetic import register_synthetic
+from tasks.synthetic.cohort import ATYPICAL, ATYPICAL_SHARE, TRUTH_FILE, another, mark_atypical, start_cohort
 
-TRUTH_FILE = "_synthetic_truth.csv"
 LEADS = ("I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6")
 FS = 100
 N_SAMPLES = 1000
@@ -184,13 +187,9 @@ def _scp_codes(rng: np.random.Generator, classes: set[str]) -> dict[str, float]:
 
 
 @register_synthetic("ptb-xl")
-def write_ptb_xl(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: bool = True) -> Path:
+def write_ptb_xl(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: bool = True, atypical: float = ATYPICAL_SHARE) -> Path:
     """Write a PTB-XL-layout cohort of ``n_patients`` patients into ``raw_dir``; returns ``raw_dir``."""
-    if n_patients < 20:
-        raise ValueError(f"n_patients must be at least 20, got {n_patients}")
-    raw_dir = Path(raw_dir)
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
+    raw_dir, rng = start_cohort(raw_dir, n_patients, seed, 20)
 
     patient_ids = rng.choice(np.arange(100, 22_000), size=n_patients, replace=False).astype(float)
     folds = rng.permutation(np.arange(n_patients) % 10 + 1)  # every fold, incl. the test fold 10, is used
@@ -284,10 +283,13 @@ def write_ptb_xl(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: b
     db.to_csv(raw_dir / "ptbxl_database.csv", index=False)
     _statements_table().to_csv(raw_dir / "scp_statements.csv")
 
+    _, arng = mark_atypical(plant, seed, atypical)
     for i in range(n):
         if plant[i] == "missing_record":
             continue
         signal = ecg_waveform(classes[i], rng)
+        if plant[i] == ATYPICAL:  # drawn as above first, so the writer's generator stays in step
+            signal = ecg_waveform({another(arng, ("NORM", *_CLASS_WEIGHTS), "+".join(sorted(classes[i])))}, arng)
         if plant[i] == "short_record":
             signal = signal[: N_SAMPLES // 2]
         write_wfdb_record(raw_dir / filename_lr[i], signal, 500 if plant[i] == "wrong_rate" else FS)

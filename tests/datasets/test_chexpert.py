@@ -16,13 +16,8 @@ import pandas as pd
 import pytest
 
 from tasks.datasets import get_dataset
-from tasks.datasets.chexpert import (
-    CXR_LABELS,
-    CheXpert,
-    label_column,
-    quarantine_duplicates,
-    quarantine_split_overlap,
-)
+from tasks.datasets.chexpert import CXR_LABELS, CheXpert
+from tasks.datasets.layout import label_column, quarantine_duplicates, quarantine_split_overlap
 from tasks.errors import ConfigError, StructuralError
 from tasks.quarantine import Quarantine
 from tasks.snapshot import build_snapshot, label_columns

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.datasets.chexpert import CXR_LABELS, count_csv_rows, label_column
+from tasks.datasets.chexpert import CXR_LABELS
+from tasks.datasets.layout import count_csv_rows, label_column
 from tasks.datasets.mimic_cxr import LABELS, MimicCXR, table_path
 from tasks.errors import ConfigError, StructuralError
 from tasks.quarantine import Quarantine

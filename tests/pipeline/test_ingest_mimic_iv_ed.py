@@ -108,5 +108,5 @@ def test_wrong_delimiter_is_reported_as_missing_columns(tmp_path: Path, cohort: 
 
 
 def test_missing_file_is_a_structural_error(tmp_path: Path) -> None:
-    with pytest.raises(StructuralError, match="master_dataset.csv: file not found"):
+    with pytest.raises(StructuralError, match=r"master_dataset\.csv: file not found"):
         _ingest(tmp_path, tmp_path / "res")

@@ -1,0 +1,230 @@
+"""Re-audits (D20): a Prefect flow that audits again only when something the result depends on changed.
+
+``reaudit_flow(config)`` ingests the raw folder (idempotent and content-addressed: an unchanged
+dataset gives the same snapshot version), computes the pool key (dataset version, architecture,
+recipe, mask seed, views, training code version; see ``flows.audit.pool_key_for``) and from it the
+*audit key* (pool key + number of models and targets + attack and report settings). It runs the
+audit flow (as a sub-flow on the configured Dask cluster) only when that key differs from the key of
+the latest finished audit of the same dataset and raw folder in the results database, or always
+when ``force`` is set. The audit flow trains only the models its pool lacks (D19), so
+
+* an unchanged dataset and config: no audit, no model trained;
+* a grown pool (``n_models`` 8 -> 12): an audit that trains exactly the 4 new models;
+* a new snapshot, recipe, architecture or seed: a new pool, trained in full; older pools stay stored.
+
+Scheduling: ``medaudit serve --config audit.yaml --cron "0 3 * * *"`` serves this flow as a deployment
+(``reaudit_deployment`` + ``prefect.serve``) on the Prefect server named by ``PREFECT_API_URL``
+(start one with ``medaudit server``); ``medaudit serve --deployments deployments/schedules.yaml``
+serves several. See docs/OPERATIONS.md.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from tasks.config import AuditConfig, stable_hash
+from tasks.errors import ConfigError
+
+FLOW_NAME = "medaudit-reaudit"
+
+
+def audit_key(pool_key: str, n_models: int, n_targets: int, attack: dict[str, Any], report: dict[str, Any]) -> str:
+    """What an audit's numbers depend on: its pool key, pool size, targets, attack and report settings."""
+    return stable_hash({"pool_key": pool_key, "n_models": n_models, "n_targets": n_targets, "attack": attack, "report": report})
+
+
+def audit_key_of(cfg: AuditConfig, pool_key: str) -> str:
+    return audit_key(
+        pool_key, cfg.pool.n_models, cfg.pool.n_targets, cfg.attack.model_dump(mode="json"), cfg.report.model_dump(mode="json")
+    )
+
+
+def latest_audit_of(db_path: Path, dataset: str, raw_dir: Path) -> dict[str, Any] | None:
+    """The latest finished audit of ``dataset`` read from ``raw_dir`` in ``db_path`` (None if none), with its audit key."""
+    from tasks.storage import AuditStore
+
+    if not Path(db_path).exists():
+        return None
+    store = AuditStore(db_path, read_only=True)
+    try:
+        tables = set(store.query("SELECT table_name FROM information_schema.tables")["table_name"])
+        if "audits" not in tables:
+            return None
+        rows = store.query(
+            "SELECT audit_id, pool_key, dataset_version, n_models, n_targets, config, finished_at FROM audits "
+            "WHERE dataset = ? AND finished_at IS NOT NULL AND headline IS NOT NULL ORDER BY finished_at DESC",
+            [dataset],
+        )
+    finally:
+        store.close()
+    want = str(Path(raw_dir).resolve())
+    for row in rows.to_dict(orient="records"):
+        config = json.loads(row["config"]) if isinstance(row["config"], str) else dict(row["config"] or {})
+        if str(Path(config.get("raw_dir", "")).resolve()) != want:
+            continue
+        row["config"] = config
+        row["audit_key"] = audit_key(
+            row["pool_key"], int(row["n_models"]), int(row["n_targets"]), config.get("attack", {}), config.get("report", {})
+        )
+        return row
+    return None
+
+
+def decide(cfg: AuditConfig, pool_key: str, dataset_version: str, latest: dict[str, Any] | None, force: bool) -> tuple[bool, str]:
+    """Whether to audit again, and why (a sentence for logs and the decision artifact)."""
+    if force:
+        return True, "forced"
+    if latest is None:
+        return True, f"no finished audit of {cfg.dataset} from {cfg.raw_dir} in {cfg.db_path}"
+    if latest["audit_key"] == audit_key_of(cfg, pool_key):
+        return False, f"unchanged since audit {latest['audit_id']} (dataset version {dataset_version}, pool {pool_key})"
+    changes = []
+    if latest["dataset_version"] != dataset_version:
+        changes.append(f"dataset snapshot {latest['dataset_version']} -> {dataset_version}")
+    if latest["pool_key"] != pool_key and latest["dataset_version"] == dataset_version:
+        changes.append(f"pool {latest['pool_key']} -> {pool_key} (architecture, recipe, seed, views or training code)")
+    if int(latest["n_models"]) != cfg.pool.n_models:
+        changes.append(f"pool size {latest['n_models']} -> {cfg.pool.n_models} models")
+    if int(latest["n_targets"]) != cfg.pool.n_targets:
+        changes.append(f"held-out targets {latest['n_targets']} -> {cfg.pool.n_targets}")
+    old = latest["config"]
+    for section in ("attack", "report"):
+        if old.get(section) != getattr(cfg, section).model_dump(mode="json"):
+            changes.append(f"{section} settings")
+    return True, "changed since audit " + latest["audit_id"] + ": " + ("; ".join(changes) or "audit key")
+
+
+@flow(name=FLOW_NAME, log_prints=True)
+def reaudit_flow(config: dict[str, Any], force: bool = False, show_progress: bool = False) -> dict[str, Any]:
+    """Audit ``config`` (an AuditConfig as a dict) again if its dataset snapshot, pool or settings changed."""
+    from flows.audit import ingest_snapshot, pool_key_for, run_audit
+
+    cfg = AuditConfig.model_validate(config)
+    logger = get_run_logger()
+    snapshot = ingest_snapshot(cfg, show_progress=show_progress)
+    pool_key, _ = pool_key_for(cfg, snapshot)
+    key = audit_key_of(cfg, pool_key)
+    latest = latest_audit_of(cfg.db_path, cfg.dataset, cfg.raw_dir)
+    run, reason = decide(cfg, pool_key, snapshot.version, latest, force)
+    logger.info("re-audit of %s: %s -> %s", cfg.dataset, reason, "auditing" if run else "nothing to do")
+    out: dict[str, Any] = {
+        "ran": run,
+        "reason": reason,
+        "dataset": cfg.dataset,
+        "dataset_version": snapshot.version,
+        "pool_key": pool_key,
+        "audit_key": key,
+        "previous_audit_id": latest["audit_id"] if latest else None,
+        "trained": 0,
+        "audit": None,
+    }
+    if run:
+        result = run_audit(cfg, show_progress=show_progress)
+        out["audit"] = result
+        out["trained"] = int(result["headline"].get("trained", 0))
+    create_markdown_artifact(
+        key="reaudit-decision",
+        markdown=(
+            f"# Re-audit of {cfg.dataset}\n\n**{'audited' if run else 'skipped'}**: {reason}\n\n"
+            "| | |\n|---|---|\n"
+            f"| dataset version | `{snapshot.version}` |\n| pool | `{pool_key}` ({cfg.pool.n_models} models) |\n"
+            f"| audit key | `{key}` |\n| previous audit | `{out['previous_audit_id']}` |\n"
+            f"| new audit | `{out['audit']['audit_id'] if run else '-'}` |\n| models trained now | {out['trained']} |\n"
+        ),
+        description="Why this scheduled re-audit ran or was skipped",
+    )
+    return out
+
+
+# ---- deployments ---------------------------------------------------------------------------
+
+
+def load_audit_config(path: Path, overrides: dict[str, Any] | None = None) -> AuditConfig:
+    """An AuditConfig file with ``overrides`` (a nested dict merged over it); paths made absolute.
+
+    A served deployment runs later and elsewhere (another working directory), so relative
+    ``raw_dir``/``results_dir`` are resolved against the current directory now.
+    """
+    data = json.loads(AuditConfig.from_file(Path(path)).model_dump_json())
+    _merge(data, overrides or {})
+    data["raw_dir"] = str(Path(data["raw_dir"]).expanduser().resolve())
+    data["results_dir"] = str(Path(data["results_dir"]).expanduser().resolve())
+    return AuditConfig.model_validate(data)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = v
+
+
+def reaudit_deployment(
+    cfg: AuditConfig,
+    name: str,
+    *,
+    cron: str | None = None,
+    interval: float | None = None,
+    timezone: str | None = None,
+    force: bool = False,
+    paused: bool | None = None,
+):
+    """A RunnerDeployment of ``reaudit_flow`` for ``cfg`` on a cron or interval schedule (ready for prefect.serve)."""
+    from datetime import timedelta
+
+    from prefect.schedules import Cron, Interval
+    from prefect.types.entrypoint import EntrypointType
+
+    if cron and interval:
+        raise ConfigError(f"deployment {name!r}: give a cron or an interval schedule, not both")
+    schedules = []
+    if cron:
+        schedules.append(Cron(cron, timezone=timezone) if timezone else Cron(cron))
+    elif interval:
+        schedules.append(Interval(timedelta(seconds=float(interval))))
+    return reaudit_flow.to_deployment(
+        name=name,
+        schedules=schedules or None,
+        paused=paused,
+        parameters={"config": cfg.model_dump(mode="json"), "force": force, "show_progress": False},
+        description=f"Re-audit {cfg.dataset} from {cfg.raw_dir} into {cfg.results_dir} when its snapshot or pool changes (D20)",
+        tags=["medaudit", cfg.dataset],
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+
+
+def deployments_from_file(path: Path, overrides: dict[str, Any] | None = None) -> list[Any]:
+    """Deployments listed in a YAML file (see deployments/schedules.yaml); config paths relative to the file."""
+    path = Path(path)
+    spec = yaml.safe_load(path.read_text()) or {}
+    entries = spec.get("deployments")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{path}: expected a non-empty list under 'deployments:'")
+    out = []
+    for i, entry in enumerate(entries):
+        unknown = set(entry) - {"name", "config", "cron", "interval", "timezone", "force", "paused"}
+        if unknown or "name" not in entry or "config" not in entry:
+            raise ConfigError(f"{path}: deployment {i}: needs 'name' and 'config'; unknown keys {sorted(unknown)}")
+        config_path = Path(entry["config"])
+        if not config_path.is_absolute():
+            config_path = path.parent / config_path
+        cfg = load_audit_config(config_path, overrides)
+        out.append(
+            reaudit_deployment(
+                cfg,
+                entry["name"],
+                cron=entry.get("cron"),
+                interval=entry.get("interval"),
+                timezone=entry.get("timezone"),
+                force=bool(entry.get("force", False)),
+                paused=entry.get("paused"),
+            )
+        )
+    return out
