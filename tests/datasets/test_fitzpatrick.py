@@ -210,3 +210,18 @@ def test_writer_is_deterministic(raw: Path, tmp_path: Path) -> None:
     assert (tmp_path / "same" / first).read_bytes() == (raw / first).read_bytes()
     clean = write(tmp_path / "clean", 30, seed=0, awkward=False)
     assert len(pd.read_csv(clean)) == 30 and len(list((tmp_path / "clean").glob("*.jpg"))) == 30
+
+
+def test_atypical_presentations_change_only_their_own_images(tmp_path: Path) -> None:
+    """Atypical rows keep their CSV row (label included) and are drawn from a generator of their own,
+    so every other file is byte-identical to a cohort written without them."""
+    write = get_synthetic_writer("fitzpatrick")
+    plain, with_atypical = write(tmp_path / "a", 60, seed=5, atypical=0.0), write(tmp_path / "b", 60, seed=5, atypical=0.1)
+    assert plain.read_bytes() == with_atypical.read_bytes()  # the CSV
+    truth = pd.read_csv(with_atypical.parent / "_synthetic_truth.csv", keep_default_na=False)
+    atypical = truth[truth["plant"] == "atypical_presentation"]
+    unplanted = (truth["plant"] == "").sum() + len(atypical)
+    assert len(atypical) == round(0.1 * unplanted) > 0 and set(atypical["fate"]) == {"accepted"}
+    for md5 in truth.loc[truth["fate"] == "accepted", "md5hash"]:
+        same = (tmp_path / "a" / f"{md5}.jpg").read_bytes() == (tmp_path / "b" / f"{md5}.jpg").read_bytes()
+        assert same != (md5 in set(atypical["md5hash"])), md5

@@ -36,6 +36,6 @@ def test_demo_runs_the_whole_audit(dataset: str, tmp_path: Path, capsys: pytest.
 
     with duckdb.connect(str(results / "medaudit.duckdb"), read_only=True) as con:
         for view in ("record_risk", "patient_risk", "subgroup_risk"):
-            assert con.sql(f"SELECT count(*) FROM {view}").fetchone()[0] > 0, view
-        assert con.sql("SELECT count(*) FROM quarantine").fetchone()[0] == n_quarantined
-        assert con.sql("SELECT DISTINCT dataset FROM audits").fetchall() == [(dataset,)]
+            assert con.execute(f"SELECT count(*) FROM {view}").fetchone()[0] > 0, view
+        assert con.execute("SELECT count(*) FROM quarantine").fetchone()[0] == n_quarantined
+        assert con.execute("SELECT DISTINCT dataset FROM audits").fetchall() == [(dataset,)]
