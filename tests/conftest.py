@@ -11,6 +11,8 @@ os.environ["MEDAUDIT_SECRET_FILE"] = str(_SESSION / "secret" / "patient_key.secr
 os.environ["MEDAUDIT_HOME"] = str(_SESSION / "home")
 os.environ["PREFECT_HOME"] = str(_SESSION / "home" / "prefect")
 
+import pytest  # noqa: E402
+
 from flows.runtime import configure_prefect  # noqa: E402
 
 configure_prefect(quiet=True)
@@ -33,9 +35,7 @@ HEAVY = (
 )
 
 
-def pytest_collection_modifyitems(config, items):  # noqa: ANN001, ANN201
-    import pytest
-
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if item.nodeid.startswith(HEAVY):
             item.add_marker(pytest.mark.heavy)
