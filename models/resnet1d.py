@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from models.heads import float32_head
 from models.registry import register_architecture
 
 _GROUPS = 16
@@ -93,8 +94,7 @@ class ResNet1d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = self.blocks(x).mean(dim=2)  # (B, 2F)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            return self.head(pooled.float())
+        return float32_head(self.head, pooled)
 
 
 def _signal_channels(input_shape: tuple[int, ...], name: str) -> int:

@@ -13,6 +13,7 @@ import math
 import torch
 from torch import nn
 
+from models.heads import float32_head
 from models.registry import register_architecture
 
 _STAGE_FILTERS: tuple[tuple[int, int, int], ...] = ((32, 32, 64), (64, 64, 128), (128, 128, 256))
@@ -63,8 +64,7 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.features(x)  # (B, 256·w, H/8, W/8)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            return self.classifier(h.float()).mean(dim=(2, 3))
+        return float32_head(self.classifier, h).mean(dim=(2, 3))
 
 
 @register_architecture("small_cnn", {"image"}, "Small 3-stage CNN of the paper, ~1 M params (width_multiplier)")

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from models.heads import float32_head
 from models.registry import register_architecture
 
 
@@ -63,12 +64,6 @@ class TabularResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return float32_head(self.head, torch.relu(self.norm(self.blocks(self.stem(x)))))
-
-
-def float32_head(head: nn.Module, h: torch.Tensor) -> torch.Tensor:
-    """Run the output layer in float32 even under autocast (paper pitfall 4: float16 heads quantise logits)."""
-    with torch.autocast(h.device.type, enabled=False):
-        return head(h.float())
 
 
 def _n_features(input_shape: tuple[int, ...]) -> int:

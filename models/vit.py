@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from models.heads import float32_head
 from models.registry import register_architecture
 from models.torchvision_compat import import_torchvision
 
@@ -129,8 +130,7 @@ class ImageViT(nn.Module):
         tokens = torch.cat([body.class_token.expand(b, -1, -1), tokens], dim=1)
         # torchvision's encoder adds the position embedding, applies dropout, the blocks and the LayerNorm.
         class_token = body.encoder(tokens)[:, 0]  # (B, D)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            return self.head(class_token.float())
+        return float32_head(self.head, class_token)
 
 
 def _build_vit(

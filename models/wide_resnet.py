@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from models.heads import float32_head
 from models.registry import register_architecture
 
 NormKind = Literal["group", "batch"]
@@ -144,8 +145,7 @@ class WideResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.final_act(self.final_norm(self.blocks(self.stem(x))))
         pooled = h.mean(dim=(2, 3))  # (B, 64·width)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            return self.head(pooled.float())
+        return float32_head(self.head, pooled)
 
 
 def _image_channels(input_shape: tuple[int, ...], name: str) -> int:
