@@ -29,6 +29,9 @@ Per-model semantics are those of ``tasks.training.train_model``, model by model:
 * optimizer: SGD with momentum (torch's formula: buf = momentum*buf + grad, p -= lr*buf), decoupled
   weight decay p *= 1 - lr*wd before the step, gradient accumulation, the lr schedule
   ``lr_factor(step_m, total_m)`` with each model's own step counter and total, and EMA weights;
+* augmentation: none -- only non-image data is batched, and every policy of ``recipe.augment``
+  (tasks/augment.py) is the identity there, as in train_model; train_models_batched refuses image
+  inputs under an augmenting recipe rather than train them unaugmented;
 * scoring: every record, float32 (N, V=1, C), through the same forward in eval mode.
 
 The forward is generic ``functional_call`` + ``vmap`` over the stacked parameters, except for the plain
@@ -187,6 +190,8 @@ def train_models_batched(
 
     if recipe.dp_epsilon is not None:
         raise ValueError("DP recipes are not batched; use train_model")
+    if recipe.augment != "none" and np.ndim(x) == 4:
+        raise ValueError(f"images are not augmented in the batched path (augment={recipe.augment!r}); use train_model")
     n_models = len(seeds)
     models = []
     for seed in seeds:

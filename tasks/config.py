@@ -32,7 +32,8 @@ class TrainRecipe(_Strict):
     schedule: Literal["cosine_7pi16", "cosine", "constant"] = "cosine_7pi16"
     ema_decay: float | None = Field(None, ge=0, lt=1)
     grad_accum_steps: int = Field(1, ge=1)
-    augment: Literal["none", "flip", "weak", "medium"] = "none"
+    # Image augmentation policy of tasks/augment.py (per-sample torchvision v2 transforms; identity for non-image data).
+    augment: Literal["none", "flip", "weak", "medium", "strong"] = "none"
     standardize_inputs: bool = True
     # bf16 autocast and channels_last help conv nets on CPU (ENVIRONMENT.md: about 2x for WRN).
     precision: Literal["fp32", "bf16"] = "fp32"
@@ -105,6 +106,37 @@ class ExecutionConfig(_Strict):
     models_per_task: int = Field(1, ge=1)
 
 
+class TargetModelConfig(_Strict):
+    """An existing model to audit (``medaudit audit-model``): the model or its logits, and its members.
+
+    Exactly one of ``model_path`` (TorchScript, or a state dict with ``architecture``) and
+    ``logits_path`` (Parquet/CSV: source_file, source_row, logit_0..logit_{C-1}[, view]) is given.
+    ``members_path`` (CSV/Parquet) lists what the model was trained on: a ``patient_id`` column (raw
+    ids, hashed on read like at ingest; all the patient's records count) or ``source_file`` +
+    ``source_row`` columns (single records).
+    """
+
+    model_path: Path | None = None
+    architecture: ArchitectureSpec | None = None
+    logits_path: Path | None = None
+    members_path: Path
+    # Tabular inputs as medaudit's shadow models see them (standardised with the training records'
+    # mean/std) or as stored; a TorchScript model that standardises itself wants "none".
+    input_standardization: Literal["members", "none"] = "members"
+    # Offline LiRA variance: per record (needs many OUT references), one pooled value (the LiRA paper's
+    # choice below ~64 references), or auto: per record once the median OUT count reaches 16.
+    variance: Literal["auto", "per_record", "fixed"] = "auto"
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TargetModelConfig:
+        if (self.model_path is None) == (self.logits_path is None):
+            raise ValueError("give exactly one of model_path (TorchScript or state dict) and logits_path")
+        if self.logits_path is not None and self.architecture is not None:
+            raise ValueError("architecture is for a state-dict model_path; exported logits need none")
+        return self
+
+
 class AuditConfig(_Strict):
     dataset: str
     raw_dir: Path
@@ -115,6 +147,8 @@ class AuditConfig(_Strict):
     execution: ExecutionConfig = ExecutionConfig()
     # Extra per-dataset adapter options (e.g. split seed); validated by the adapter.
     dataset_options: dict[str, Any] = Field(default_factory=dict)
+    # Set for `medaudit audit-model`: the pool is then the reference models of that model's audit.
+    target: TargetModelConfig | None = None
 
     @classmethod
     def from_file(cls, path: Path) -> AuditConfig:

@@ -24,12 +24,13 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
+from tasks.augment import augment
 from tasks.config import TrainRecipe
 from tasks.datasets.base import TaskSpec
 from tasks.snapshot import Snapshot
 
 # Bump when a change alters what a trained model or its logits would be: it is part of the pool key.
-TRAINING_CODE_VERSION = "1"
+TRAINING_CODE_VERSION = "2"  # 2: per-sample torchvision v2 augmentation (tasks/augment.py)
 
 
 @dataclass(frozen=True)
@@ -68,35 +69,10 @@ def lr_factor(step: int, total: int, recipe: TrainRecipe) -> float:
     return warm
 
 
-def _augment(x: torch.Tensor, policy: str, gen: torch.Generator) -> torch.Tensor:
-    """Batch augmentation for images (B, C, H, W): flip, + random shift (weak), + rotation (medium)."""
-    if policy == "none" or x.dim() != 4:
-        return x
-    flip = torch.rand(x.shape[0], generator=gen) < 0.5
-    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    if policy in ("weak", "medium"):
-        pad_h, pad_w = max(1, x.shape[2] // 8), max(1, x.shape[3] // 8)
-        padded = nn.functional.pad(x, (pad_w, pad_w, pad_h, pad_h), mode="reflect")
-        dy = int(torch.randint(0, 2 * pad_h + 1, (1,), generator=gen))
-        dx = int(torch.randint(0, 2 * pad_w + 1, (1,), generator=gen))
-        x = padded[:, :, dy : dy + x.shape[2], dx : dx + x.shape[3]]
-    if policy == "medium":
-        angle = float(torch.empty(1).uniform_(-10, 10, generator=gen))
-        theta = torch.tensor(
-            [
-                [math.cos(math.radians(angle)), -math.sin(math.radians(angle)), 0.0],
-                [math.sin(math.radians(angle)), math.cos(math.radians(angle)), 0.0],
-            ],
-            dtype=x.dtype,
-        )
-        grid = nn.functional.affine_grid(theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
-        x = nn.functional.grid_sample(x, grid, padding_mode="reflection", align_corners=False)
-    return x
-
-
 def eval_views(x: torch.Tensor, n_views: int, task: TaskSpec, seed: int) -> list[torch.Tensor]:
     """The V deterministic evaluation views of a batch (D8): identity, flip (if label-preserving),
-    then seeded weak augmentations. Non-image inputs have a single view."""
+    then seeded "weak" augmentations (tasks/augment.py: each record its own flip and shift, fixed by
+    ``seed``). Non-image inputs have a single view."""
     if x.dim() != 4 or n_views == 1:
         return [x]
     views = [x]
@@ -104,7 +80,7 @@ def eval_views(x: torch.Tensor, n_views: int, task: TaskSpec, seed: int) -> list
         views.append(x.flip(-1))
     gen = torch.Generator().manual_seed(seed)
     while len(views) < n_views:
-        views.append(_augment(x, "weak", gen))
+        views.append(augment(x, "weak", gen))
     return views[:n_views]
 
 
@@ -200,7 +176,7 @@ def train_model(
         perm = torch.randperm(n, generator=gen)
         for b in range(steps_per_epoch):
             idx = perm[b * bs : (b + 1) * bs]
-            xb = _augment(xt[idx], recipe.augment, gen).to(device)
+            xb = augment(xt[idx], recipe.augment, gen).to(device)
             if recipe.channels_last and xb.dim() == 4:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yb = yt[idx].to(device)
