@@ -24,6 +24,7 @@ from tasks.batched_training import batching_blocker
 from tasks.config import AuditConfig, stable_hash
 from tasks.datasets import get_dataset
 from tasks.datasets.base import InputChunk
+from tasks.errors import MedauditError
 from tasks.masks import model_seed, pool_masks
 from tasks.pseudonym import load_or_create_secret
 from tasks.report import figure_b64, headline_rows, write_report
@@ -181,6 +182,11 @@ def train_pool(
             try:
                 result = fut.result()
             except Exception as exc:  # keep the models that did finish; a rerun trains only the missing
+                if isinstance(exc, OSError) and exc.errno is not None:  # e.g. a full results disk: the rest would fail alike
+                    raise MedauditError(
+                        f"{exc.filename or shard_dir}: a shadow-model task failed after its retry: {exc.strerror or exc}; the models "
+                        "stored so far are kept: make room (or fix the folder) and rerun to train only the missing ones"
+                    ) from exc
                 failed.append(f"{type(exc).__name__}: {exc}")
                 n_failed += n
                 logger.error("%s failed: %s", "a shadow model" if n == 1 else f"a task of {n} shadow models", exc)
@@ -289,8 +295,6 @@ def audit_flow(config: dict[str, Any], show_progress: bool = True) -> dict[str, 
 
 def run_audit(cfg: AuditConfig, show_progress: bool = True) -> dict[str, Any]:
     """Run the audit flow with a Dask task runner built from the config's execution settings."""
-    from flows.runtime import dask_task_runner
+    from flows.runtime import run_on_dask
 
-    ex = cfg.execution
-    runner = dask_task_runner(ex.dask_address, ex.n_workers, ex.threads_per_worker)
-    return audit_flow.with_options(task_runner=runner)(cfg.model_dump(mode="json"), show_progress=show_progress)
+    return run_on_dask(audit_flow, cfg, show_progress)

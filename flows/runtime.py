@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 
 def configure_prefect(quiet: bool = True) -> None:
@@ -22,6 +23,8 @@ def configure_prefect(quiet: bool = True) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     if quiet:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        # warnings and errors stay on the console, their tracebacks do not (the CLI prints the error itself)
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_CLASS", "flows.console.QuietConsoleHandler")
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
 
@@ -41,3 +44,10 @@ def dask_task_runner(address: str | None, n_workers: int, threads_per_worker: in
             "dashboard_address": "127.0.0.1:0",
         },
     )
+
+
+def run_on_dask(flow_fn: Any, cfg: Any, show_progress: bool = True) -> dict[str, Any]:
+    """Run ``flow_fn(config_dict, show_progress)`` with a Dask task runner from ``cfg.execution``."""
+    ex = cfg.execution
+    runner = dask_task_runner(ex.dask_address, ex.n_workers, ex.threads_per_worker)
+    return flow_fn.with_options(task_runner=runner)(cfg.model_dump(mode="json"), show_progress=show_progress)

@@ -120,6 +120,15 @@ def _mode(values: pd.Series) -> str:
     return str(counts[counts == counts.max()].sort_index().index[0])
 
 
+def add_patient_attributes(patients: pd.DataFrame, records: pd.DataFrame, codes: np.ndarray, attributes: list[str]) -> None:
+    """Add each subgroup attribute to ``patients`` (row p = code p) as the patient's most frequent
+    value over ``records`` (ties: the first in sort order; records differ e.g. in age bin)."""
+    if attributes:
+        per_patient = records.assign(_code=codes).groupby("_code")[attributes].agg(_mode)
+        for a in attributes:
+            patients[a] = per_patient[a].to_numpy()
+
+
 def analyze_pool(
     store: AuditStore,
     snapshot: Snapshot,
@@ -199,10 +208,7 @@ def analyze_pool(
     patients.insert(0, "patient_key", order)
     train_rec = records.set_index("record_idx").loc[train_idx]
     attr_names = list(snapshot.attributes)
-    if attr_names:
-        per_patient = train_rec.assign(_code=codes).groupby("_code")[attr_names].agg(_mode)
-        for a in attr_names:
-            patients[a] = per_patient[a].to_numpy()
+    add_patient_attributes(patients, train_rec, codes, attr_names)
 
     # ---- attacks on targets, record and patient level
     fprs = list(attack.fpr_points)

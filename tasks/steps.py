@@ -31,3 +31,10 @@ def train_shadow_models_task(jobs: list[ShadowJob]) -> list[dict[str, Any]]:
 @task(name="decode-inputs", task_run_name="decode-inputs", retries=1)
 def decode_chunk_task(decode: Any, chunk: Any) -> InputChunk:
     return decode(chunk)
+
+
+@task(name="score-target-model", task_run_name="score-target-model")
+def score_target_model_task(model_path: str, snapshot_dir: str, member: Any, target: dict[str, Any], n_views: int, seed: int) -> Any:
+    from tasks.target_model import score_target_model
+
+    return score_target_model(model_path, snapshot_dir, member, target, n_views, seed)

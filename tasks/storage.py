@@ -75,6 +75,19 @@ CREATE TABLE IF NOT EXISTS attack_roc_curves (
 CREATE TABLE IF NOT EXISTS model_count_stats (
     audit_id VARCHAR, pool_key VARCHAR, n_models INTEGER, scope VARCHAR, se_median DOUBLE, se_p90 DOUBLE,
     se_max DOUBLE, auc_median DOUBLE, n_records BIGINT);
+CREATE TABLE IF NOT EXISTS target_audits (
+    audit_id VARCHAR PRIMARY KEY, pool_key VARCHAR, dataset VARCHAR, dataset_version VARCHAR, target_name VARCHAR,
+    target_kind VARCHAR, target_digest VARCHAR, members_digest VARCHAR, n_references INTEGER, variance VARCHAR,
+    config JSON, headline JSON, started_at TIMESTAMP, finished_at TIMESTAMP, flow_run_id VARCHAR);
+CREATE TABLE IF NOT EXISTS target_record_stats (
+    audit_id VARCHAR, record_idx BIGINT, member BOOLEAN, score DOUBLE, lira_offline DOUBLE, risk DOUBLE,
+    rmia_offline DOUBLE, n_out INTEGER);
+CREATE TABLE IF NOT EXISTS target_patient_stats (
+    audit_id VARCHAR, patient_key VARCHAR, member BOOLEAN, n_records INTEGER, n_member_records INTEGER,
+    risk DOUBLE, risk_mean DOUBLE, attributes MAP(VARCHAR, VARCHAR));
+CREATE TABLE IF NOT EXISTS target_attack_results (
+    audit_id VARCHAR, attack VARCHAR, level VARCHAR, auc DOUBLE, n_members BIGINT, n_non_members BIGINT,
+    tpr_at_fpr MAP(DOUBLE, DOUBLE));
 """
 
 # Tables renamed since a database file may have been written: (old, new). A view now carries the old name.
@@ -121,6 +134,21 @@ CREATE OR REPLACE VIEW model_count_ablation AS
     SELECT a.audit_id, p.dataset, s.pool_key, s.n_models, s.scope, s.n_records, s.se_median, s.se_p90, s.se_max,
            s.auc_median, s.se_median <= 0.05 AS se_median_below_005
     FROM model_count_stats s JOIN latest_audits a USING (audit_id) JOIN pools p ON p.pool_key = s.pool_key;
+CREATE OR REPLACE VIEW target_record_risk AS
+    SELECT t.audit_id, t.target_name, t.dataset, s.record_idx, r.patient_key, r.split, s.member, s.risk,
+           s.lira_offline, s.rmia_offline, s.score, s.n_out, r.source_file, r.source_row
+    FROM target_record_stats s JOIN target_audits t USING (audit_id)
+    JOIN records r ON r.dataset_version = t.dataset_version AND r.record_idx = s.record_idx;
+CREATE OR REPLACE VIEW target_patient_risk AS
+    SELECT t.audit_id, t.target_name, t.dataset, s.* EXCLUDE (audit_id)
+    FROM target_patient_stats s JOIN target_audits t USING (audit_id);
+CREATE OR REPLACE VIEW target_audit_summary AS
+    SELECT t.audit_id, t.target_name, t.dataset, t.target_kind, t.target_digest, t.pool_key, t.n_references,
+           t.variance, t.finished_at, r.attack, r.level, r.auc, r.n_members, r.n_non_members,
+           r.tpr_at_fpr[0.001] AS tpr_at_1e3, r.tpr_at_fpr[0.01] AS tpr_at_1e2,
+           CAST(t.headline->>'n_member_patients_at_risk' AS BIGINT) AS n_member_patients_at_risk,
+           CAST(t.headline->>'expected_by_chance' AS DOUBLE) AS expected_by_chance
+    FROM target_audits t JOIN target_attack_results r USING (audit_id) WHERE t.finished_at IS NOT NULL;
 """
 
 SCORE_COLUMNS = ("score", "prob")
@@ -227,13 +255,20 @@ class AuditStore:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """All or nothing. A write the file system refuses (full disk, I/O error), at an insert or at the
+        COMMIT, is a MedauditError naming the file and the OS error; nothing of the transaction is stored."""
         self.con.execute("BEGIN TRANSACTION")
+        committing = False
         try:
             yield self.con
-        except BaseException:
-            self.con.execute("ROLLBACK")
+            committing = True
+            self.con.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(duckdb.Error):  # a failed COMMIT may have rolled back already
+                self.con.execute("ROLLBACK")
+            if isinstance(exc, duckdb.IOException | duckdb.FatalException) or (committing and isinstance(exc, duckdb.TransactionException)):
+                raise MedauditError(f"{self.path}: cannot write the audit database ({exc}); nothing of this change was stored") from exc
             raise
-        self.con.execute("COMMIT")
 
     # ---- datasets
     def register_snapshot(self, snapshot: Any) -> None:
@@ -490,6 +525,20 @@ class AuditStore:
 
     def finish_audit(self, audit_id: str, headline: dict[str, Any]) -> None:
         self.con.execute("UPDATE audits SET headline = ?, finished_at = ? WHERE audit_id = ?", [json_dumps(headline), _now(), audit_id])
+
+    def start_target_audit(self, audit_id: str, row: dict[str, Any]) -> None:
+        """Register an audit of an existing model (``row``: the target_audits columns but the times)."""
+        cols = ["pool_key", "dataset", "dataset_version", "target_name", "target_kind", "target_digest", "members_digest"]
+        cols += ["n_references", "variance", "config", "flow_run_id"]
+        self.con.execute(
+            f"INSERT INTO target_audits (audit_id, {', '.join(cols)}, started_at) VALUES (?, {', '.join('?' * len(cols))}, ?)",
+            [audit_id, *(json_dumps(row[c]) if c == "config" else row[c] for c in cols), _now()],
+        )
+
+    def finish_target_audit(self, audit_id: str, headline: dict[str, Any]) -> None:
+        self.con.execute(
+            "UPDATE target_audits SET headline = ?, finished_at = ? WHERE audit_id = ?", [json_dumps(headline), _now(), audit_id]
+        )
 
     def query(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
         return self.con.execute(sql, params or []).df()

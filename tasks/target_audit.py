@@ -1,0 +1,141 @@
+"""From an existing model's logits and a reference pool to its record, patient and subgroup risk.
+
+Moves arrays between the store and the math in tasks/risk/target.py and tasks/attacks (offline LiRA,
+offline RMIA, LOSS); no Prefect here. Reference models are the stored pool's models: every record
+of the training split is OUT for about half of them, the test split for all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tasks.analysis import RMIA_A_GRID, RMIA_PARAMS, RMIA_PSEUDO_TARGET, add_patient_attributes, training_patients
+from tasks.attacks.rmia import rmia_scores, tune_rmia_a
+from tasks.config import AttackConfig, ReportConfig
+from tasks.risk.patient import patient_risk
+from tasks.risk.subgroup import subgroup_table, suppress_small_cells
+from tasks.risk.target import exposure_summary, membership_attack_summary, target_patient_risk, target_record_risk
+from tasks.scores import get_transform
+from tasks.snapshot import Snapshot
+from tasks.storage import AuditStore
+
+MIN_POPULATION = 20  # RMIA needs points that are non-members of every model
+
+
+@dataclass
+class TargetAuditResult:
+    records: pd.DataFrame  # one row per snapshot record: record_idx, member, score, lira_offline, risk, rmia_offline, n_out
+    patients: pd.DataFrame  # one row per patient: patient_key, member, n_records, n_member_records, risk, risk_mean, attributes
+    attacks: pd.DataFrame  # one row per (attack, level): auc, n_members, n_non_members, tpr_at_<fpr>
+    subgroups: pd.DataFrame  # member patients' subgroup table (small cells flagged)
+    headline: dict[str, Any] = field(default_factory=dict)
+
+
+def reference_arrays(store: AuditStore, snapshot: Snapshot, pool_key: str, models: list[int], n_views: int) -> tuple[np.ndarray, ...]:
+    """(scores (M, N, V), probs (M, N, V), in (M, N) bool) of the reference models on every record."""
+    records = snapshot.records
+    all_idx = records["record_idx"].to_numpy()
+    scores = np.concatenate([v for _, v in store.score_blocks(pool_key, models, all_idx, n_views)], axis=1)
+    probs = np.concatenate([v for _, v in store.score_blocks(pool_key, models, all_idx, n_views, column="prob")], axis=1)
+    train_idx, _, codes = training_patients(records)
+    masks = store.load_masks(pool_key, max(models) + 1)[models]
+    ref_in = np.zeros((len(models), len(records)), dtype=bool)
+    ref_in[:, train_idx] = masks[:, codes]
+    return scores, probs, ref_in
+
+
+def analyze_target(
+    snapshot: Snapshot,
+    logits: np.ndarray,
+    member: np.ndarray,
+    ref_scores: np.ndarray,
+    ref_probs: np.ndarray,
+    ref_in: np.ndarray,
+    *,
+    variance: str,
+    attack: AttackConfig,
+    report: ReportConfig,
+) -> TargetAuditResult:
+    """Audit one model. logits: (N, V, C) float32 on every snapshot record (NaN = not given);
+    member: (N,) bool; ref_*: (M, N, V) / (M, N) as from :func:`reference_arrays`."""
+    records = snapshot.records
+    labels = snapshot.labels()
+    task = snapshot.task
+    scores, _flags = get_transform(task.score_transform)(logits, labels)
+    probs, _ = get_transform("rmia_probability")(logits, labels)
+    tr = target_record_risk(scores, ref_scores, ref_in, variance=variance)
+
+    # offline RMIA; population z: test-split records the audited model did not see (OUT for every model)
+    is_test = (records["split"] == "test").to_numpy()
+    pop = np.flatnonzero(is_test & ~member)
+    rmia = np.full(len(records), np.nan)
+    rmia_note = f"population: {len(pop)} test-split non-members"
+    x_t = np.nanmean(probs, axis=1) if np.isfinite(probs).any() else probs[:, 0]
+    x_r = ref_probs.mean(axis=2)
+    if len(pop) >= MIN_POPULATION and ref_in.shape[0] >= 2:
+        a = tune_rmia_a(x_r, ref_in, x_r[:, pop], pseudo_target=RMIA_PSEUDO_TARGET, grid=RMIA_A_GRID, **RMIA_PARAMS)
+        rmia = rmia_scores(x_t[None], x_r, ref_in, x_t[None, pop], x_r[:, pop], online=False, a=a, **RMIA_PARAMS)[0]
+        rmia_note += f", a = {a:g}"
+    else:
+        rmia_note += f": fewer than {MIN_POPULATION}, offline RMIA skipped"
+
+    rec = pd.DataFrame(
+        {
+            "record_idx": records["record_idx"].to_numpy(),
+            "member": member,
+            "score": np.nanmean(scores, axis=1) if scores.ndim == 2 else scores,
+            "lira_offline": tr.lira_offline,
+            "risk": tr.risk,
+            "rmia_offline": rmia,
+            "n_out": tr.n_out.astype(np.int64),
+        }
+    )
+
+    codes, order = pd.factorize(records["patient_key"], sort=False)
+    n_pat = len(order)
+    patients = target_patient_risk(tr.risk, member, codes, n_pat)
+    patients.insert(0, "patient_key", list(order))
+    attrs = list(snapshot.attributes)
+    add_patient_attributes(patients, records, codes, attrs)
+
+    fprs = list(attack.fpr_points)
+    patient_member = patients["member"].to_numpy()
+    attack_scores = {"lira_offline": tr.lira_offline, "rmia_offline": rmia, "loss": rec["score"].to_numpy()}
+    rec_level = membership_attack_summary(attack_scores, member, fprs).assign(level="record")
+    # patient level: the attacker does not know which records were used, so the max over all records
+    pat_scores = {k: patient_risk(v, codes, n_pat)["risk_max"].to_numpy() for k, v in attack_scores.items()}
+    pat_level = membership_attack_summary(pat_scores, patient_member, fprs).assign(level="patient")
+    attacks = pd.concat([rec_level, pat_level], ignore_index=True)
+
+    mem_pat = patients[patients["member"]].sort_values("patient_key", kind="stable")
+    subgroups = pd.DataFrame()
+    if attrs and len(mem_pat):
+        subgroups = subgroup_table(
+            mem_pat,
+            "risk",
+            attrs,
+            risk_threshold=report.risk_threshold,
+            top_fraction=report.top_fraction,
+            n_boot=report.bootstrap_samples,
+            records_col="n_member_records",
+        )
+        subgroups["suppressed"] = suppress_small_cells(subgroups, report.min_cell)["suppressed"].to_numpy()
+
+    lira_rec = attacks[(attacks["attack"] == "lira_offline") & (attacks["level"] == "record")].iloc[0]
+    headline = {
+        **exposure_summary(patients, report.risk_threshold),
+        "n_records": len(records),
+        "n_member_records": int(member.sum()),
+        "n_references": int(ref_in.shape[0]),
+        "median_out_references": float(np.median(tr.n_out)),
+        "variance": tr.variance,
+        "lira_offline_auc": float(lira_rec["auc"]),
+        "lira_offline_tpr_at_1e-3": float(lira_rec.get("tpr_at_0.001", np.nan)),
+        "rmia_note": rmia_note,
+        "records_without_score": int(np.isnan(tr.risk).sum()),
+    }
+    return TargetAuditResult(records=rec, patients=patients, attacks=attacks, subgroups=subgroups, headline=headline)

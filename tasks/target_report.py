@@ -1,0 +1,124 @@
+"""Plot, CSVs and HTML of one existing model's audit (``medaudit audit-model``); owner-only folder."""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from tasks.report import _png_b64, _table_html
+from tasks.risk.roc import roc_curve
+from tasks.risk.survival import survival_curve
+from tasks.target_audit import TargetAuditResult
+
+
+def target_rows(h: dict) -> list[tuple[str, str]]:
+    """Headline of a target audit as (label, value) rows (CLI, artifact, HTML)."""
+    t = h["risk_threshold"]
+    chance = h["expected_by_chance"]
+    return [
+        (
+            "offline LiRA AUC",
+            f"{h['lira_offline_auc']:.3f} (TPR@1e-3 FPR {h['lira_offline_tpr_at_1e-3']:.4f}; records, members vs non-members)",
+        ),
+        (
+            "patients at risk",
+            f"{h['n_member_patients_at_risk']} of {h['n_member_patients']} member patients with risk >= {t} "
+            f"(chance: {chance:.1f}, from {h['n_non_member_patients']} non-member patients)",
+        ),
+        ("highest member risk", f"{h['max_member_risk']:.4f}"),
+        ("references", f"{h['n_references']} models, median {h['median_out_references']:.0f} OUT per record, {h['variance']} variance"),
+        ("offline RMIA", h["rmia_note"]),
+    ]
+
+
+def target_plot(result: TargetAuditResult, path: Path, threshold: float) -> Path:
+    """Left: patient-risk survival, members vs non-members (the chance line). Right: record-level ROC, log-log."""
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    pats = result.patients
+    for label, sel, color in (
+        ("member patients", pats["member"], "tab:red"),
+        ("non-member patients (chance)", ~pats["member"], "tab:gray"),
+    ):
+        risk = pats.loc[sel, "risk"].to_numpy(dtype=float)
+        if np.isfinite(risk).any():
+            sc = survival_curve(risk)
+            ax.step(sc["x"], sc["sf"], where="post", color=color, label=f"{label}: {(risk >= threshold).sum()} ≥ {threshold}")
+            ax.fill_between(sc["x"], sc["lo"].clip(lower=1e-6), sc["hi"], step="post", alpha=0.15, color=color)
+    ax.axvline(threshold, ls=":", color="k", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=0.5 / max(len(pats), 1))
+    ax.set_xlabel("patient risk (max over records of P(OUT reference scores lower))")
+    ax.set_ylabel("share of patients with risk ≥ x")
+    ax.set_title("Who does this model expose?")
+    ax.legend(fontsize=8)
+    rec = result.records
+    member = rec["member"].to_numpy()
+    for name, col in (("offline LiRA", "lira_offline"), ("offline RMIA", "rmia_offline"), ("LOSS", "score")):
+        s = rec[col].to_numpy(dtype=float)
+        ok = np.isfinite(s)
+        if ok.sum() and 0 < member[ok].sum() < ok.sum():
+            fpr, tpr = roc_curve(s[ok], member[ok])
+            bx.plot(np.clip(fpr, 1e-5, 1), np.clip(tpr, 1e-5, 1), label=name)
+    bx.plot([1e-5, 1], [1e-5, 1], ls="--", color="gray", lw=0.8)
+    bx.set_xscale("log")
+    bx.set_yscale("log")
+    bx.set_xlabel("false positive rate")
+    bx.set_ylabel("true positive rate")
+    bx.set_title("Record-level attacks on this model")
+    bx.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_target_report(
+    result: TargetAuditResult, out_dir: Path, *, title: str, audit_id: str, min_cell: int, threshold: float
+) -> dict[str, Path]:
+    """risk.png, patient_risk.csv, record_risk.csv, attacks.csv, subgroup_risk.csv and report.html."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(out_dir, 0o700)
+    files = {"risk_png": target_plot(result, out_dir / "risk.png", threshold)}
+    subgroups = result.subgroups
+    if not subgroups.empty:
+        subgroups = subgroups[~subgroups["suppressed"]]
+    tables = {
+        "patient_csv": (result.patients.sort_values("risk", ascending=False), "patient_risk.csv"),
+        "record_csv": (result.records.sort_values("risk", ascending=False), "record_risk.csv"),
+        "attack_csv": (result.attacks, "attacks.csv"),
+        "subgroup_csv": (subgroups, "subgroup_risk.csv"),
+    }
+    for key, (frame, name) in tables.items():
+        frame.to_csv(out_dir / name, index=False)
+        files[key] = out_dir / name
+    top = result.patients[result.patients["member"]].sort_values("risk", ascending=False).head(20)
+    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>medaudit — {html.escape(title)}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}} .t{{border-collapse:collapse;font-size:12px}}
+.t td,.t th{{padding:2px 6px;border-bottom:1px solid #ddd}} .warn{{background:#fff3cd;padding:.5em}}</style></head><body>
+<h1>Privacy audit of an existing model: {html.escape(title)}</h1><p>audit {html.escape(audit_id)}</p>
+<p class="warn">Sensitive: patient keys are pseudonymous but linkable by the data steward. Groups with fewer than {min_cell}
+patients are suppressed.</p>
+<table class="t">{"".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in target_rows(result.headline))}</table>
+<img src="data:image/png;base64,{_png_b64(files["risk_png"])}">
+<h2>Attacks</h2>{_table_html(result.attacks)}
+<h2>Member patients by subgroup</h2>{_table_html(subgroups) if not subgroups.empty else "<p>no subgroup attributes</p>"}
+<h2>Most exposed member patients (pseudonymous keys)</h2>{_table_html(top)}
+</body></html>"""
+    files["report_html"] = out_dir / "report.html"
+    files["report_html"].write_text(body)
+    return files
+
+
+def attacks_frame_for_store(attacks: pd.DataFrame, fprs: list[float]) -> pd.DataFrame:
+    """attacks (one row per attack and level, tpr_at_<fpr> columns) -> target_attack_results rows."""
+    out = attacks[["attack", "level", "auc", "n_members", "n_non_members"]].copy()
+    out["tpr_at_fpr"] = [{float(f): float(r[f"tpr_at_{f:g}"]) for f in fprs} for _, r in attacks.iterrows()]
+    return out
