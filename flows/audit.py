@@ -5,6 +5,7 @@ Orchestration only: every step is a plain function from tasks/ (D18).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections import deque
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dask
 import numpy as np
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
@@ -169,11 +171,14 @@ def train_pool(
         logger.info("models_per_task=%d not used for pool %s: %s; one task per model", per_task, pool_key, why)
         per_task = 1
     futures, chunk_size = [], {}
-    for start in range(0, len(jobs), per_task):
-        chunk = jobs[start : start + per_task]
-        fut = train_shadow_models_task.submit(chunk) if per_task > 1 else train_shadow_model_task.submit(chunk[0])
-        futures.append(fut)
-        chunk_size[fut.task_run_id] = len(chunk)
+    resources = cfg.execution.training_resources
+    # tasks claim their resources (e.g. a GPU) so Dask places them only on workers that offer them
+    with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
+        for start in range(0, len(jobs), per_task):
+            chunk = jobs[start : start + per_task]
+            fut = train_shadow_models_task.submit(chunk) if per_task > 1 else train_shadow_model_task.submit(chunk[0])
+            futures.append(fut)
+            chunk_size[fut.task_run_id] = len(chunk)
     failed: list[str] = []
     n_failed = trained = 0
     with tqdm(total=len(missing), desc="shadow models", unit="model", disable=not show_progress) as bar:

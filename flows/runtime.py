@@ -28,26 +28,30 @@ def configure_prefect(quiet: bool = True) -> None:
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
 
-def dask_task_runner(address: str | None, n_workers: int, threads_per_worker: int):
-    """A DaskTaskRunner on an existing scheduler, or on a LocalCluster bound to 127.0.0.1."""
+def dask_task_runner(address: str | None, n_workers: int, threads_per_worker: int, resources: dict[str, float] | None = None):
+    """A DaskTaskRunner on an existing scheduler, or on a LocalCluster bound to 127.0.0.1.
+
+    ``resources``: what each LocalCluster worker offers (e.g. {"GPU": 1}), so tasks that claim them
+    can run there; an existing cluster's workers declare their own (`dask worker --resources GPU=1`).
+    """
     from prefect_dask import DaskTaskRunner
 
     if address:
         return DaskTaskRunner(address=address)
-    return DaskTaskRunner(
-        cluster_class="distributed.LocalCluster",
-        cluster_kwargs={
-            "n_workers": n_workers,
-            "threads_per_worker": threads_per_worker,
-            "processes": True,
-            "host": "127.0.0.1",
-            "dashboard_address": "127.0.0.1:0",
-        },
-    )
+    kwargs: dict[str, Any] = {
+        "n_workers": n_workers,
+        "threads_per_worker": threads_per_worker,
+        "processes": True,
+        "host": "127.0.0.1",
+        "dashboard_address": "127.0.0.1:0",
+    }
+    if resources:
+        kwargs["resources"] = resources
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
 
 
 def run_on_dask(flow_fn: Any, cfg: Any, show_progress: bool = True) -> dict[str, Any]:
     """Run ``flow_fn(config_dict, show_progress)`` with a Dask task runner from ``cfg.execution``."""
     ex = cfg.execution
-    runner = dask_task_runner(ex.dask_address, ex.n_workers, ex.threads_per_worker)
+    runner = dask_task_runner(ex.dask_address, ex.n_workers, ex.threads_per_worker, ex.training_resources)
     return flow_fn.with_options(task_runner=runner)(cfg.model_dump(mode="json"), show_progress=show_progress)

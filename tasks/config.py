@@ -101,9 +101,19 @@ class ExecutionConfig(_Strict):
     # Torch threads inside each worker process; 1 avoids oversubscribing shared cores.
     torch_threads: int = Field(1, ge=1)
     device: Literal["cpu", "cuda", "auto"] = "cpu"
+    # Dask resources each training task claims (a worker offers them with `dask worker --resources
+    # GPU=1`); None: {"GPU": 1} when device is "cuda", else none. Not part of the pool key.
+    task_resources: dict[str, float] | None = None
     # Shadow models trained together in one task (tasks/batched_training.py: torch.func vmap over the
     # models; MLP-like tabular nets only, others loop). 1 = one task per model. Not part of the pool key.
     models_per_task: int = Field(1, ge=1)
+
+    @property
+    def training_resources(self) -> dict[str, float]:
+        """The Dask resources a shadow-model task needs (see ``task_resources``)."""
+        if self.task_resources is not None:
+            return dict(self.task_resources)
+        return {"GPU": 1.0} if self.device == "cuda" else {}
 
 
 class TargetModelConfig(_Strict):
@@ -152,9 +162,17 @@ class AuditConfig(_Strict):
 
     @classmethod
     def from_file(cls, path: Path) -> AuditConfig:
-        text = Path(path).read_text()
+        return cls.model_validate(cls.read_file(path))
+
+    @staticmethod
+    def read_file(path: Path) -> dict[str, Any]:
+        """A YAML/JSON config file as a dict, not yet validated (the CLI adds dataset and raw_dir)."""
+        path = Path(path)
+        text = path.read_text()
         data = yaml.safe_load(text) if path.suffix in {".yaml", ".yml"} else json.loads(text)
-        return cls.model_validate(data)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: an audit configuration is a mapping of settings, found {type(data).__name__}")
+        return data
 
     @property
     def db_path(self) -> Path:
