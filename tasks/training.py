@@ -30,7 +30,7 @@ from tasks.datasets.base import TaskSpec
 from tasks.snapshot import Snapshot
 
 # Bump when a change alters what a trained model or its logits would be: it is part of the pool key.
-TRAINING_CODE_VERSION = "2"  # 2: per-sample torchvision v2 augmentation (tasks/augment.py)
+TRAINING_CODE_VERSION = "2"  # 2: per-sample torchvision v2 augmentation (tasks/augment.py); bf16 models scored under bf16
 
 
 @dataclass(frozen=True)
@@ -213,15 +213,28 @@ def train_model(
 
 @torch.no_grad()
 def score_model(
-    model: nn.Module, x: np.ndarray, task: TaskSpec, n_views: int, seed: int, device: str = "cpu", batch_size: int = 1024
+    model: nn.Module,
+    x: np.ndarray,
+    task: TaskSpec,
+    n_views: int,
+    seed: int,
+    device: str = "cpu",
+    batch_size: int = 1024,
+    precision: str = "fp32",
 ) -> np.ndarray:
-    """Logits of every row of ``x`` in each evaluation view: float32 (N, V, C)."""
+    """Logits of every row of ``x`` in each evaluation view: float32 (N, V, C).
+
+    ``precision`` "bf16" scores under the bf16 autocast the model was trained with (a GroupNorm net
+    trained that way is a different function in float32); heads stay float32 either way.
+    """
     model.eval()
     out = []
+    dev_type = "cpu" if str(device).startswith("cpu") else "cuda"
     for start in range(0, len(x), batch_size):
         xb = torch.from_numpy(x[start : start + batch_size]).to(device)
         views = eval_views(xb, n_views, task, seed + start)
-        out.append(torch.stack([model(v).float() for v in views], dim=1).cpu().numpy())
+        with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out.append(torch.stack([model(v).float() for v in views], dim=1).cpu().numpy())
     return np.concatenate(out).astype(np.float32)
 
 
@@ -253,7 +266,7 @@ def train_shadow_model(job: ShadowJob) -> dict[str, Any]:
     model, stats = train_model(x[members], y_all[members], snap.task, job.architecture, job.arch_params, recipe, job.seed, device, units)
     seconds = time.perf_counter() - t0
     n_views = job.eval_views if snap.task.modality == "image" else 1
-    logits = score_model(model, x, snap.task, n_views, job.seed, device)
+    logits = score_model(model, x, snap.task, n_views, job.seed, device, precision=recipe.precision)
     auroc = test_auroc(logits[is_test], y_all[is_test]) if is_test.any() else None
     meta_fields = {
         "n_train_records": len(members),

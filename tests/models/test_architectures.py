@@ -332,3 +332,20 @@ def test_vit_rejects_bad_sizes() -> None:
     model = _tiny_vit_from(None, (1, 64, 48))
     with pytest.raises(ValueError, match="built for"):
         model(torch.randn(1, 1, 48, 64))
+
+
+def test_bf16_models_are_scored_under_the_autocast_they_trained_with() -> None:
+    from tasks.datasets import get_dataset
+    from tasks.training import score_model
+
+    task = get_dataset("ptb-xl").task
+    torch.manual_seed(0)
+    model = build_model("resnet1d", task.input_shape, task.n_outputs, task.modality, filters=16).eval()
+    x = np.random.default_rng(0).normal(size=(6, *task.input_shape)).astype(np.float32)
+    fp32 = score_model(model, x, task, 1, 0)
+    bf16 = score_model(model, x, task, 1, 0, precision="bf16")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = model(torch.from_numpy(x)).float().numpy()
+    assert bf16.dtype == np.float32 and bf16.shape == (6, 1, task.n_outputs)
+    np.testing.assert_array_equal(bf16[:, 0], expected)
+    assert not np.array_equal(bf16, fp32)  # the precision really changes the function scored
