@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +52,31 @@ def dask_task_runner(address: str | None, n_workers: int, threads_per_worker: in
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
 
 
+@contextlib.contextmanager
+def shared_ephemeral_api(local_workers: bool) -> Iterator[None]:
+    """Without a Prefect server (PREFECT_API_URL unset), let LocalCluster workers report to the flow's
+    ephemeral API instead of each starting its own (a uvicorn process of ~250 MB per worker, all on
+    one SQLite file). The flow process's ephemeral server is started first and its URL handed to the
+    worker processes through the environment they are spawned with; restored afterwards."""
+    from prefect.settings import PREFECT_API_URL
+
+    if not local_workers or PREFECT_API_URL.value() or os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the process-wide instance Prefect's own client uses
+    server.start()
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        yield
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+
+
 def run_on_dask(flow_fn: Any, cfg: Any, show_progress: bool = True) -> dict[str, Any]:
     """Run ``flow_fn(config_dict, show_progress)`` with a Dask task runner from ``cfg.execution``."""
     ex = cfg.execution
     runner = dask_task_runner(ex.dask_address, ex.n_workers, ex.threads_per_worker, ex.training_resources)
-    return flow_fn.with_options(task_runner=runner)(cfg.model_dump(mode="json"), show_progress=show_progress)
+    with shared_ephemeral_api(local_workers=not ex.dask_address):
+        return flow_fn.with_options(task_runner=runner)(cfg.model_dump(mode="json"), show_progress=show_progress)
