@@ -31,6 +31,7 @@ HEAVY = (
     "tests/pipeline/test_dp_and_capacity.py::test_risk_falls_as_epsilon_falls",
     "tests/pipeline/test_dp_and_capacity.py::test_larger_architecture_exposes_more_patients",
     "tests/pipeline/test_scaling.py::test_scaling_trains_one_pool_per_architecture",
+    "tests/pipeline/test_dp_sweep.py::test_dp_sweep_end_to_end",
     "tests/bench/",
 )
 
