@@ -201,7 +201,7 @@ def train_pool(
             bar.update(n)
             update_progress_artifact(progress_id, progress=100.0 * (bar.n / len(missing)))
     if failed:
-        raise RuntimeError(
+        raise MedauditError(
             f"{n_failed} of {len(missing)} shadow models failed (first: {failed[0]}); "
             f"the {trained} finished ones are stored: rerun to train only the missing models"
         )

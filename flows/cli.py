@@ -6,8 +6,8 @@ import argparse
 import importlib
 import json
 import pkgutil
-import shutil
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +35,16 @@ def _build_config(args: argparse.Namespace, dataset: str, raw_dir: Path, base_po
 
     data: dict[str, Any] = {}
     if args.config:
-        data = json.loads(AuditConfig.from_file(args.config).model_dump_json())
+        data = AuditConfig.read_file(args.config)  # validated once, with the command line's values
     data.update({"dataset": dataset, "raw_dir": str(raw_dir), "results_dir": str(args.results)})
     pool = data.setdefault("pool", dict(base_pool or {}))
     if args.models is not None:
         pool["n_models"] = args.models
     if args.targets is not None:
         pool["n_targets"] = args.targets
+    elif "n_targets" not in pool and "n_models" in pool:
+        # a small pool given without --targets: as many held-out targets (default 8) as leave 4 references
+        pool["n_targets"] = max(0, min(8, (int(pool["n_models"]) - 4) // 2 * 2))
     if args.seed is not None:
         pool["seed"] = args.seed
     if args.arch is not None:
@@ -80,18 +83,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from flows.audit import run_audit
     from tasks.config import AuditConfig
     from tasks.demo_pools import demo_options, demo_patients, demo_pool
-    from tasks.synthetic import get_synthetic_writer
+    from tasks.synthetic import get_synthetic_writer, write_cohort_once
 
-    write = get_synthetic_writer(args.dataset)
+    get_synthetic_writer(args.dataset)  # an unknown dataset fails here, before anything is written
     patients = args.patients if args.patients is not None else demo_patients(args.dataset)
     raw_dir = args.results / "demo_data" / args.dataset / f"n{patients}_seed{args.data_seed}"
     if not raw_dir.exists():
         print(f"writing a synthetic {args.dataset} cohort of {patients} patients to {raw_dir}")
-        # written under a temporary name: an interrupted write must not pass for a complete cohort
-        partial = raw_dir.with_name(raw_dir.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        write(partial, patients, args.data_seed)
-        partial.rename(raw_dir)
+        write_cohort_once(args.dataset, raw_dir, patients, args.data_seed)
     cfg = _build_config(args, args.dataset, raw_dir, demo_pool(args.dataset))
     if demo_options(args.dataset):  # the demo's adapter options, under any given in --config
         data = cfg.model_dump(mode="json")
@@ -223,18 +222,28 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except MedauditError as exc:
-        print(f"medaudit: error: {exc}", file=sys.stderr)
+    except (MedauditError, ValidationError, KeyError, OSError) as exc:
+        if isinstance(exc, MedauditError):
+            print(f"medaudit: error: {exc}", file=sys.stderr)
+        elif isinstance(exc, ValidationError):
+            print(f"medaudit: invalid configuration:\n{exc}", file=sys.stderr)
+        elif isinstance(exc, KeyError):
+            print(f"medaudit: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        else:  # OSError: unwritable or full results folder, missing files: name the path
+            print(f"medaudit: error: {exc.strerror or exc} ({exc.filename or ''})", file=sys.stderr)
+        _release_frames(exc)
         return 2
-    except ValidationError as exc:
-        print(f"medaudit: invalid configuration:\n{exc}", file=sys.stderr)
-        return 2
-    except KeyError as exc:
-        print(f"medaudit: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # unwritable or full results folder, missing files: name the path
-        print(f"medaudit: error: {exc.strerror or exc} ({exc.filename or ''})", file=sys.stderr)
-        return 2
+
+
+def _release_frames(exc: BaseException | None) -> None:
+    """Free the locals of the failed calls' frames. Prefect keeps a failed flow's exception (and so its frames)
+    until exit; a DuckDB connection still referenced then makes DuckDB's bindings print a 'nanobind: leaked'
+    report after the error message."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__
 
 
 if __name__ == "__main__":

@@ -194,7 +194,12 @@ def build_snapshot(
         if final.exists():
             shutil.rmtree(tmp)
         else:
-            tmp.rename(final)
+            try:
+                tmp.rename(final)
+            except OSError:
+                if not final.exists():
+                    raise
+                shutil.rmtree(tmp)  # a concurrent ingest of the same data renamed its identical copy first
         return Snapshot.open(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

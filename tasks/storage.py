@@ -240,7 +240,11 @@ class AuditStore:
                 self.con.execute(f"ALTER TABLE {old} RENAME TO {new}")
 
     def close(self) -> None:
-        self.con.close()
+        # Drop the connection, not only close it: a failed flow's traceback keeps this store alive until exit,
+        # and a DuckDB connection object alive then makes DuckDB's bindings print a 'nanobind: leaked' report.
+        con = self.__dict__.pop("con", None)
+        if con is not None:
+            con.close()
 
     def __enter__(self) -> AuditStore:
         return self

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -266,24 +264,6 @@ _PRINTED = {
 }
 
 
-def _write_cohort(dataset: str, raw_dir: Path, patients: int) -> None:
-    """Write the synthetic cohort under a temporary name of its own, renamed when complete: an interrupted
-    write never passes for a cohort, and a concurrent writer of the same cohort (same size, seed 0) wins harmlessly."""
-    from tasks.synthetic import get_synthetic_writer
-
-    raw_dir.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=raw_dir.name + ".partial-", dir=raw_dir.parent))
-    try:
-        get_synthetic_writer(dataset)(partial, patients, 0)
-        try:
-            partial.rename(raw_dir)
-        except OSError:
-            if not raw_dir.exists():
-                raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-
-
 def cmd_dp_sweep(args: argparse.Namespace) -> int:
     from tasks.errors import ConfigError
 
@@ -308,7 +288,9 @@ def cmd_dp_sweep(args: argparse.Namespace) -> int:
             data["dataset_options"] = {**demo_options(args.dataset), **data["dataset_options"]}
             base_cfg = AuditConfig.model_validate(data)
         if not raw_dir.exists():
-            _write_cohort(args.dataset, raw_dir, args.patients)
+            from tasks.synthetic import write_cohort_once
+
+            write_cohort_once(args.dataset, raw_dir, args.patients)
     points = [(NO_DP, eps) if math.isinf(eps) else (unit, eps) for eps in epsilons for unit in units]
     rows = []
     for unit, eps in dict.fromkeys(points):  # inf once, not once per unit

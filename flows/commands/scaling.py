@@ -77,7 +77,7 @@ def cmd_scaling(args: argparse.Namespace) -> int:
     from tasks.demo_pools import demo_pool
     from tasks.errors import ConfigError
     from tasks.storage import read_only_query
-    from tasks.synthetic import get_synthetic_writer
+    from tasks.synthetic import write_cohort_once
 
     try:
         archs = parse_archs(args.archs)
@@ -87,8 +87,7 @@ def cmd_scaling(args: argparse.Namespace) -> int:
     base = {}
     if raw_dir is None:  # synthetic cohort of the dataset's layout
         raw_dir = args.results / "demo_data" / args.dataset / f"n{args.patients}_seed0"
-        if not raw_dir.exists():
-            get_synthetic_writer(args.dataset)(raw_dir, args.patients, 0)
+        write_cohort_once(args.dataset, raw_dir, args.patients)
         base = demo_pool(args.dataset)
     task = get_dataset(args.dataset).task
     rows, curves = [], {}

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,3 +43,28 @@ def get_synthetic_writer(dataset: str) -> Writer:
 def synthetic_datasets() -> list[str]:
     _discover()
     return sorted(_WRITERS)
+
+
+def write_cohort_once(dataset: str, raw_dir: Path, n_patients: int, seed: int = 0) -> bool:
+    """Write ``dataset``'s synthetic cohort to ``raw_dir`` unless it is there; True if written now.
+
+    Written under a temporary name of its own and renamed when complete: an interrupted write never
+    passes for a cohort, and of two runs writing the same cohort (same size and seed) at once the
+    second finds the first's and uses it instead of deleting it.
+    """
+    if raw_dir.exists():
+        return False
+    write = get_synthetic_writer(dataset)
+    raw_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=raw_dir.name + ".partial-", dir=raw_dir.parent))
+    try:
+        write(partial, n_patients, seed)
+        try:
+            partial.rename(raw_dir)
+        except OSError:
+            if not raw_dir.exists():
+                raise
+            return False
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return True

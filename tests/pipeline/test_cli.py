@@ -42,3 +42,20 @@ def test_invalid_config_is_rejected(tmp_path: Path, capsys: pytest.CaptureFixtur
     cfg.write_text("pool:\n  n_modles: 10\n")
     assert main(["audit", "mimic-iv-ed", str(tmp_path), "--config", str(cfg)]) == 2
     assert "n_modles" in capsys.readouterr().err
+
+
+def test_small_pools_get_as_many_targets_as_leave_four_references(tmp_path: Path) -> None:
+    import argparse
+
+    from flows.cli import _build_config
+
+    def targets(models: int | None, given: int | None = None, config: Path | None = None) -> int:
+        ns = argparse.Namespace(config=config, models=models, targets=given, seed=None, arch=None, epochs=None)
+        ns.__dict__.update(results=tmp_path, dask_address=None, workers=None)
+        return _build_config(ns, "mimic-iv-ed", tmp_path).pool.n_targets
+
+    assert [targets(m) for m in (4, 6, 8, 12, 48)] == [0, 2, 4, 8, 8]
+    assert targets(None) == 8 and targets(12, given=2) == 2
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("pool:\n  n_targets: 2\n")
+    assert targets(8, config=cfg) == 2  # a config file's choice is kept
