@@ -42,10 +42,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="2,000 patients x 20 models (smoke run)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "load.json")
+    ap.add_argument("--work", type=Path, default=None, help="working folder (default: a new temporary one, left for inspection)")
     args = ap.parse_args()
     if args.quick:
         args.patients, args.models, args.epochs = 2000, 20, 2
-    work = Path(tempfile.mkdtemp(prefix="medaudit-load-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="medaudit-load-"))
+    work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MEDAUDIT_HOME": str(work / "home"), "MEDAUDIT_SECRET_FILE": str(work / "secret")}
     cmd = [
         sys.executable,
