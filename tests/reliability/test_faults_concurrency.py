@@ -216,7 +216,9 @@ def test_killed_dask_worker_mid_training_loses_no_model(tmp_path: Path, procs: _
     by_pid = {int(w.rsplit(":", 1)[1]): n for w, n in by_worker.items()}
     survivor = next(p for a, p in pids.items() if a != victim)
     assert set(by_pid) <= set(pids.values()), (by_worker, pids)
-    assert by_pid.get(survivor, 0) >= n_models - done_at_kill  # the survivor trained the lost task and the rest
+    # the survivor trained the lost task and the rest; the victim may have finished one more model
+    # between the progress line read above and the kill (it runs one task at a time)
+    assert by_pid.get(survivor, 0) >= n_models - done_at_kill - 1
     print(
         f"killed {victim_name} (running {victim_task}) after {killed_after:.0f} s with {done_at_kill}/{n_models} models stored; "
         f"models by worker pid {by_pid} (survivor {survivor}); demo took {seconds:.0f} s"
