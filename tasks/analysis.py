@@ -120,6 +120,22 @@ def _mode(values: pd.Series) -> str:
     return str(counts[counts == counts.max()].sort_index().index[0])
 
 
+def report_subgroup_table(
+    frame: pd.DataFrame, risk_col: str, attributes: list[str], report: ReportConfig, *, records_col: str | None, pairs: bool = False
+) -> pd.DataFrame:
+    """:func:`subgroup_table` with the audit's report settings (threshold, top fraction, bootstrap)."""
+    return subgroup_table(
+        frame,
+        risk_col,
+        attributes,
+        risk_threshold=report.risk_threshold,
+        top_fraction=report.top_fraction,
+        n_boot=report.bootstrap_samples,
+        records_col=records_col,
+        pairs=pairs,
+    )
+
+
 def add_patient_attributes(patients: pd.DataFrame, records: pd.DataFrame, codes: np.ndarray, attributes: list[str]) -> None:
     """Add each subgroup attribute to ``patients`` (row p = code p) as the patient's most frequent
     value over ``records`` (ties: the first in sort order; records differ e.g. in age bin)."""
@@ -258,26 +274,8 @@ def analyze_pool(
 
     # ---- subgroups
     rec_frame = stats[["record_idx", "auc"]].assign(**{a: train_rec[a].to_numpy() for a in attr_names})
-    sub_p = subgroup_table(
-        patients,
-        "risk_max",
-        attr_names,
-        risk_threshold=report.risk_threshold,
-        top_fraction=report.top_fraction,
-        n_boot=report.bootstrap_samples,
-        records_col="n_records",
-        pairs=True,
-    )
-    sub_r = subgroup_table(
-        rec_frame,
-        "auc",
-        attr_names,
-        risk_threshold=report.risk_threshold,
-        top_fraction=report.top_fraction,
-        n_boot=report.bootstrap_samples,
-        records_col=None,
-        pairs=False,
-    )
+    sub_p = report_subgroup_table(patients, "risk_max", attr_names, report, records_col="n_records", pairs=True)
+    sub_r = report_subgroup_table(rec_frame, "auc", attr_names, report, records_col=None)
     subgroups = pd.concat([sub_p.assign(level="patient"), sub_r.assign(level="record")], ignore_index=True)
     subgroups["suppressed"] = suppress_small_cells(subgroups, report.min_cell)["suppressed"].to_numpy()
 

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.analysis import RMIA_A_GRID, RMIA_PARAMS, RMIA_PSEUDO_TARGET, add_patient_attributes, training_patients
+from tasks.analysis import RMIA_A_GRID, RMIA_PARAMS, RMIA_PSEUDO_TARGET, add_patient_attributes, report_subgroup_table, training_patients
 from tasks.attacks.rmia import rmia_scores, tune_rmia_a
 from tasks.config import AttackConfig, ReportConfig
 from tasks.risk.patient import patient_risk
-from tasks.risk.subgroup import subgroup_table, suppress_small_cells
+from tasks.risk.subgroup import suppress_small_cells
 from tasks.risk.target import exposure_summary, membership_attack_summary, target_patient_risk, target_record_risk
 from tasks.scores import get_transform
 from tasks.snapshot import Snapshot
@@ -74,7 +74,7 @@ def analyze_target(
     pop = np.flatnonzero(is_test & ~member)
     rmia = np.full(len(records), np.nan)
     rmia_note = f"population: {len(pop)} test-split non-members"
-    x_t = np.nanmean(probs, axis=1) if np.isfinite(probs).any() else probs[:, 0]
+    x_t = np.nanmean(probs, axis=1)
     x_r = ref_probs.mean(axis=2)
     if len(pop) >= MIN_POPULATION and ref_in.shape[0] >= 2:
         a = tune_rmia_a(x_r, ref_in, x_r[:, pop], pseudo_target=RMIA_PSEUDO_TARGET, grid=RMIA_A_GRID, **RMIA_PARAMS)
@@ -87,7 +87,7 @@ def analyze_target(
         {
             "record_idx": records["record_idx"].to_numpy(),
             "member": member,
-            "score": np.nanmean(scores, axis=1) if scores.ndim == 2 else scores,
+            "score": np.nanmean(scores, axis=1),
             "lira_offline": tr.lira_offline,
             "risk": tr.risk,
             "rmia_offline": rmia,
@@ -114,15 +114,7 @@ def analyze_target(
     mem_pat = patients[patients["member"]].sort_values("patient_key", kind="stable")
     subgroups = pd.DataFrame()
     if attrs and len(mem_pat):
-        subgroups = subgroup_table(
-            mem_pat,
-            "risk",
-            attrs,
-            risk_threshold=report.risk_threshold,
-            top_fraction=report.top_fraction,
-            n_boot=report.bootstrap_samples,
-            records_col="n_member_records",
-        )
+        subgroups = report_subgroup_table(mem_pat, "risk", attrs, report, records_col="n_member_records")
         subgroups["suppressed"] = suppress_small_cells(subgroups, report.min_cell)["suppressed"].to_numpy()
 
     lira_rec = attacks[(attacks["attack"] == "lira_offline") & (attacks["level"] == "record")].iloc[0]
