@@ -245,7 +245,7 @@ def train_models_batched(
     step = torch.zeros(n_models, dtype=torch.long)
     last_loss = torch.full((n_models,), float("nan"), dtype=torch.float64)
     finite = torch.ones(n_models, dtype=torch.bool)
-    dev_type = "cpu" if device == "cpu" else "cuda"
+    dev_type = torch.device(device).type
     bm.base.train()
     for _epoch in range(recipe.epochs):
         # (M, n_steps, bs) record indices: model m's own permutation, padded with its first batch

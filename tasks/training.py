@@ -180,7 +180,7 @@ def train_model(
             if recipe.channels_last and xb.dim() == 4:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yb = yt[idx].to(device)
-            with torch.autocast(device_type="cpu" if device == "cpu" else "cuda", dtype=torch.bfloat16, enabled=recipe.precision == "bf16"):
+            with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=recipe.precision == "bf16"):
                 out = model(xb)
             loss = loss_fn(out.float(), _targets(yb, task)) / recipe.grad_accum_steps
             loss.backward()
@@ -229,7 +229,7 @@ def score_model(
     """
     model.eval()
     out = []
-    dev_type = "cpu" if str(device).startswith("cpu") else "cuda"
+    dev_type = torch.device(device).type
     for start in range(0, len(x), batch_size):
         xb = torch.from_numpy(x[start : start + batch_size]).to(device)
         views = eval_views(xb, n_views, task, seed + start)
