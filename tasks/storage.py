@@ -92,6 +92,9 @@ CREATE TABLE IF NOT EXISTS target_attack_results (
 
 # Tables renamed since a database file may have been written: (old, new). A view now carries the old name.
 _RENAMED_TABLES = (("attack_roc", "attack_roc_curves"),)
+# Columns added to a table of SCHEMA after database files were written: (table, column, type). SCHEMA's
+# CREATE statement lists them too; older files get them here, so their rows read back with NULLs.
+_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = ()
 
 VIEWS = """
 CREATE OR REPLACE VIEW latest_audits AS
@@ -233,11 +236,15 @@ class AuditStore:
                 time.sleep(1.0)
 
     def _migrate(self) -> None:
-        """Rename tables of older database files whose old name is now a view's."""
+        """Bring older database files up to SCHEMA: renamed tables, added columns."""
         for old, new in _RENAMED_TABLES:
             kind = self._scalar("SELECT table_type FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?", [old])
             if kind == "BASE TABLE":
                 self.con.execute(f"ALTER TABLE {old} RENAME TO {new}")
+        for table, column, sql_type in _ADDED_COLUMNS:
+            exists = self._scalar("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?", [table])
+            if exists:
+                self.con.execute(f'ALTER TABLE {table} ADD COLUMN IF NOT EXISTS "{column}" {sql_type}')
 
     def close(self) -> None:
         # Drop the connection, not only close it: a failed flow's traceback keeps this store alive until exit,
