@@ -31,7 +31,13 @@ class SimulatedPool:
 
 
 def simulate_pool(
-    n_patients: int, n_models: int, *, planted_share: float = 0.02, planted_auc: float = 0.98, records_per_patient: float = 2.0, seed: int = 0
+    n_patients: int,
+    n_models: int,
+    *,
+    planted_share: float = 0.02,
+    planted_auc: float = 0.98,
+    records_per_patient: float = 2.0,
+    seed: int = 0,
 ) -> SimulatedPool:
     """A pool of ``n_models`` (even) models over ``n_patients`` patients with 1 + Poisson(records_per_patient - 1)
     records each; ``planted_share`` of the patients memorised at record AUC ``planted_auc``."""
@@ -40,7 +46,7 @@ def simulate_pool(
     codes = np.repeat(np.arange(n_patients), counts)
     n = codes.size
     planted = np.zeros(n_patients, dtype=bool)
-    planted[rng.choice(n_patients, size=int(round(planted_share * n_patients)), replace=False)] = True
+    planted[rng.choice(n_patients, size=round(planted_share * n_patients), replace=False)] = True
     in_mask = pool_masks(n_patients, seed, n_models)[:, codes]
     delta = np.where(planted[codes], np.sqrt(2.0) * ndtri(planted_auc), 0.0)
     scores = rng.normal(0, 2, n)[None, :] + rng.normal(0, 0.5, n_models)[:, None] + rng.normal(size=(n_models, n)) + delta * in_mask
