@@ -193,12 +193,24 @@ class SwapNull:
     """Streaming null over record blocks: ``add`` each block, then ``finish``.
 
     models: the pool's model indices (positions as in the score arrays); n_patients: P; threshold: the
-    risk (AUC) threshold of the headline counts.
+    risk (AUC) threshold of the headline counts; signs: (B, K) swaps instead of ``n_swaps`` seeded ones.
     """
 
-    def __init__(self, models: Sequence[int], n_patients: int, *, n_swaps: int, seed: int, threshold: float, min_per_side: int = 2):
+    def __init__(
+        self,
+        models: Sequence[int],
+        n_patients: int,
+        *,
+        n_swaps: int,
+        seed: int,
+        threshold: float,
+        min_per_side: int = 2,
+        signs: np.ndarray | None = None,
+    ):
         self.first, self.second, self.fixed = pair_layout(models)
-        self.signs = swap_signs(n_swaps, len(self.first), seed)
+        # signs given (e.g. every swap of a small pool, for an exact null) replace the seeded draw
+        self.signs = swap_signs(n_swaps, len(self.first), seed) if signs is None else np.asarray(signs, dtype=np.float64)
+        n_swaps = self.signs.shape[0]
         self.identity = np.ones((1, len(self.first)))
         self.threshold = threshold
         self.min_per_side = min_per_side
