@@ -423,6 +423,7 @@ def _null_headline(stats: pd.DataFrame, patients: pd.DataFrame, res: NullResult,
     return {
         "n_patients_expected_by_chance": round(res.patient_expected, 3),
         "n_patients_at_risk": int(patients["at_risk"].sum()),
+        "n_patients_scored": int(patients["risk_max"].notna().sum()),
         "fdr": report.fdr,
         "n_records_above_threshold": int((stats["auc"] >= report.risk_threshold).sum()),
         "n_records_expected_by_chance": round(res.record_expected, 3),

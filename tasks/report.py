@@ -35,15 +35,24 @@ def headline_rows(h: dict) -> list[tuple[str, str]]:
     pct = 100 * h["share_patients_above_threshold"]
     tpr3, tpr2 = h.get("lira_tpr_at_0.001"), h.get("lira_tpr_at_0.01")
     lira = f"{_f(h.get('lira_auc_mean'))} ± {_f(h.get('lira_auc_std'))} (TPR@1e-3 FPR {_f(tpr3, '.4f')}, TPR@1e-2 FPR {_f(tpr2, '.4f')})"
-    raw = f"{h['n_patients_above_threshold']} of {h['n_patients']} ({pct:.1f}%) with risk >= {h['risk_threshold']}"
+    at_risk = f"{h['n_patients_above_threshold']} of {h['n_patients']} ({pct:.1f}%) with risk >= {h['risk_threshold']}"
+    extra: list[tuple[str, str]] = []
     if h.get("n_patients_at_risk") is not None:  # audits since the swap null: controlled, raw and chance side by side
-        raw = (
-            f"{h['n_patients_at_risk']} at a {100 * h['fdr']:g}% false discovery rate; raw {raw}, "
-            f"of which chance alone gives about {_f(h.get('n_patients_expected_by_chance'), '.1f')}"
+        share = 100 * h["n_patients_at_risk"] / max(h.get("n_patients_scored") or 1, 1)
+        at_risk = (
+            f"{h['n_patients_at_risk']} of {h['n_patients']} ({share:.1f}%) with risk >= {h['risk_threshold']} and FDR q <= {h['fdr']:g}"
+        )
+        extra.append(
+            (
+                "flagged before FDR",
+                f"{h['n_patients_above_threshold']} with risk >= {h['risk_threshold']}; chance alone would flag about "
+                f"{_f(h.get('n_patients_expected_by_chance'), '.1f')}",
+            )
         )
     rows = [
         ("aggregate LiRA AUC", lira),
-        ("patients at risk", raw),
+        ("patients at risk", at_risk),
+        *extra,
         ("highest record AUC", f"{_f(h.get('max_record_auc'))} (median {_f(h.get('median_record_auc'))})"),
         ("degenerate records", f"{h['n_degenerate_records']} flagged, never turned into numbers"),
     ]
@@ -68,7 +77,7 @@ def chance_sentence(h: dict) -> str:
     return (
         f"Chance alone (the pool's own IN/OUT swap null, {h.get('null_swaps')} swaps) would put about "
         f"{h['n_patients_expected_by_chance']:.1f} of the {h['n_patients_above_threshold']} patients with risk >= {h['risk_threshold']} "
-        f"above that threshold; {h['n_patients_at_risk']} remain at risk at a {100 * h['fdr']:g}% false discovery rate."
+        f"above that threshold; the {100 * h['fdr']:g}% false-discovery-rate rule keeps {h['n_patients_at_risk']}."
     )
 
 

@@ -103,7 +103,7 @@ def swap_z(
         raise ValueError("models of a complementary pair are on the same side for some record (masks are not complementary)")
     b = sg.shape[0]
     out = np.empty((b, n))
-    step = max(1, _BLOCK_ELEMENTS // max(1, (b + 1) * v * max(1, len(first))))
+    step = max(1, _BLOCK_ELEMENTS // (max(b, len(first), 1) * v))
     fixed = np.setdiff1d(np.arange(m), np.concatenate([first, second]))
     for lo in range(0, n, step):
         out[:, lo : lo + step] = _swap_z_block(s[:, lo : lo + step], mask[:, lo : lo + step], first, second, fixed, sg, min_per_side)
@@ -114,46 +114,58 @@ def _swap_z_block(
     s: np.ndarray, mask: np.ndarray, first: np.ndarray, second: np.ndarray, fixed: np.ndarray, sg: np.ndarray, min_per_side: int
 ) -> np.ndarray:
     _, n, v = s.shape
-    b = sg.shape[0]
+    b, k = sg.shape[0], len(first)
     valid = np.isfinite(s).all(axis=2)  # (M, n)
     x = np.where(valid[:, :, None], s, 0.0)
     vf = valid.astype(np.float64)
-    a_in = mask[first]  # (K, n): the pair's first model is IN
+    a_in = mask[first][:, :, None]  # (K, n, 1): the pair's first model is IN
     xa, xb = x[first], x[second]
-    x_in = np.where(a_in[:, :, None], xa, xb)
-    x_out = np.where(a_in[:, :, None], xb, xa)
-    v_in = np.where(a_in, vf[first], vf[second])
-    v_out = np.where(a_in, vf[second], vf[first])
-    # constant parts (pair totals / 2 plus the unpaired models on their own side)
-    fin = mask[fixed]
+    x_in = np.where(a_in, xa, xb)
+    x_out = np.where(a_in, xb, xa)
+    v_in = np.where(a_in[:, :, 0], vf[first], vf[second])
+    v_out = np.where(a_in[:, :, 0], vf[second], vf[first])
+    # parts that do not depend on the swap: pair totals / 2 plus the unpaired models on their own side
+    fin = mask[fixed][:, :, None]
     fx, fv = x[fixed], vf[fixed]
-    base_s_in = (x_in + x_out).sum(0) / 2 + (fx * fin[:, :, None]).sum(0)
-    base_s_out = (x_in + x_out).sum(0) / 2 + (fx * ~fin[:, :, None]).sum(0)
-    base_q_in = (x_in**2 + x_out**2).sum(0) / 2 + (fx**2 * fin[:, :, None]).sum(0)
-    base_q_out = (x_in**2 + x_out**2).sum(0) / 2 + (fx**2 * ~fin[:, :, None]).sum(0)
-    base_c_in = (v_in + v_out).sum(0) / 2 + (fv * fin).sum(0)
-    base_c_out = (v_in + v_out).sum(0) / 2 + (fv * ~fin).sum(0)
-    k = len(first)
-    d_s = (sg @ (x_in - x_out).reshape(k, n * v)).reshape(b, n, v) / 2
-    d_q = (sg @ (x_in**2 - x_out**2).reshape(k, n * v)).reshape(b, n, v) / 2
-    d_c = (sg @ (v_in - v_out)) / 2  # (B, n)
-    c_in = np.rint(base_c_in[None] + d_c)
-    c_out = np.rint(base_c_out[None] + d_c * -1.0)
+    half_s = (x_in + x_out).sum(0) / 2
+    half_q = (x_in**2 + x_out**2).sum(0) / 2
+    half_c = (v_in + v_out).sum(0) / 2
+    s_in = half_s + (fx * fin).sum(0)
+    s_out = half_s + (fx * ~fin).sum(0)
+    q_in = half_q + (fx**2 * fin).sum(0)
+    q_out = half_q + (fx**2 * ~fin).sum(0)
+    c_in = half_c + (fv * fin[:, :, 0]).sum(0)
+    c_out = half_c + (fv * ~fin[:, :, 0]).sum(0)
+    # the swap-dependent halves: three matrix products
+    d_s = (sg @ ((x_in - x_out) * 0.5).reshape(k, n * v)).reshape(b, n, v)
+    d_q = (sg @ ((x_in**2 - x_out**2) * 0.5).reshape(k, n * v)).reshape(b, n, v)
+    g = v_in - v_out
+    if g.any():  # a model of some pair did not score a record: counts depend on the swap
+        d_c = sg @ (g * 0.5)
+        cnt_in, cnt_out = np.rint(c_in + d_c), np.rint(c_out - d_c)  # (B, n)
+    else:
+        cnt_in, cnt_out = np.broadcast_to(c_in, (b, n)), np.broadcast_to(c_out, (b, n))
     with np.errstate(divide="ignore", invalid="ignore"):
-        mu_in_v = (base_s_in[None] + d_s) / c_in[:, :, None]
-        mu_out_v = (base_s_out[None] - d_s) / c_out[:, :, None]
-        m2_in = (base_q_in[None] + d_q) / c_in[:, :, None]
-        m2_out = (base_q_out[None] - d_q) / c_out[:, :, None]
-        var_in = m2_in - mu_in_v**2
-        var_out = m2_out - mu_out_v**2
-        # rounding of E[x^2] - E[x]^2: a variance below 1e-12 of the second moment is a constant side
-        var_in = np.where(var_in <= 1e-12 * np.abs(m2_in), 0.0, var_in)
-        var_out = np.where(var_out <= 1e-12 * np.abs(m2_out), 0.0, var_out)
-        mu_in, mu_out = mu_in_v.mean(axis=2), mu_out_v.mean(axis=2)
-        sd = np.hypot(np.sqrt(var_in).mean(axis=2), np.sqrt(var_out).mean(axis=2))
-        z = (mu_in - mu_out) / sd
-    z[(c_in < min_per_side) | (c_out < min_per_side)] = np.nan
+        inv_in, inv_out = (1.0 / cnt_in)[:, :, None], (1.0 / cnt_out)[:, :, None]
+        mu_in = np.add(s_in, d_s) * inv_in
+        mu_out = np.subtract(s_out, d_s, out=d_s) * inv_out
+        sd_in = _sd(np.add(q_in, d_q) * inv_in, mu_in)
+        sd_out = _sd(np.subtract(q_out, d_q, out=d_q) * inv_out, mu_out)
+        if v == 1:
+            z = (mu_in[:, :, 0] - mu_out[:, :, 0]) / np.hypot(sd_in[:, :, 0], sd_out[:, :, 0])
+        else:
+            z = (mu_in.mean(axis=2) - mu_out.mean(axis=2)) / np.hypot(sd_in.mean(axis=2), sd_out.mean(axis=2))
+    z[(cnt_in < min_per_side) | (cnt_out < min_per_side)] = np.nan
     return z
+
+
+def _sd(m2: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """sqrt(E[x^2] - E[x]^2) in place of m2; a variance within 1e-12 of the second moment (rounding) is 0."""
+    var = m2 - mu * mu
+    m2 *= 1e-12
+    np.abs(m2, out=m2)
+    var[var <= m2] = 0.0
+    return np.sqrt(var, out=var)
 
 
 def _bh(p: np.ndarray) -> np.ndarray:
@@ -168,8 +180,17 @@ def _bh(p: np.ndarray) -> np.ndarray:
     return q
 
 
+# histogram bins: [0, _NAN_BIN) for z in [-Z_MAX, Z_MAX] (+-inf clipped into the end bins), _NAN_BIN for NaN
+_NAN_BIN = round(2 * Z_MAX / Z_BIN) + 1
+
+
 def _z_bins(z: np.ndarray) -> np.ndarray:
-    return np.floor((np.clip(z, -Z_MAX, Z_MAX) + Z_MAX) / Z_BIN).astype(np.int64)
+    zz = np.clip(z, -Z_MAX, Z_MAX)
+    zz += Z_MAX
+    zz *= 1.0 / Z_BIN
+    nan = np.isnan(zz)
+    zz[nan] = _NAN_BIN
+    return zz.astype(np.int64)  # truncation of values >= 0 is the floor
 
 
 @dataclass
@@ -185,7 +206,8 @@ class NullResult:
     record_chance: np.ndarray  # (N,) share of swaps in which the record's null AUC >= threshold (sums to record_expected)
     patient_chance: np.ndarray  # (P,) same for the patient maximum (sums to patient_expected)
     patient_expected: float  # same for patients (max over their records)
-    survival_null: dict[str, np.ndarray] = field(default_factory=dict)  # level -> (B, G) share >= SURVIVAL_GRID
+    # level -> share at or above SURVIVAL_GRID: 'patient' (B, G) per swap, 'record' (1, G) over all swaps
+    survival_null: dict[str, np.ndarray] = field(default_factory=dict)
     params: dict[str, object] = field(default_factory=dict)
 
 
@@ -215,10 +237,9 @@ class SwapNull:
         self.threshold = threshold
         self.min_per_side = min_per_side
         self.pmax = np.full((n_swaps, n_patients), -np.inf)
-        self.hist = np.zeros(_z_bins(np.array([Z_MAX]))[0] + 1, dtype=np.int64)
-        self.rec_surv = np.zeros((n_swaps, len(SURVIVAL_GRID)), dtype=np.int64)
+        self.z_threshold = float(ndtri(threshold))
+        self.hist = np.zeros(_NAN_BIN + 1, dtype=np.int64)
         self.rec_above = 0
-        self.n_rec_scored = np.zeros(n_swaps, dtype=np.int64)
         self.observed: list[np.ndarray] = []
         self.rec_chance: list[np.ndarray] = []  # per record: share of swaps with null AUC >= threshold
         self.params = {
@@ -237,33 +258,29 @@ class SwapNull:
         """One block: scores (M, n, V), in_mask (M, n), codes (n,) patient codes. Returns the observed z (n,)."""
         both = np.concatenate([self.identity, self.signs])
         z_all = swap_z(scores, in_mask, self.first, self.second, both, self.min_per_side)
-        obs, z = z_all[0], z_all[1:]
+        obs, z = z_all[0].copy(), z_all[1:]
         self.observed.append(obs)
-        ok = ~np.isnan(z)
-        self.hist += np.bincount(_z_bins(z[ok]), minlength=self.hist.size)
-        self.n_rec_scored += ok.sum(axis=1)
-        auc = ndtr(np.where(ok, z, -np.inf))
-        above = auc >= self.threshold
+        self.hist += np.bincount(_z_bins(z).ravel(), minlength=self.hist.size)
+        above = z >= self.z_threshold  # NaN compares False
         self.rec_above += int(above.sum())
         self.rec_chance.append(above.mean(axis=0) if z.shape[0] else np.zeros(z.shape[1]))
-        idx = np.searchsorted(SURVIVAL_GRID, auc, side="right")  # units with auc >= grid[g] have idx > g
-        g = len(SURVIVAL_GRID)
-        counts = np.bincount((np.arange(z.shape[0])[:, None] * (g + 1) + idx).ravel(), minlength=z.shape[0] * (g + 1))
-        counts = counts.reshape(z.shape[0], g + 1)
-        self.rec_surv += np.cumsum(counts[:, ::-1], axis=1)[:, ::-1][:, 1:]
-        # patient maxima under the same swaps
-        zf = np.where(ok, z, -np.inf)
-        order = np.argsort(codes, kind="stable")
-        uniq, starts = np.unique(codes[order], return_index=True)
-        mx = np.maximum.reduceat(zf[:, order], starts, axis=1)
-        self.pmax[:, uniq] = np.maximum(self.pmax[:, uniq], mx)
+        # patient maxima under the same swaps (an unscored record counts as -inf)
+        z[np.isnan(z)] = -np.inf
+        codes = np.asarray(codes)
+        if codes.size > 1 and (np.diff(codes) < 0).any():  # records of a patient not contiguous: sort them
+            order = np.argsort(codes, kind="stable")
+            codes, z = codes[order], z[:, order]
+        if codes.size:
+            starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+            uniq = codes[starts]
+            self.pmax[:, uniq] = np.maximum(self.pmax[:, uniq], np.maximum.reduceat(z, starts, axis=1))
         return obs
 
     def finish(self, patient_observed: np.ndarray) -> NullResult:
         """patient_observed (P,): each patient's max observed z (NaN: not scored)."""
         obs = np.concatenate(self.observed) if self.observed else np.empty(0)
-        total = int(self.hist.sum())
-        ge = np.cumsum(self.hist[::-1])[::-1]  # ge[i] = # null in bins >= i
+        total = int(self.hist[:_NAN_BIN].sum())
+        ge = np.cumsum(self.hist[:_NAN_BIN][::-1])[::-1]  # ge[i] = # null in bins >= i (NaN excluded)
         rec_p = np.full(obs.shape, np.nan)
         ok = ~np.isnan(obs)
         rec_p[ok] = (1.0 + ge[_z_bins(obs[ok])]) / (1.0 + total)
@@ -277,11 +294,13 @@ class SwapNull:
         pat_above = (pat_auc >= self.threshold) & (self.pmax > -np.inf)
         srt = np.sort(np.where(self.pmax > -np.inf, pat_auc, -1.0), axis=1)
         pat_surv = np.stack([srt.shape[1] - np.searchsorted(row, SURVIVAL_GRID, side="left") for row in srt]) if b else np.zeros((0, 0))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            surv = {
-                "patient": pat_surv / np.maximum(scored, 1)[:, None],
-                "record": self.rec_surv / np.maximum(self.n_rec_scored, 1)[:, None],
-            }
+        n_null = int(self.hist[:_NAN_BIN].sum())  # finite-or-inf null record statistics
+        rec_ge = ge[_z_bins(ndtri(SURVIVAL_GRID))]
+        surv = {
+            "patient": pat_surv / np.maximum(scored, 1)[:, None],
+            # records: the share over all swaps (the histogram does not keep swaps apart), one row
+            "record": (rec_ge / max(n_null, 1))[None, :],
+        }
         return NullResult(
             record_p=rec_p,
             record_q=_bh(rec_p),

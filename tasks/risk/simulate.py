@@ -28,6 +28,7 @@ class SimulatedPool:
     codes: np.ndarray  # (N,) patient code of each record
     planted: np.ndarray  # (P,) bool: memorised patients
     n_patients: int
+    strength: np.ndarray  # (P,) planted record AUC (0.5 for patients not planted)
 
 
 def simulate_pool(
@@ -35,22 +36,25 @@ def simulate_pool(
     n_models: int,
     *,
     planted_share: float = 0.02,
-    planted_auc: float = 0.98,
+    planted_auc: float | tuple[float, ...] = 0.98,
     records_per_patient: float = 2.0,
     seed: int = 0,
 ) -> SimulatedPool:
     """A pool of ``n_models`` (even) models over ``n_patients`` patients with 1 + Poisson(records_per_patient - 1)
-    records each; ``planted_share`` of the patients memorised at record AUC ``planted_auc``."""
+    records each; ``planted_share`` of the patients memorised at record AUC ``planted_auc`` (several values: assigned
+    to the planted patients in turn)."""
     rng = np.random.default_rng(seed)
     counts = 1 + rng.poisson(max(records_per_patient - 1.0, 0.0), n_patients)
     codes = np.repeat(np.arange(n_patients), counts)
     n = codes.size
-    planted = np.zeros(n_patients, dtype=bool)
-    planted[rng.choice(n_patients, size=round(planted_share * n_patients), replace=False)] = True
+    strength = np.full(n_patients, 0.5)
+    chosen = rng.choice(n_patients, size=round(planted_share * n_patients), replace=False)
+    strength[chosen] = np.resize(np.atleast_1d(np.asarray(planted_auc, dtype=np.float64)), chosen.size)
+    planted = strength > 0.5
     in_mask = pool_masks(n_patients, seed, n_models)[:, codes]
-    delta = np.where(planted[codes], np.sqrt(2.0) * ndtri(planted_auc), 0.0)
+    delta = np.sqrt(2.0) * ndtri(strength[codes])
     scores = rng.normal(0, 2, n)[None, :] + rng.normal(0, 0.5, n_models)[:, None] + rng.normal(size=(n_models, n)) + delta * in_mask
-    return SimulatedPool(scores[:, :, None], in_mask, codes, planted, n_patients)
+    return SimulatedPool(scores[:, :, None], in_mask, codes, planted, n_patients, strength)
 
 
 @dataclass

@@ -4,15 +4,34 @@ exits 2 "not enough evidence" instead of failing (or passing) on noise (docs/STA
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from tasks.storage import read_only_query
+from tasks.storage import AuditStore, read_only_query
 
 
-@pytest.mark.slow
+def test_gate_exits_2_without_enough_evidence(tmp_path: Path, helpers: SimpleNamespace) -> None:
+    # a hand-made audit whose headline says the evidence is insufficient: no pass, no fail, exit 2
+    reason = "not enough evidence at 8 models: chance alone would flag about 55.0 of the 59 patients at risk >= 0.9 (93%)"
+    with AuditStore(tmp_path / "medaudit.duckdb") as store:
+        store.start_audit("a1", "pool1", "mimic-iv-ed", "v1", 8, 0, {"dataset": "mimic-iv-ed"}, None)
+        for i, r in enumerate([0.95, 0.6, 0.7]):
+            store.con.execute(
+                "INSERT INTO patient_stats (audit_id, pool_key, patient_key, n_records, n_scored, risk_max) "
+                "VALUES ('a1', 'pool1', ?, 1, 1, ?)",
+                [f"p{i}", r],
+            )
+        store.finish_audit("a1", {"n_patients": 3, "evidence": "insufficient", "evidence_reason": reason})
+    code, out = helpers.run_cli(["gate", "--results", str(tmp_path), "--max-share-above", "0.5"])
+    assert code == 2 and "not enough evidence" in out and "55.0 of the 59" in out and "gate passed" not in out
+    code, out = helpers.run_cli(["gate", "--results", str(tmp_path), "--max-share-above", "0.5", "--min-evidence", "none"])
+    assert code == 0 and "gate passed" in out
+
+
+@pytest.mark.heavy  # a real 8-model demo audit (1-2 minutes alone); the fixture is shared with the other heavy ops tests
 def test_near_chance_pool_gives_no_verdict(demo_audit: dict[str, Any], helpers: SimpleNamespace) -> None:
     # 400 synthetic ED patients, 8 shadow models (tests/ops/conftest.py): aggregate LiRA AUC about 0.5
     h = demo_audit["result"]["headline"]
