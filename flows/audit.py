@@ -29,7 +29,7 @@ from tasks.datasets.base import InputChunk
 from tasks.errors import ConfigError, MedauditError
 from tasks.masks import model_seed, pool_masks
 from tasks.pseudonym import load_or_create_secret
-from tasks.report import figure_b64, headline_rows, write_report
+from tasks.report import chance_sentence, evidence_sentence, figure_b64, headline_rows, write_report
 from tasks.risk.null import minimum_models
 from tasks.scores import score_and_probability
 from tasks.snapshot import Snapshot, build_snapshot
@@ -228,6 +228,7 @@ def publish_artifacts(result: AuditResult, files: dict[str, Path], cfg: AuditCon
         markdown=(
             f"# Privacy audit: {cfg.dataset}\n\npool `{pool_key}` · {h['n_models']} models · {h['n_patients']} patients\n\n"
             "| measure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in headline_rows(h)) + "\n"
+            f"{chance_sentence(h)} {evidence_sentence(h)}\n\n"
             f"![risk survival]({figure_b64(files['survival_png'])})\n\n"
             f"![SE vs number of models]({figure_b64(files['se_png'])})\n"
         ),
