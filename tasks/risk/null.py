@@ -38,8 +38,8 @@ from scipy.special import ndtr, ndtri
 # Record-level z histogram: [-Z_MAX, Z_MAX] in bins of Z_BIN; +-inf land in the end bins.
 Z_MAX = 50.0
 Z_BIN = 1e-3
-# Elements ((B + 1) x records x views) per matrix product.
-_BLOCK_ELEMENTS = 4_000_000
+# Elements (max(B + 1, K) x records x views) per sub-block: bounds the null's temporaries (~8 MB each).
+_BLOCK_ELEMENTS = 1_000_000
 # Risk grid of the null survival band (AUC values).
 SURVIVAL_GRID = np.round(np.linspace(0.5, 1.0, 101), 6)
 # Candidate pool sizes for the "how many models" projection.
@@ -115,57 +115,65 @@ def _swap_z_block(
 ) -> np.ndarray:
     _, n, v = s.shape
     b, k = sg.shape[0], len(first)
-    valid = np.isfinite(s).all(axis=2)  # (M, n)
-    x = np.where(valid[:, :, None], s, 0.0)
+    x = np.ascontiguousarray(s.transpose(0, 2, 1))  # (M, V, n): per-view slices are contiguous rows
+    valid = np.isfinite(x).all(axis=1)  # (M, n)
+    if not valid.all():
+        x[~np.broadcast_to(valid[:, None, :], x.shape)] = 0.0
     vf = valid.astype(np.float64)
-    a_in = mask[first][:, :, None]  # (K, n, 1): the pair's first model is IN
+    sgn = np.where(mask[first], 1.0, -1.0)[:, None, :]  # (K, 1, n): +1 where the pair's first model is IN
     xa, xb = x[first], x[second]
-    x_in = np.where(a_in, xa, xb)
-    x_out = np.where(a_in, xb, xa)
-    v_in = np.where(a_in[:, :, 0], vf[first], vf[second])
-    v_out = np.where(a_in[:, :, 0], vf[second], vf[first])
-    # parts that do not depend on the swap: pair totals / 2 plus the unpaired models on their own side
-    fin = mask[fixed][:, :, None]
+    tot = xa + xb  # (K, V, n)
+    dif = xa - xb
+    dif *= sgn  # IN minus OUT score of each pair
+    sq = tot * dif  # IN^2 minus OUT^2
+    half_s = tot.sum(0) * 0.5  # (V, n)
+    half_q = (xa * xa).sum(0)
+    half_q += (xb * xb).sum(0)
+    half_q *= 0.5
+    del tot, xa, xb
+    g = (vf[first] - vf[second]) * sgn[:, 0, :]  # (K, n): IN minus OUT validity
+    half_c = (vf[first] + vf[second]).sum(0) * 0.5
+    fin = mask[fixed][:, None, :]  # unpaired models stay on their side
     fx, fv = x[fixed], vf[fixed]
-    half_s = (x_in + x_out).sum(0) / 2
-    half_q = (x_in**2 + x_out**2).sum(0) / 2
-    half_c = (v_in + v_out).sum(0) / 2
-    s_in = half_s + (fx * fin).sum(0)
-    s_out = half_s + (fx * ~fin).sum(0)
-    q_in = half_q + (fx**2 * fin).sum(0)
-    q_out = half_q + (fx**2 * ~fin).sum(0)
-    c_in = half_c + (fv * fin[:, :, 0]).sum(0)
-    c_out = half_c + (fv * ~fin[:, :, 0]).sum(0)
-    # the swap-dependent halves: three matrix products
-    d_s = (sg @ ((x_in - x_out) * 0.5).reshape(k, n * v)).reshape(b, n, v)
-    d_q = (sg @ ((x_in**2 - x_out**2) * 0.5).reshape(k, n * v)).reshape(b, n, v)
-    g = v_in - v_out
+    s_in, s_out = half_s + (fx * fin).sum(0), half_s + (fx * ~fin).sum(0)
+    q_in, q_out = half_q + (fx * fx * fin).sum(0), half_q + (fx * fx * ~fin).sum(0)
+    c_in, c_out = half_c + (fv * fin[:, 0, :]).sum(0), half_c + (fv * ~fin[:, 0, :]).sum(0)
+    # the swap-dependent halves: matrix products (B, K) @ (K, V * n)
+    dif *= 0.5
+    sq *= 0.5
+    d_s = (sg @ dif.reshape(k, v * n)).reshape(b, v, n)
+    d_q = (sg @ sq.reshape(k, v * n)).reshape(b, v, n)
     if g.any():  # a model of some pair did not score a record: counts depend on the swap
         d_c = sg @ (g * 0.5)
         cnt_in, cnt_out = np.rint(c_in + d_c), np.rint(c_out - d_c)  # (B, n)
     else:
         cnt_in, cnt_out = np.broadcast_to(c_in, (b, n)), np.broadcast_to(c_out, (b, n))
+    # a variance below 1e-12 of the record's mean square is rounding of a constant side
     with np.errstate(divide="ignore", invalid="ignore"):
-        inv_in, inv_out = (1.0 / cnt_in)[:, :, None], (1.0 / cnt_out)[:, :, None]
+        tol = 1e-12 * (half_q * 2.0) / np.maximum(half_c * 2.0 + fv.sum(0), 1.0)  # (V, n)
+        inv_in, inv_out = (1.0 / cnt_in)[:, None, :], (1.0 / cnt_out)[:, None, :]
         mu_in = np.add(s_in, d_s) * inv_in
-        mu_out = np.subtract(s_out, d_s, out=d_s) * inv_out
-        sd_in = _sd(np.add(q_in, d_q) * inv_in, mu_in)
-        sd_out = _sd(np.subtract(q_out, d_q, out=d_q) * inv_out, mu_out)
-        if v == 1:
-            z = (mu_in[:, :, 0] - mu_out[:, :, 0]) / np.hypot(sd_in[:, :, 0], sd_out[:, :, 0])
-        else:
-            z = (mu_in.mean(axis=2) - mu_out.mean(axis=2)) / np.hypot(sd_in.mean(axis=2), sd_out.mean(axis=2))
+        mu_out = np.subtract(s_out, d_s, out=d_s)
+        mu_out *= inv_out
+        sd_in = _sd(np.add(q_in, d_q) * inv_in, mu_in, tol)
+        m2_out = np.subtract(q_out, d_q, out=d_q)
+        m2_out *= inv_out
+        sd_out = _sd(m2_out, mu_out, tol)
+        diff, sd_a, sd_b = mu_in[:, 0] - mu_out[:, 0], sd_in[:, 0].copy(), sd_out[:, 0].copy()
+        for j in range(1, v):  # averages over views (sums of contiguous slices)
+            diff += mu_in[:, j] - mu_out[:, j]
+            sd_a += sd_in[:, j]
+            sd_b += sd_out[:, j]
+        z = diff / np.hypot(sd_a, sd_b)  # the 1/V of the three averages cancels
     z[(cnt_in < min_per_side) | (cnt_out < min_per_side)] = np.nan
     return z
 
 
-def _sd(m2: np.ndarray, mu: np.ndarray) -> np.ndarray:
-    """sqrt(E[x^2] - E[x]^2) in place of m2; a variance within 1e-12 of the second moment (rounding) is 0."""
-    var = m2 - mu * mu
-    m2 *= 1e-12
-    np.abs(m2, out=m2)
-    var[var <= m2] = 0.0
-    return np.sqrt(var, out=var)
+def _sd(m2: np.ndarray, mu: np.ndarray, tol: np.ndarray) -> np.ndarray:
+    """sqrt(E[x^2] - E[x]^2), computed in place of m2 (B, V, n); a variance <= tol (V, n) counts as 0."""
+    m2 -= mu * mu
+    m2[m2 <= tol] = 0.0
+    return np.sqrt(m2, out=m2)
 
 
 def _bh(p: np.ndarray) -> np.ndarray:
