@@ -98,7 +98,8 @@ def survival_plot(result: AuditResult, path: Path) -> Path:
         nb = band[band["level"] == level] if len(band) else band
         if len(nb):
             ax.plot(nb["x"], nb["mean"].clip(lower=1e-6), ls="--", color=colour, lw=1, label=f"{label}: chance alone (swap null)")
-            ax.fill_between(nb["x"], nb["lo"].clip(lower=1e-6), nb["hi"].clip(lower=1e-6), color="grey", alpha=0.15, lw=0)
+            floor = 0.5 / max(int(np.isfinite(values).sum()), 1)  # half a unit: below it the band is "none by chance"
+            ax.fill_between(nb["x"], nb["lo"].clip(lower=floor), nb["hi"].clip(lower=floor), color="grey", alpha=0.15, lw=0)
     ax.set_yscale("log")
     ax.set_xlim(0.475, 1.0)
     ax.set_xlabel("membership-inference AUC (risk)")
