@@ -117,8 +117,8 @@ def _swap_z_block(
     b, k = sg.shape[0], len(first)
     x = np.ascontiguousarray(s.transpose(0, 2, 1))  # (M, V, n): per-view slices are contiguous rows
     valid = np.isfinite(x).all(axis=1)  # (M, n)
-    if not valid.all():
-        x[~np.broadcast_to(valid[:, None, :], x.shape)] = 0.0
+    if not valid.all():  # a new array: x may be a view of the caller's scores
+        x = np.where(valid[:, None, :], x, 0.0)
     vf = valid.astype(np.float64)
     sgn = np.where(mask[first], 1.0, -1.0)[:, None, :]  # (K, 1, n): +1 where the pair's first model is IN
     xa, xb = x[first], x[second]

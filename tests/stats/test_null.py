@@ -140,3 +140,12 @@ def test_evidence_verdicts() -> None:
     ev = assess_evidence(0, 0.0, 0.05, np.full((10, 100), 0.0), threshold=0.9, n_models=200, max_noise_share=0.1, max_interval_width=0.2)
     assert ev.level == "sufficient"  # nothing flagged and nothing expected by chance, precise top records
     assert minimum_models(2) == 6 and minimum_models(4) == 10
+
+
+def test_inputs_are_not_modified() -> None:
+    s, mask, _, models = _small_pool()
+    s1 = s[:, :, :1].copy()  # one view: the transposed block is contiguous, i.e. a view of the input
+    before = s1.copy()
+    first, second, _ = pair_layout(models)
+    swap_z(s1, mask, first, second, np.ones((3, 4)))
+    np.testing.assert_array_equal(s1, before)
