@@ -62,6 +62,7 @@ from tasks.datasets.imaging import decode_image_files, image_task
 from tasks.datasets.layout import SideTableRejects, count_csv_rows, int_option, one_hot, records_frame
 from tasks.errors import ConfigError
 from tasks.quarantine import Quarantine
+from tasks.reasons import duplicate, line_of, shown_series
 
 CLINICAL = "EMBED_OpenData_clinical_reduced.csv"
 METADATA = "EMBED_OpenData_metadata_reduced.csv"
@@ -143,12 +144,10 @@ class Embed(DatasetAdapter):
             joined[diag],
             "cohort",
             "desc",
-            "desc: not a screening exam (acc_anon "
-            + joined.loc[diag, "acc_anon"].astype(str)
-            + ", desc "
+            "desc: not a screening exam (desc "
             + joined.loc[diag, "desc"].map(repr).astype(str)
-            + f", {CLINICAL} line "
-            + joined.loc[diag, "_clin_row"].map(_line).astype(str)
+            + ", "
+            + joined.loc[diag, "_clin_row"].map(lambda r: line_of(CLINICAL, r)).astype(str)
             + "); the paper keeps screening exams only",
         )
         orphan = first_of_image & ~has_clin
@@ -157,11 +156,7 @@ class Embed(DatasetAdapter):
             joined[orphan],
             "cohort",
             "acc_anon",
-            "acc_anon: the exam (empi_anon "
-            + joined.loc[orphan, "empi_anon"].astype(str)
-            + ", acc_anon "
-            + joined.loc[orphan, "acc_anon"].astype(str)
-            + f") has no row in {CLINICAL}; the join drops it",
+            f"acc_anon: the image's exam (empi_anon, acc_anon) has no row in {CLINICAL}; the join drops it",
         )
         df = joined[joined["_screen"]].reset_index(drop=True)
 
@@ -175,11 +170,7 @@ class Embed(DatasetAdapter):
             df[listed],
             "dedupe",
             "anon_dicom_path",
-            "anon_dicom_path: the same image "
-            + df.loc[listed, "anon_dicom_path"].map(repr).astype(str)
-            + f" as {METADATA} line "
-            + first_line[listed].astype(str)
-            + "; the first row is kept",
+            duplicate("anon_dicom_path", "image", first_line[listed]),
         )
         df = df[~df["anon_dicom_path"].duplicated(keep="first")].reset_index(drop=True)
 
@@ -190,8 +181,8 @@ class Embed(DatasetAdapter):
             df[no_race],
             "cohort",
             "RACE_DESC",
-            f"RACE_DESC: missing ({CLINICAL} line "
-            + df.loc[no_race, "_clin_row"].map(_line).astype(str)
+            "RACE_DESC: missing ("
+            + df.loc[no_race, "_clin_row"].map(lambda r: line_of(CLINICAL, r)).astype(str)
             + "); the paper drops images without race",
         )
         df = df[~no_race].reset_index(drop=True)
@@ -204,7 +195,7 @@ class Embed(DatasetAdapter):
             df[odd_view],
             "cohort",
             "ViewPosition",
-            "ViewPosition: " + df.loc[odd_view, "ViewPosition"].map(_shown).astype(str) + " is not MLO or CC",
+            "ViewPosition: " + shown_series(df.loc[odd_view, "ViewPosition"]) + " is not MLO or CC",
         )
         df = df[~odd_view].reset_index(drop=True)
 
@@ -216,10 +207,10 @@ class Embed(DatasetAdapter):
             df[den5],
             "cohort",
             "tissueden",
-            f"tissueden: 5 ({CLINICAL} line "
-            + df.loc[den5, "_clin_row"].map(_line).astype(str)
+            "tissueden: 5 ("
+            + df.loc[den5, "_clin_row"].map(lambda r: line_of(CLINICAL, r)).astype(str)
             + ", GENDER_DESC "
-            + df.loc[den5, "GENDER_DESC"].map(_shown).astype(str)
+            + shown_series(df.loc[den5, "GENDER_DESC"])
             + "); the paper drops density 5 and male patients",
         )
         self._quarantine(
@@ -227,8 +218,8 @@ class Embed(DatasetAdapter):
             df[male & ~den5],
             "cohort",
             "GENDER_DESC",
-            f"GENDER_DESC: 'Male' ({CLINICAL} line "
-            + df.loc[male & ~den5, "_clin_row"].map(_line).astype(str)
+            "GENDER_DESC: 'Male' ("
+            + df.loc[male & ~den5, "_clin_row"].map(lambda r: line_of(CLINICAL, r)).astype(str)
             + "); the paper drops density 5 and male patients",
         )
         df = df[~(den5 | male)].reset_index(drop=True)
@@ -240,7 +231,9 @@ class Embed(DatasetAdapter):
             df[no_density],
             "cohort",
             "tissueden",
-            f"tissueden: missing ({CLINICAL} line " + df.loc[no_density, "_clin_row"].map(_line).astype(str) + "); no density label",
+            "tissueden: missing ("
+            + df.loc[no_density, "_clin_row"].map(lambda r: line_of(CLINICAL, r)).astype(str)
+            + "); no density label",
         )
         df = df[~no_density].reset_index(drop=True)
 
@@ -279,11 +272,3 @@ class Embed(DatasetAdapter):
             mode="L",
             accepted_modes=frozenset({"L", "RGB"}),
         )
-
-
-def _line(value: Any) -> str:
-    return "?" if pd.isna(value) else str(int(value))
-
-
-def _shown(value: Any) -> str:
-    return "empty" if pd.isna(value) else repr(str(value))

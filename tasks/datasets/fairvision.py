@@ -166,10 +166,11 @@ class FairVision(DatasetAdapter):
         mean = np.array([s[0] if s else np.nan for s in stats])
         std = np.array([s[1] if s else np.nan for s in stats])
         fail = (std <= QC_MAX_STD) | (mean <= QC_MAX_MEAN)  # NaN (not measurable) compares False
+        # the image's file name is the patient's number: the reason does not name it
         reasons = [
-            f"automatic QC: image {img} has mean {m:.2f} and std {s:.2f} grey levels "
+            f"automatic QC: the image has mean {m:.2f} and std {s:.2f} grey levels "
             f"(excluded when std <= {QC_MAX_STD:g} or mean <= {QC_MAX_MEAN:g})"
-            for img, m, s in zip(df.loc[fail, "image"], mean[fail], std[fail], strict=True)
+            for m, s in zip(mean[fail], std[fail], strict=True)
         ]
         quarantine.add_rows(df[fail], "cohort", "filename", pd.Series(reasons, index=df.index[fail], dtype=object))
         df = df[~fail].reset_index(drop=True)

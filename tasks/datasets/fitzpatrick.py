@@ -91,16 +91,14 @@ class Fitzpatrick17k(DatasetAdapter):
 
         df = quarantine_unmatched(df, "md5hash", _MD5_RE, "32 hexadecimal digits (the image file name)", quarantine)
         df["md5hash"] = df["md5hash"].str.strip().str.lower()
-        df = quarantine_duplicates(df, "md5hash", "image", quarantine, show_value=True)
+        df = quarantine_duplicates(df, "md5hash", "image", quarantine)
 
         flagged = df["md5hash"].isin(self.exclude_hashes)
         quarantine.add_rows(
             df[flagged],
             "cohort",
             "md5hash",
-            "md5hash: "
-            + df.loc[flagged, "md5hash"].map(repr).astype(str)
-            + " is a non-dermatology image excluded by the paper (option exclude_hashes)",
+            "md5hash: a non-dermatology image (MRI / X-ray) excluded by the paper (option exclude_hashes)",
         )
         df = df[~flagged].reset_index(drop=True)
 
