@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS quarantine (
 CREATE TABLE IF NOT EXISTS pools (
     pool_key VARCHAR PRIMARY KEY, dataset VARCHAR, dataset_version VARCHAR, architecture VARCHAR,
     arch_params JSON, recipe JSON, mask_seed BIGINT, eval_views INTEGER, n_targets INTEGER,
-    score_transform VARCHAR, code_version VARCHAR, n_patients BIGINT, created_at TIMESTAMP);
+    score_transform VARCHAR, code_version VARCHAR, n_patients BIGINT, created_at TIMESTAMP, recipe_preset VARCHAR);
 CREATE TABLE IF NOT EXISTS pool_patients (pool_key VARCHAR, patient_pos BIGINT, patient_key VARCHAR);
 CREATE TABLE IF NOT EXISTS masks (pool_key VARCHAR, model_idx INTEGER, patient_pos BIGINT, is_in BOOLEAN);
 CREATE TABLE IF NOT EXISTS pool_models (
@@ -94,7 +94,7 @@ CREATE TABLE IF NOT EXISTS target_attack_results (
 _RENAMED_TABLES = (("attack_roc", "attack_roc_curves"),)
 # Columns added to a table of SCHEMA after database files were written: (table, column, type). SCHEMA's
 # CREATE statement lists them too; older files get them here, so their rows read back with NULLs.
-_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = ()
+_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (("pools", "recipe_preset", "VARCHAR"),)
 
 VIEWS = """
 CREATE OR REPLACE VIEW latest_audits AS
@@ -197,6 +197,7 @@ class PoolRecord:
     score_transform: str
     code_version: str
     n_patients: int
+    recipe_preset: str | None = None  # the --recipe preset the settings came from (not part of the key)
 
 
 class AuditStore:
@@ -345,7 +346,9 @@ class AuditStore:
         order = pd.DataFrame({"pool_key": pool.pool_key, "patient_pos": np.arange(len(patient_order)), "patient_key": patient_order})
         with self.transaction() as con:
             con.execute(
-                "INSERT INTO pools VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO pools (pool_key, dataset, dataset_version, architecture, arch_params, recipe, mask_seed, eval_views, "
+                "n_targets, score_transform, code_version, n_patients, created_at, recipe_preset) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     pool.pool_key,
                     pool.dataset,
@@ -360,6 +363,7 @@ class AuditStore:
                     pool.code_version,
                     pool.n_patients,
                     _now(),
+                    pool.recipe_preset,
                 ],
             )
             con.register("_order", order)

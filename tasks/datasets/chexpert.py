@@ -35,7 +35,7 @@ MIMIC-CXR adapter.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 
@@ -52,6 +52,7 @@ from tasks.datasets.layout import (
     records_frame,
 )
 from tasks.quarantine import Quarantine
+from tasks.recipes import QUICK_IMAGE, paper_pool
 
 RELEASE_DIR = "CheXpert-v1.0"
 TRAIN_CSV = "train.csv"
@@ -99,6 +100,26 @@ class CheXpert(DatasetAdapter):
     name = "chexpert"
     description = "CheXpert chest X-rays: 14 findings (U-Ones), 64x64 grayscale, one record per image"
     layout = (f"{RELEASE_DIR}/{TRAIN_CSV}", f"{RELEASE_DIR}/{VALID_CSV}", DEMO_CSV)
+    default_pools: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": paper_pool(
+            "wrn_28_2",
+            epochs=60,
+            learning_rate=1.0,
+            weight_decay=1e-4,
+            batch_size=512,
+            momentum=0.9,
+            ema_decay=0.9995,
+            warmup_fraction=0.05,
+            grad_accum_steps=2,
+            augment="medium",
+            eval_views=2,
+        ),
+        "quick": QUICK_IMAGE,
+    }
+    option_help: ClassVar[dict[str, str] | None] = {
+        "image_size": "input side in pixels (default 64; 128 for ViT runs)",
+        "release_dir": "release folder under raw_dir (default: detected, CheXpert-v1.0 or CheXpert-v1.0-small)",
+    }
     task = cxr_task(DEFAULT_IMAGE_SIZE)
 
     def __init__(self, options: dict[str, Any] | None = None):

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -63,6 +63,7 @@ from tasks.datasets.layout import SideTableRejects, count_csv_rows, int_option, 
 from tasks.errors import ConfigError
 from tasks.quarantine import Quarantine
 from tasks.reasons import duplicate, line_of, shown_series
+from tasks.recipes import QUICK_IMAGE, paper_pool
 
 CLINICAL = "EMBED_OpenData_clinical_reduced.csv"
 METADATA = "EMBED_OpenData_metadata_reduced.csv"
@@ -90,6 +91,31 @@ class Embed(DatasetAdapter):
     name = "embed"
     description = "EMBED screening mammograms: BI-RADS density A-D, 64x48 grayscale, one record per image"
     layout = (CLINICAL, METADATA)
+    # The paper's EMBED augmentation (rotation, contrast, brightness; no flip or shift) is not a registered
+    # policy: the paper preset trains without augmentation (docs/DATASETS.md).
+    default_pools: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": paper_pool(
+            "wrn_28_2",
+            epochs=30,
+            learning_rate=0.1,
+            weight_decay=1e-8,
+            batch_size=512,
+            momentum=0.9,
+            ema_decay=0.995,
+            warmup_fraction=0.1,
+            grad_accum_steps=2,
+            augment="none",
+            eval_views=2,
+        ),
+        "quick": QUICK_IMAGE,
+    }
+    option_help: ClassVar[dict[str, str] | None] = {
+        "image_height": "input height in pixels, width = 3/4 of it (default 64)",
+        "split_seed": "seed of the test-patient draw (default 420)",
+        "n_test_patients": "test patients (default min(500, 10% of patients))",
+        "png_root": "PNG folder, absolute or under raw_dir (default: detected, png/<size> or png)",
+        "tables_dir": "folder of the two CSVs, under raw_dir (default: detected, tables or raw_dir)",
+    }
     task = _embed_task(DEFAULT_HEIGHT)
 
     def __init__(self, options: dict[str, Any] | None = None):

@@ -36,7 +36,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -48,6 +48,7 @@ from tasks.datasets.imaging import decode_image_files, image_task
 from tasks.datasets.layout import count_csv_rows, int_option, one_hot, quarantine_unmatched, records_frame
 from tasks.errors import ConfigError
 from tasks.quarantine import Quarantine
+from tasks.recipes import QUICK_IMAGE, paper_pool
 
 DEFAULT_IMAGE_SIZE = 64
 FAIRVISION_LABELS: tuple[str, ...] = (
@@ -120,6 +121,27 @@ class FairVision(DatasetAdapter):
     name = "fairvision"
     description = "Harvard FairVision SLO fundus: 7-class glaucoma/DR/AMD label, 64x64 channel 0, one patient per image"
     layout = tuple(summary_path(s) for s in SUBSETS)
+    default_pools: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": paper_pool(
+            "wrn_28_2",
+            epochs=100,
+            learning_rate=1e-4,
+            weight_decay=1e-6,
+            batch_size=256,
+            momentum=0.9,
+            ema_decay=0.99,
+            warmup_fraction=0.1,
+            grad_accum_steps=1,
+            augment="weak",
+            eval_views=2,
+        ),
+        "quick": QUICK_IMAGE,
+    }
+    option_help: ClassVar[dict[str, str] | None] = {
+        "image_size": "input side in pixels (default 64)",
+        "subsets": "sub-datasets to read (default [glaucoma, dr, amd])",
+        "qc_workers": "threads of the automatic image QC",
+    }
     task = _fairvision_task(DEFAULT_IMAGE_SIZE)
 
     def __init__(self, options: dict[str, Any] | None = None):

@@ -33,7 +33,7 @@ would convert lossily (CMYK, 16-bit) are decode failures rather than silently al
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,7 @@ from tasks.datasets.imaging import decode_image_files, image_task
 from tasks.datasets.layout import count_csv_rows, int_option, one_hot, quarantine_duplicates, quarantine_unmatched, records_frame
 from tasks.errors import ConfigError
 from tasks.quarantine import Quarantine
+from tasks.recipes import QUICK_IMAGE, paper_pool
 
 CSV_NAME = "fitzpatrick17k.csv"
 IMAGE_SUBDIR = "images"
@@ -69,6 +70,26 @@ class Fitzpatrick17k(DatasetAdapter):
     name = "fitzpatrick"
     description = "Fitzpatrick17k skin images: 3-class coarse diagnosis, 64x64 RGB, one patient per image"
     layout = (CSV_NAME,)
+    default_pools: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": paper_pool(
+            "wrn_28_2",
+            epochs=100,
+            learning_rate=5e-3,
+            weight_decay=1e-4,
+            batch_size=256,
+            momentum=0.9,
+            ema_decay=0.99,
+            warmup_fraction=0.05,
+            grad_accum_steps=1,
+            augment="medium",
+            eval_views=2,
+        ),
+        "quick": QUICK_IMAGE,
+    }
+    option_help: ClassVar[dict[str, str] | None] = {
+        "image_size": "input side in pixels (default 64)",
+        "exclude_hashes": "md5 hashes excluded as non-dermatology images (default: the paper's three)",
+    }
     task = _fitz_task(DEFAULT_IMAGE_SIZE)
 
     def __init__(self, options: dict[str, Any] | None = None):

@@ -9,6 +9,7 @@ Deliberate difference (DECISIONS.md: patient-level audit): the 80/20 train/test 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ from tasks.contracts import read_csv_as_strings, validate_table
 from tasks.datasets.base import DatasetAdapter, InputChunk, TaskSpec, register_dataset
 from tasks.datasets.ed_features import ED_FEATURES, TRIAGE
 from tasks.quarantine import Quarantine
+from tasks.recipes import QUICK_TABULAR, paper_pool
 
 MASTER = "master_dataset.csv"
 
@@ -26,6 +28,25 @@ class MimicIVED(DatasetAdapter):
     name = "mimic-iv-ed"
     description = "MIMIC-IV-ED benchmark: hospitalisation at ED triage from 64 tabular features"
     layout = (MASTER,)
+    default_pools: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": paper_pool(
+            "tabresnet",
+            params={"width": 300, "blocks": 6},
+            epochs=100,
+            learning_rate=0.1,
+            weight_decay=1e-7,
+            batch_size=512,
+            momentum=0.9,
+            ema_decay=0.995,
+            warmup_fraction=0.05,
+            grad_accum_steps=2,
+        ),
+        "quick": QUICK_TABULAR,
+    }
+    option_help: ClassVar[dict[str, str] | None] = {
+        "test_fraction": "share of patients in the test split (default 0.2)",
+        "split_seed": "seed of the patient split (default 10)",
+    }
     task = TaskSpec(
         kind="binary",
         label_names=("outcome_hospitalization",),

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -50,6 +50,7 @@ from tasks.datasets.layout import (
 from tasks.errors import StructuralError
 from tasks.quarantine import Quarantine
 from tasks.reasons import decode_failure, exception_text, unmatched
+from tasks.recipes import QUICK_SIGNAL, paper_pool
 
 DATABASE = "ptbxl_database.csv"
 STATEMENTS = "scp_statements.csv"
@@ -107,6 +108,21 @@ class PTBXL(DatasetAdapter):
     name = "ptb-xl"
     description = "PTB-XL 12-lead ECGs: 5 diagnostic superclasses, 100 Hz x 10 s, one record per ECG"
     layout = (DATABASE, STATEMENTS, "records100/")
+    default_pools: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": paper_pool(
+            "resnet1d_128",
+            epochs=100,
+            learning_rate=0.25,
+            weight_decay=5e-3,
+            batch_size=512,
+            momentum=0.9,
+            ema_decay=0.995,
+            warmup_fraction=0.05,
+            grad_accum_steps=2,
+        ),
+        "quick": QUICK_SIGNAL,
+    }
+    option_help: ClassVar[dict[str, str] | None] = {}
     task = TaskSpec(
         kind="multilabel",
         label_names=SUPERCLASSES,
