@@ -2,12 +2,13 @@
 (= one patient) per image, 7-class unified eye-disease label.
 
 ``raw_dir`` is the FairVision root as downloaded (the OCT ``data_<id>.npz`` volumes may be present;
-they are not used)::
+they are not used), with the summaries in either of two places (detected)::
 
     raw_dir/
       Glaucoma/ReadMe/data_summary_glaucoma.csv   filename, age, gender, race, ethnicity, language,
       DR/ReadMe/data_summary_dr.csv               maritalstatus, md, <glaucoma|dr|amd>, use
-      AMD/ReadMe/data_summary_amd.csv
+      AMD/ReadMe/data_summary_amd.csv             (each sub-dataset's ReadMe/, as the paper reads them)
+      data_summary_{glaucoma,dr,amd}.csv          (or next to the three folders, as the dataset's README shows)
       <Disease>/<Training|Validation|Test>/slo_fundus_<id>.jpg    (folder = the row's ``use``)
 
 ``filename`` is ``data_<5-digit id>.npz``; the SLO image of that row is ``slo_fundus_<id>.jpg`` in the
@@ -46,6 +47,7 @@ from tasks.contracts import read_csv_as_strings, validate_table
 from tasks.datasets.base import DatasetAdapter, InputChunk, TaskSpec, register_dataset
 from tasks.datasets.imaging import decode_image_files, image_task
 from tasks.datasets.layout import count_csv_rows, int_option, one_hot, quarantine_unmatched, records_frame
+from tasks.datasets.variants import LayoutVariant, detect_variant
 from tasks.errors import ConfigError
 from tasks.quarantine import Quarantine
 from tasks.recipes import QUICK_IMAGE, paper_pool
@@ -89,9 +91,10 @@ _FILENAME_RE = r"data_(\d{5})\.npz"
 _ACCEPTED_MODES = frozenset({"RGB", "L"})
 
 
-def summary_path(subset: str) -> str:
-    """Path of a sub-dataset's summary CSV relative to the FairVision root."""
-    return f"{SUBSETS[subset][0]}/ReadMe/data_summary_{subset}.csv"
+def summary_path(subset: str, flat: bool = False) -> str:
+    """Path of a sub-dataset's summary CSV relative to the FairVision root: in ``<Disease>/ReadMe/``, or
+    (``flat``) next to the disease folders."""
+    return f"data_summary_{subset}.csv" if flat else f"{SUBSETS[subset][0]}/ReadMe/data_summary_{subset}.csv"
 
 
 def image_stats(path: Path) -> tuple[float, float] | None:
@@ -120,7 +123,7 @@ def _fairvision_task(image_size: int) -> TaskSpec:
 class FairVision(DatasetAdapter):
     name = "fairvision"
     description = "Harvard FairVision SLO fundus: 7-class glaucoma/DR/AMD label, 64x64 channel 0, one patient per image"
-    layout = tuple(summary_path(s) for s in SUBSETS)
+    layout = tuple(f"[{SUBSETS[s][0]}/ReadMe/]data_summary_{s}.csv" for s in SUBSETS)
     default_pools: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": paper_pool(
             "wrn_28_2",
@@ -152,15 +155,23 @@ class FairVision(DatasetAdapter):
             raise ConfigError(f"option subsets must be a non-empty list drawn from {list(SUBSETS)}, got {subsets!r}")
         self.subsets = [s for s in SUBSETS if s in subsets]  # fixed order: record order does not depend on the option
         self.qc_workers = int_option(self.options, "qc_workers", min(8, os.cpu_count() or 1), 1)
+        self.variants = (
+            LayoutVariant("summaries in <Disease>/ReadMe/", tuple(summary_path(s) for s in self.subsets), {"flat": ""}),
+            LayoutVariant("summaries next to the disease folders", tuple(summary_path(s, flat=True) for s in self.subsets), {"flat": "1"}),
+        )
+
+    def _summary(self, raw_dir: Path, subset: str) -> Path:
+        variant = detect_variant(self.name, raw_dir, self.variants, "--option subsets=[...] to read only the sub-datasets present")
+        return Path(raw_dir) / summary_path(subset, flat=bool(variant.settings["flat"]))
 
     def n_raw_rows(self, raw_dir: Path) -> int:
         """Sum of the rows of the selected summary CSVs."""
-        return sum(count_csv_rows(Path(raw_dir) / summary_path(s)) for s in self.subsets)
+        return sum(count_csv_rows(self._summary(raw_dir, s)) for s in self.subsets)
 
     def _read_subset(self, raw_dir: Path, subset: str, quarantine: Quarantine) -> pd.DataFrame:
         folder, prefix, label_map = SUBSETS[subset]
         table = f"data_summary_{subset}.csv"
-        raw = read_csv_as_strings(Path(raw_dir) / summary_path(subset))
+        raw = read_csv_as_strings(self._summary(raw_dir, subset))
         df = validate_table(raw, self.contract, table, quarantine)
         df = quarantine_unmatched(df, "filename", _FILENAME_RE, "data_<5 digits>.npz", quarantine)
         pid = df["filename"].str.strip().str.extract(_FILENAME_RE, expand=False)
