@@ -192,6 +192,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print("quarantine reasons (top 10):")
         for reason, n in q["reason"].value_counts().head(10).items():
             print(f"  {n:6d}  {reason}")
+    repairs = snap.repairs()
+    if len(repairs):
+        print(f"{len(repairs)} cells repaired, rows kept (repairs.parquet, SQL table repairs):")
+        for (column, rule), n in repairs.groupby(["column", "rule"]).size().items():
+            print(f"  {n:6d}  {column}: {rule}")
     return 0
 
 

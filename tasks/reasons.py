@@ -65,3 +65,18 @@ def decode_failure(problem: str, path: Path | str | None = None) -> str:
 def exception_text(exc: BaseException, path: Path | str | None = None) -> str:
     """'<ExceptionType>: <message>' with ``path`` removed (see ``decode_failure``)."""
     return decode_failure(f"{type(exc).__name__}: {exc}", path).removeprefix("input file: ")
+
+
+def vital_repair(column: str, rule: str, value: float, limits: Any, median: float, recorded: str = "") -> str:
+    """A repaired vital sign (MIMIC-IV-ED benchmark rules): what it was, which limit, what it became.
+    ``limits`` has outlier_low, valid_low, valid_high, outlier_high and unit; ``value`` is in that unit;
+    ``recorded`` is how the file wrote it when the unit differs (temperature in °F)."""
+    u = limits.unit
+    column = f"{column} ({recorded} as recorded)" if recorded else column
+    if rule == "outlier_to_missing":
+        low = value < limits.outlier_low
+        side = f"{'below' if low else 'above'} the outlier limit {limits.outlier_low if low else limits.outlier_high:g} {u}"
+        return f"{column}: {value:.4g} {u} is {side}; set to missing, imputed with the training median {median:.4g} (benchmark rule)"
+    bound = limits.valid_low if value < limits.valid_low else limits.valid_high
+    valid = f"[{limits.valid_low:g}, {limits.valid_high:g}] {u}"
+    return f"{column}: {value:.4g} {u} is outside the valid range {valid}; clipped to {bound:g} (benchmark rule)"
