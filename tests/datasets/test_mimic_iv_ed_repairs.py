@@ -37,10 +37,17 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, dic
     return df, rows, raw
 
 
-def test_bad_vitals_keep_every_adult_stay_with_the_benchmarks_values(planted: tuple[pd.DataFrame, dict[str, int], Path]) -> None:
-    df, rows, raw = planted
+@pytest.fixture(scope="module")
+def read(planted: tuple[pd.DataFrame, dict[str, int], Path]) -> tuple[pd.DataFrame, Quarantine]:
     q = Quarantine()
-    records = get_dataset("mimic-iv-ed").read_records(raw, q).set_index("_source_row")
+    return get_dataset("mimic-iv-ed").read_records(planted[2], q).set_index("_source_row"), q
+
+
+def test_bad_vitals_keep_every_adult_stay_with_the_benchmarks_values(
+    planted: tuple[pd.DataFrame, dict[str, int], Path], read: tuple[pd.DataFrame, Quarantine]
+) -> None:
+    df, rows, _ = planted
+    records, q = read
 
     adults = df.index[(df["age"] >= 18) & df["triage_acuity"].notna()]
     assert set(records.index) == {i + LINE for i in adults}  # every adult stay with an acuity is kept
@@ -65,10 +72,11 @@ def test_bad_vitals_keep_every_adult_stay_with_the_benchmarks_values(planted: tu
     assert np.allclose(untouched["triage_heartrate"].dropna(), src.loc[untouched.index, "triage_heartrate"].fillna(hr_train.median()))
 
 
-def test_every_repair_is_in_the_ledger_with_its_rule(planted: tuple[pd.DataFrame, dict[str, int], Path]) -> None:
-    _, rows, raw = planted
-    q = Quarantine()
-    records = get_dataset("mimic-iv-ed").read_records(raw, q).set_index("_source_row")
+def test_every_repair_is_in_the_ledger_with_its_rule(
+    planted: tuple[pd.DataFrame, dict[str, int], Path], read: tuple[pd.DataFrame, Quarantine]
+) -> None:
+    rows = planted[1]
+    records, q = read
     ledger = q.repairs_frame().set_index(["source_row", "column"])
     expected = {
         (rows["celsius"] + LINE, "triage_temperature"): ("outlier_to_missing", 37.0),
