@@ -83,7 +83,8 @@ def _build_config(
 ) -> Any:
     """One AuditConfig from the command line: the dataset's recipe preset (``--recipe``, else
     ``default_recipe``) under the --config file's pool, under ``base_pool`` (what the command itself
-    sets), under --models/--arch/--epochs/...; dataset options: ``base_options`` < --config < --option."""
+    sets), under --models/--arch/--epochs/... (tasks/recipes.py::compose_pool); dataset options:
+    ``base_options`` < --config < --option."""
     from models import get_architecture
     from tasks.config import AuditConfig
     from tasks.errors import ConfigError
@@ -105,7 +106,7 @@ def _build_config(
         flags["architecture"] = {"name": args.arch, "params": {}}
     if args.epochs is not None:
         flags["recipe"] = {"epochs": args.epochs}
-    pool = compose_pool(presets, dataset, preset, [data.get("pool"), base_pool, flags])
+    pool = compose_pool(presets, dataset, preset, [data.get("pool"), base_pool], flags)
     data["pool"] = pool
     if args.models is not None:
         pool["n_models"] = args.models

@@ -87,24 +87,25 @@ def compose_pool(
     dataset: str,
     preset: str | None,
     layers: list[dict[str, Any] | None],
+    flags: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The pool section of a config: the preset ``preset`` of ``dataset`` (None: none) under ``layers``
-    (later wins: e.g. the --config file's pool, then what a command sets). Top-level keys are replaced;
-    ``recipe`` is merged field by field, so ``--epochs 5`` keeps the preset's other recipe fields.
+    (later wins: the --config file's pool, then what a command sets), under ``flags`` (--arch, --epochs).
+    A layer replaces the preset's keys whole (a --config recipe is the recipe, as written, so an existing
+    model's training is described exactly); ``flags`` change single recipe fields (``--epochs 5`` keeps
+    the preset's other recipe fields).
 
-    ``recipe_preset`` records the preset's name, with " (modified)" when a layer changed its
+    ``recipe_preset`` records the preset's name, with " (modified)" when anything changed its
     architecture, recipe or views."""
     if preset is not None and preset not in presets:
         raise ConfigError(f"dataset {dataset!r} has no recipe preset {preset!r}; its presets: {preset_names(presets)}")
     base = copy.deepcopy(presets[preset]) if preset is not None else {}
     pool = copy.deepcopy(base)
     for layer in layers:
-        for key, value in (layer or {}).items():
-            if key == "recipe" and isinstance(value, dict):
-                pool["recipe"] = {**pool.get("recipe", {}), **value}
-            else:
-                pool[key] = copy.deepcopy(value)
+        pool.update(copy.deepcopy(layer or {}))
+    for key, value in (flags or {}).items():
+        pool[key] = {**pool.get(key, {}), **value} if key == "recipe" else copy.deepcopy(value)
     if preset is not None and "recipe_preset" not in pool:
-        changed = any(pool.get(k) != base.get(k) for k in ("architecture", "recipe", "eval_views") if k in pool or k in base)
+        changed = any(pool.get(k) != base.get(k) for k in ("architecture", "recipe", "eval_views"))
         pool["recipe_preset"] = preset + (" (modified)" if changed else "")
     return pool
