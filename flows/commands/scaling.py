@@ -72,7 +72,7 @@ def scaling_plot(curves: dict[str, np.ndarray], perf: pd.DataFrame, path: Path, 
 
 def cmd_scaling(args: argparse.Namespace) -> int:
     from flows.audit import run_audit
-    from flows.cli import _build_config
+    from flows.cli import _build_config, parse_options
     from tasks.datasets import get_dataset
     from tasks.demo_pools import DEMO_RECIPE
     from tasks.errors import ConfigError
@@ -89,7 +89,7 @@ def cmd_scaling(args: argparse.Namespace) -> int:
         raw_dir = args.results / "demo_data" / args.dataset / f"n{args.patients}_seed0"
         write_cohort_once(args.dataset, raw_dir, args.patients)
         recipe = DEMO_RECIPE
-    task = get_dataset(args.dataset).task
+    task = get_dataset(args.dataset, parse_options(args.option)).task
     rows, curves = [], {}
     for arch in archs:
         args.arch = None
