@@ -58,21 +58,29 @@ def fast_path_blocker(recipe: TrainRecipe, task: TaskSpec) -> str | None:
     return None
 
 
+def _levels() -> torch.Tensor:
+    """float32 value of each 8-bit level k: k / 127.5 - 1 computed in float64 as the image decoders do."""
+    return (torch.arange(256, dtype=torch.float64, device="cpu") / 127.5 - 1.0).float()
+
+
 @dataclass
 class ResidentData:
-    """Inputs (N, *shape) on a device: uint8 levels (decoded k / 127.5 - 1 on read) or float32."""
+    """Inputs (N, *shape) on a device: uint8 levels (decoded through a 256-entry table on read) or float32."""
 
     x: torch.Tensor
     uint8: bool
+
+    def __post_init__(self) -> None:
+        self.table = _levels().to(self.x.device) if self.uint8 else None
 
     @property
     def device(self) -> torch.device:
         return self.x.device
 
     def rows(self, idx: torch.Tensor) -> torch.Tensor:
-        """float32 (B, *shape) rows ``idx`` (B,) int64 on the same device."""
+        """float32 (B, *shape) rows ``idx`` (B,) int64 on the same device, exactly the float32 inputs uploaded."""
         xb = self.x.index_select(0, idx)
-        return xb.float().div_(127.5).sub_(1.0) if self.uint8 else xb
+        return self.table[xb.long()] if self.table is not None else xb
 
     def __len__(self) -> int:
         return len(self.x)
@@ -85,9 +93,9 @@ def resident_inputs(x: np.ndarray, device: torch.device | str, key: tuple[Any, .
     if full_key is not None and full_key in _DATA_CACHE:
         _DATA_CACHE.move_to_end(full_key)
         return _DATA_CACHE[full_key]
-    levels = np.rint((x.astype(np.float64) + 1.0) * 127.5) if x.ndim == 4 else None
+    levels = np.rint((x.astype(np.float64) + 1.0) * 127.5) if x.ndim == 4 and x.size else None
     exact = (
-        levels is not None and levels.min() >= 0 and levels.max() <= 255 and np.array_equal((levels / 127.5 - 1.0).astype(np.float32), x)
+        levels is not None and levels.min() >= 0 and levels.max() <= 255 and np.array_equal(_levels().numpy()[levels.astype(np.int64)], x)
     )
     host = torch.from_numpy(levels.astype(np.uint8)) if exact else torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     data = ResidentData(host.to(device), bool(exact))
