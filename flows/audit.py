@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from tasks.analysis import AuditResult, analyze_pool, store_result, training_patients
 from tasks.batched_training import batching_blocker
 from tasks.config import AuditConfig, stable_hash
+from tasks.cost import describe_pool_compute
 from tasks.datasets import get_dataset
 from tasks.datasets.base import InputChunk
 from tasks.errors import ConfigError, MedauditError
@@ -176,9 +177,14 @@ def train_pool(
             str(shard_dir),
             cfg.execution.torch_threads,
             cfg.execution.device,
+            fast_path=cfg.execution.fast_path,
+            compile=cfg.execution.compile,
         )
         for m in missing
     ]
+    logger.info(
+        "%s", describe_pool_compute(snapshot.task, arch.name, dict(arch.params), cfg.pool.recipe, [len(j.member_records) for j in jobs])
+    )
     # execution.models_per_task > 1: chunks of models trained together in one task (batched where
     # tasks/batched_training.py can; otherwise one task per model keeps the workers busy)
     per_task = cfg.execution.models_per_task

@@ -120,6 +120,11 @@ class ExecutionConfig(_Strict):
     # Shadow models trained together in one task (tasks/batched_training.py: torch.func vmap over the
     # models; MLP-like tabular nets only, others loop). 1 = one task per model. Not part of the pool key.
     models_per_task: int = Field(1, ge=1)
+    # The fast training path (tasks/fast_training.py: inputs resident on the device, augmentation drawn
+    # there, no per-step host sync, foreach/fused updates; a worker keeps data and model across the pool's
+    # models) and torch.compile within it ("auto": on for CUDA). Same recipe semantics: not part of the pool key.
+    fast_path: bool = False
+    compile: Literal["auto", "on", "off"] = "auto"
 
     @property
     def training_resources(self) -> dict[str, float]:
