@@ -30,12 +30,14 @@ def _add_run_options(p: argparse.ArgumentParser, *, models_default: int | None) 
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-def _build_config(args: argparse.Namespace, dataset: str, raw_dir: Path, base_pool: dict[str, Any] | None = None) -> Any:
+def _build_config(
+    args: argparse.Namespace, dataset: str, raw_dir: Path, base_pool: dict[str, Any] | None = None, data: dict[str, Any] | None = None
+) -> Any:
+    """The AuditConfig of the command line over ``--config`` (or over ``data``, that file already read)."""
     from tasks.config import AuditConfig
 
-    data: dict[str, Any] = {}
-    if args.config:
-        data = AuditConfig.read_file(args.config)  # validated once, with the command line's values
+    if data is None:
+        data = AuditConfig.read_file(args.config) if args.config else {}  # validated once, with the command line's values
     data.update({"dataset": dataset, "raw_dir": str(raw_dir), "results_dir": str(args.results)})
     pool = data.setdefault("pool", dict(base_pool or {}))
     if args.models is not None:
@@ -131,6 +133,10 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     from tasks.datasets import list_datasets
     from tasks.synthetic import synthetic_datasets
 
+    if getattr(args, "features", None):
+        from flows.commands.audit_model import print_features
+
+        return print_features(args.features)
     synth = set(synthetic_datasets())
     for cls in list_datasets():
         t = cls.task
@@ -195,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--linkage", type=Path, default=None, help="also write the owner-only raw id -> patient key file here")
     p.set_defaults(func=cmd_ingest)
 
-    sub.add_parser("datasets", help="list the registered datasets").set_defaults(func=cmd_datasets)
+    p = sub.add_parser("datasets", help="list the registered datasets")
+    p.add_argument("--features", metavar="DATASET", help="list the model inputs of DATASET: names, order, units, imputation")
+    p.set_defaults(func=cmd_datasets)
     sub.add_parser("architectures", help="list the registered architectures").set_defaults(func=cmd_architectures)
 
     p = sub.add_parser("sql", help="run a read-only SQL query on the results database")
