@@ -26,7 +26,7 @@ from tasks.steps import score_target_model_task
 from tasks.storage import AuditStore
 from tasks.target_audit import analyze_target, reference_arrays
 from tasks.target_inputs import check_input_columns
-from tasks.target_model import align_logits, file_digest, match_members, parse_logits, parse_members, preflight_model
+from tasks.target_model import ParsedLogits, align_logits, file_digest, match_members, parse_logits, parse_members, preflight_model
 from tasks.target_report import attacks_frame_for_store, target_rows, write_target_report
 from tasks.target_sanity import baseline_metric, sanity_check
 
@@ -55,6 +55,25 @@ def _verdict(result: Any) -> dict[str, Any]:
     return {k: h.get(k) for k in keys}
 
 
+def preflight(cfg: AuditConfig) -> tuple[Any, ParsedLogits | None, str]:
+    """Everything checkable before ingest (seconds; the CLI runs it before starting Dask too): the members
+    file, the logits file completely, or the model loaded and run on one batch of its input contract.
+    Returns (members frame, parsed logits or None, the input contract in words)."""
+    tgt = cfg.target
+    if tgt is None:
+        raise ConfigError("audit-model needs a target (model_path or logits_path, and members_path)")
+    adapter = get_dataset(cfg.dataset, cfg.dataset_options)
+    task = adapter.task
+    members_frame = parse_members(tgt.members_path)
+    if tgt.logits_path:
+        views = cfg.pool.eval_views if task.modality == "image" else 1  # as pool_key_for will say
+        parsed = parse_logits(tgt.logits_path, task, views, tgt.logit_columns)
+        return members_frame, parsed, f"exported logits, {parsed.note}"
+    if tgt.input_columns:
+        check_input_columns(tgt.input_columns, cfg.raw_dir, adapter.layout, _identifiers(adapter))
+    return members_frame, None, preflight_model(tgt.model_dump(mode="json"), task, cfg.dataset)
+
+
 @flow(name="medaudit-audit-model", log_prints=True)
 def audit_model_flow(config: dict[str, Any], show_progress: bool = True) -> dict[str, Any]:
     """Audit one existing model; ``config`` is an AuditConfig (with ``target``) as a dict.
@@ -68,19 +87,7 @@ def audit_model_flow(config: dict[str, Any], show_progress: bool = True) -> dict
     tgt = cfg.target
     target = tgt.model_dump(mode="json")
     logger = get_run_logger()
-    adapter = get_dataset(cfg.dataset, cfg.dataset_options)
-    task = adapter.task
-    views_before = cfg.pool.eval_views if task.modality == "image" else 1  # as pool_key_for will say
-    members_frame = parse_members(tgt.members_path)
-    parsed = None
-    if tgt.logits_path:
-        parsed = parse_logits(tgt.logits_path, task, views_before, tgt.logit_columns)
-        contract = f"exported logits, {parsed.note}"
-    else:
-        if tgt.input_columns:
-            check_input_columns(tgt.input_columns, cfg.raw_dir, adapter.layout, _identifiers(adapter))
-        contract = preflight_model(target, task, cfg.dataset)
-
+    members_frame, parsed, contract = preflight(cfg)
     snapshot = ingest_snapshot(cfg, show_progress=show_progress)
     members = match_members(members_frame, tgt.members_path, snapshot.records, snapshot.dataset, load_or_create_secret())
     member = members.member

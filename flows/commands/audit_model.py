@@ -82,10 +82,11 @@ def _names(value: str, flag: str) -> list[str]:
 
 
 def cmd_audit_model(args: argparse.Namespace) -> int:
-    from flows.audit_model import run_audit_model
+    from flows.audit_model import preflight, run_audit_model
     from tasks.target_report import target_rows
 
     cfg = build_target_config(args)
+    preflight(cfg)  # wrong files and input widths fail in seconds, before Dask and Prefect start
     res = run_audit_model(cfg, show_progress=not args.no_progress)
     if args.json:
         print(json.dumps(res, indent=2, default=str))
