@@ -104,9 +104,11 @@ def analyze_target(
     attrs = list(snapshot.attributes)
     add_patient_attributes(patients, records, codes, attrs)
     # the model's own non-member patients are the null of every member patient's risk
+    # ranked on log-risk: risk rounds to 1.0 for strongly memorised records, its log still orders them
     is_mem = patients["member"].to_numpy()
+    log_risk = target_patient_risk(tr.lira_offline, member, codes, n_pat)["risk"].to_numpy(dtype=float)
     null = patients.loc[~is_mem, "risk"].to_numpy(dtype=float)
-    p_val, q_val = member_qvalues(patients.loc[is_mem, "risk"].to_numpy(dtype=float), null)
+    p_val, q_val = member_qvalues(log_risk[is_mem], log_risk[~is_mem])
     patients["p_value"], patients["q_value"] = np.nan, np.nan
     patients.loc[is_mem, "p_value"], patients.loc[is_mem, "q_value"] = p_val, q_val
 
@@ -128,7 +130,9 @@ def analyze_target(
     lira_rec = attacks[(attacks["attack"] == "lira_offline") & (attacks["level"] == "record")].iloc[0]
     headline = {
         **exposure_summary(patients, report.risk_threshold),
-        **member_verdict(patients.loc[is_mem, "risk"].to_numpy(dtype=float), null, report.risk_threshold, fdr),
+        **member_verdict(
+            patients.loc[is_mem, "risk"].to_numpy(dtype=float), null, report.risk_threshold, fdr, log_risk[is_mem], log_risk[~is_mem]
+        ),
         "n_records": len(records),
         "n_member_records": int(member.sum()),
         "n_references": int(ref_in.shape[0]),

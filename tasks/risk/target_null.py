@@ -97,22 +97,35 @@ def far_from_uniform(null: np.ndarray, threshold: float) -> bool:
     return bool(off and not (lo <= nominal <= hi))
 
 
-def member_verdict(member_risk: np.ndarray, null: np.ndarray, threshold: float, fdr: float) -> dict[str, Any]:
+def member_verdict(
+    member_risk: np.ndarray,
+    null: np.ndarray,
+    threshold: float,
+    fdr: float,
+    member_rank: np.ndarray | None = None,
+    null_rank: np.ndarray | None = None,
+) -> dict[str, Any]:
     """Headline of member patients (risk (n,)) against non-member patients (null (m,)).
+
+    ``member_rank`` / ``null_rank`` (same shapes): a statistic ordered like the risk that the p-values
+    and the Mann-Whitney test use instead (the log-risk, which does not round to 1.0); default the risk.
 
     Keys: n_member_patients_significant (BH q <= fdr), fdr, excess_patients_at_risk and its 95% interval
     (count above ``threshold`` minus the non-member rate times n, Newcombe interval of the difference of
     shares times n), fisher_p (members above threshold more often, one-sided), members_above_non_members_p
     (Mann-Whitney, one-sided: member risks stochastically larger), calibration, calibration_far_from_uniform."""
+    mem_rank = np.asarray(member_risk if member_rank is None else member_rank, dtype=np.float64)
+    non_rank = np.asarray(null if null_rank is None else null_rank, dtype=np.float64)
+    mem_rank, non_rank = mem_rank[np.isfinite(mem_rank)], non_rank[np.isfinite(non_rank)]
     mem = np.asarray(member_risk, dtype=np.float64)
     mem = mem[np.isfinite(mem)]
     non = np.asarray(null, dtype=np.float64)
     non = non[np.isfinite(non)]
-    q = bh_qvalues(empirical_pvalues(mem, non))
+    q = bh_qvalues(empirical_pvalues(mem_rank, non_rank))
     k1, n1, k2, n2 = int((mem >= threshold).sum()), len(mem), int((non >= threshold).sum()), len(non)
     lo, hi = newcombe_diff_interval(k1, n1, k2, n2) if n1 and n2 else (np.nan, np.nan)
     fisher = float(fisher_exact([[k1, n1 - k1], [k2, n2 - k2]], alternative="greater")[1]) if n1 and n2 else float("nan")
-    mw = float(mannwhitneyu(mem, non, alternative="greater").pvalue) if n1 and n2 else float("nan")
+    mw = float(mannwhitneyu(mem_rank, non_rank, alternative="greater").pvalue) if n1 and n2 else float("nan")
     return {
         "fdr": fdr,
         "n_member_patients_significant": int((q <= fdr).sum()),
