@@ -20,6 +20,7 @@ from flows.cli import main
 from tasks.synthetic.mimic_iv_ed import write_ed_cohort
 
 NOT_INPUTS = {"subject_id", "hadm_id", "stay_id", "outcome_hospitalization"}
+FEW = ["age", "triage_acuity", "triage_heartrate", "triage_o2sat", "triage_sbp", "triage_resprate", "n_hosp_365d", "n_ed_365d"]
 REF_RECIPE = {"epochs": 20, "batch_size": 64, "learning_rate": 0.02, "weight_decay": 0.0}
 REF_ARCH = {"name": "mlp", "params": {"width": 64, "depth": 2}}
 
@@ -77,16 +78,20 @@ def team(tmp_path_factory: pytest.TempPathFactory) -> dict:
     members |= set(df.loc[df["age"] < 18, "subject_id"])  # minors: quarantined at ingest, still on the team's list
     m = df["subject_id"].isin(members).to_numpy()
     pd.DataFrame({"patient_id": sorted(members)}).to_csv(root / "members.csv", index=False)
-    models = {"overfit": _fit(x[m], y[m], 256, 2, 200, 1e-3, 0.0), "regularised": _fit(x[m], y[m], 4, 1, 5, 1e-2, 0.1)}
+    # overfit: a wide MLP on all 63 columns, 200 epochs; regularised: a linear model on 8 of them, 20 epochs
+    # (with 436 member rows even a small MLP on all columns tells members apart)
+    few = [cols.index(c) for c in FEW]
+    models = {"overfit": _fit(x[m], y[m], 256, 2, 200, 1e-3, 0.0), "regularised": _fit(x[m][:, few], y[m], 1, 0, 20, 1e-2, 0.1)}
     adult = (df["age"] >= 18).to_numpy()
     keys = pd.DataFrame({"source_file": "master_dataset.csv", "source_row": np.arange(len(df)) + 2})
     out = {"root": root, "raw": raw, "results": root / "refusals", "cols": cols, "df": df, "member_rows": m, "adult": adult}
     for name, net in models.items():
-        torch.jit.trace(net, torch.from_numpy(x[:4])).save(str(root / f"{name}.pt"))
+        xin = x if name == "overfit" else x[:, few]
         with torch.no_grad():
-            z = net(torch.from_numpy(x))[:, 0].numpy()
+            z = net(torch.from_numpy(xin))[:, 0].numpy()
         keys.assign(logit_0=z)[adult].to_csv(root / f"{name}_logits.csv", index=False)
         out[f"{name}_z"] = z
+        torch.jit.trace(net, torch.from_numpy(xin[:4])).save(str(root / f"{name}.pt"))
     out["n_minor_only"] = len(set(df.loc[~adult, "subject_id"]) - set(df.loc[adult, "subject_id"]))
     (root / "columns.txt").write_text("\n".join(cols) + "\n")
     config = {"pool": {"architecture": REF_ARCH, "recipe": REF_RECIPE}, "execution": {"n_workers": 2}}
@@ -242,9 +247,29 @@ def test_overfit_and_regularised_models_against_their_own_non_members(
         assert [c["level"] for c in hh["calibration"]] == [0.5, 0.9, 0.99]
         assert hh["members_excluded_at_ingest"] == team["n_minor_only"] > 0
     html = Path(by_model["files"]["report_html"]).read_text()
-    assert "model task metric" in html and "calibration check" in html and "non-member patients at risk &gt;= 0.9" in html
+    assert "model task metric" in html and "calibration check" in html and "non-member patients at risk &gt;= 0.5:" in html
+    assert h["calibration_far_from_uniform"] and "the count at the threshold alone means little" in html
     # missing rows allowed: counted in the headline
     adult = pd.read_csv(root / "overfit_logits.csv")
     adult.sample(frac=0.8, random_state=0).to_csv(results / "partial.csv", index=False)
     part = run("--logits", str(results / "partial.csv"), "--allow-missing")["headline"]
     assert part["records_without_logits"] == len(adult) - round(0.8 * len(adult))
+
+
+@pytest.mark.heavy
+def test_references_matched_to_the_models_recipe(team: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--reference-recipe: a second pool trained like the model (AdamW); the headline compares both verdicts."""
+    recipe = tmp_path / "adamw.yaml"
+    recipe.write_text("optimizer: adamw\nepochs: 20\nbatch_size: 64\nlearning_rate: 0.001\nweight_decay: 0.01\n")
+    args = [*_args(team, tmp_path / "r", "--logits", str(team["root"] / "regularised_logits.csv")), "--reference-recipe", str(recipe)]
+    assert main([*args, "--json"]) == 0
+    out = capsys.readouterr().out
+    h = json.loads(out[out.index("{") :])["headline"]
+    m = h["matched_references"]
+    assert m["trained"] == 8 and m["pool_key"] != h["pool_key"] and m["recipe"]["optimizer"] == "adamw"
+    assert {"n_member_patients_at_risk", "expected_by_chance", "n_member_patients_significant", "lira_offline_auc"} <= set(m)
+    with capsys.disabled():
+        print("matched", {k: m[k] for k in ("n_member_patients_at_risk", "expected_by_chance", "members_above_non_members_p")})
+        print("default", {k: h[k] for k in ("n_member_patients_at_risk", "expected_by_chance", "members_above_non_members_p")})
+    assert main(args) == 0  # the text headline has the comparison row
+    assert "matched references  recipe adamw" in capsys.readouterr().out
