@@ -31,7 +31,7 @@ def build_target_config(args: argparse.Namespace) -> Any:
     data = AuditConfig.read_file(args.config) if args.config else {}
     # config-file `target:` keys (input_columns, logit_columns, min_auroc, fdr, reference_recipe, ...) first, flags over them
     target: dict[str, Any] = dict(data.pop("target", None) or {})
-    cfg = _build_config(args, args.dataset, args.raw_dir, base, data)
+    cfg = _build_config(args, args.dataset, args.raw_dir, base, data=data)
     if args.raw_inputs:
         print("--raw-inputs is deprecated: it means --standardize none (medaudit's features, not standardised)", file=sys.stderr)
         args.standardize = args.standardize or "none"
