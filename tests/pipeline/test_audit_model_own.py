@@ -82,7 +82,12 @@ def team(tmp_path_factory: pytest.TempPathFactory) -> dict:
     # (with 436 member rows even a small MLP on all columns tells members apart)
     few = [cols.index(c) for c in FEW]
     models = {"overfit": _fit(x[m], y[m], 256, 2, 200, 1e-3, 0.0), "regularised": _fit(x[m][:, few], y[m], 1, 0, 20, 1e-2, 0.1)}
-    adult = (df["age"] >= 18).to_numpy()
+    # the rows ingest accepts (adults, contract-valid): the team exports logits for these (docs/AUDIT_MODEL.md)
+    from tasks.datasets import get_dataset
+    from tasks.quarantine import Quarantine
+
+    accepted_lines = set(get_dataset("mimic-iv-ed").read_records(raw, Quarantine())["_source_row"].astype(int))
+    adult = np.isin(np.arange(len(df)) + 2, list(accepted_lines))
     keys = pd.DataFrame({"source_file": "master_dataset.csv", "source_row": np.arange(len(df)) + 2})
     out = {"root": root, "raw": raw, "results": root / "refusals", "cols": cols, "df": df, "member_rows": m, "adult": adult}
     for name, net in models.items():
@@ -92,7 +97,7 @@ def team(tmp_path_factory: pytest.TempPathFactory) -> dict:
         keys.assign(logit_0=z)[adult].to_csv(root / f"{name}_logits.csv", index=False)
         out[f"{name}_z"] = z
         torch.jit.trace(net, torch.from_numpy(xin[:4])).save(str(root / f"{name}.pt"))
-    out["n_minor_only"] = len(set(df.loc[~adult, "subject_id"]) - set(df.loc[adult, "subject_id"]))
+    out["n_minor_only"] = len(members - set(df.loc[adult, "subject_id"]))  # member patients without an accepted record
     (root / "columns.txt").write_text("\n".join(cols) + "\n")
     config = {"pool": {"architecture": REF_ARCH, "recipe": REF_RECIPE}, "execution": {"n_workers": 2}}
     (root / "refs.json").write_text(json.dumps(config))
@@ -171,9 +176,9 @@ def test_logits_rows_checked_after_ingest_before_references(team: dict, tmp_path
     df = team["df"]
     full = pd.DataFrame({"source_file": "master_dataset.csv", "source_row": np.arange(len(df)) + 2, "logit_0": team["overfit_z"]})
     full.to_csv(tmp_path / "all_rows.csv", index=False)
-    minors = (np.flatnonzero(~team["adult"]) + 2).tolist()
+    quarantined = int((~team["adult"]).sum())
     err = _refused(team, capsys, team["results"], "--logits", str(tmp_path / "all_rows.csv"))
-    assert f"{len(minors)} of {len(df)} rows name no accepted record" in err and "quarantined at ingest" in err
+    assert f"{quarantined} of {len(df)} rows name no accepted record" in err and "quarantined at ingest" in err
     adult = full[team["adult"]]
     adult.sample(frac=0.8, random_state=0).to_csv(tmp_path / "partial.csv", index=False)
     n_missing = len(adult) - round(0.8 * len(adult))
