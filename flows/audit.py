@@ -28,6 +28,7 @@ from tasks.cost import describe_pool_compute
 from tasks.datasets import get_dataset
 from tasks.datasets.base import InputChunk
 from tasks.errors import ConfigError, MedauditError
+from tasks.ingest_cache import snapshot_unless_unchanged
 from tasks.masks import model_seed, pool_masks
 from tasks.pseudonym import load_or_create_secret
 from tasks.report import chance_sentence, evidence_sentence, figure_b64, headline_rows, write_report
@@ -64,10 +65,21 @@ def ingest_snapshot(cfg: AuditConfig, *, show_progress: bool = True) -> Snapshot
         bar.n = done
         bar.refresh()
 
+    secret = load_or_create_secret()
     try:
-        return build_snapshot(adapter, cfg.raw_dir, cfg.results_dir, load_or_create_secret(), mapper=_prefect_mapper(), progress=progress)
+        # an unchanged raw folder (tasks/ingest_cache.py: sizes, mtimes, edge hashes) reopens its snapshot
+        snapshot, reused = snapshot_unless_unchanged(
+            adapter,
+            cfg.raw_dir,
+            cfg.results_dir,
+            secret,
+            lambda: build_snapshot(adapter, cfg.raw_dir, cfg.results_dir, secret, mapper=_prefect_mapper(), progress=progress),
+        )
     finally:
         bar.close()
+    if reused:
+        get_run_logger().info("raw folder unchanged since snapshot %s was built: not ingested again", snapshot.version)
+    return snapshot
 
 
 def pool_key_for(cfg: AuditConfig, snapshot: Snapshot) -> tuple[str, int]:
@@ -79,7 +91,7 @@ def pool_key_for(cfg: AuditConfig, snapshot: Snapshot) -> tuple[str, int]:
         {
             "dataset_version": snapshot.version,
             "architecture": cfg.pool.architecture.model_dump(mode="json"),
-            "recipe": cfg.pool.recipe.model_dump(mode="json"),
+            "recipe": cfg.pool.recipe.key_dict(),
             "mask_seed": cfg.pool.seed,
             "eval_views": n_views,
             "score_transform": snapshot.task.score_transform,

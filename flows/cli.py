@@ -80,19 +80,20 @@ def _build_config(
     *,
     default_recipe: str | None = "paper",
     base_options: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
 ) -> Any:
     """One AuditConfig from the command line: the dataset's recipe preset (``--recipe``, else
     ``default_recipe``) under the --config file's pool, under ``base_pool`` (what the command itself
     sets), under --models/--arch/--epochs/... (tasks/recipes.py::compose_pool); dataset options:
-    ``base_options`` < --config < --option."""
+    ``base_options`` < --config < --option. ``data``: the --config file already read (audit-model takes its
+    ``target`` section out first)."""
     from models import get_architecture
     from tasks.config import AuditConfig
     from tasks.errors import ConfigError
     from tasks.recipes import compose_pool
 
-    data: dict[str, Any] = {}
-    if args.config:
-        data = AuditConfig.read_file(args.config)  # validated once, with the command line's values
+    if data is None:
+        data = AuditConfig.read_file(args.config) if args.config else {}  # validated once, with the command line's values
     data.update({"dataset": dataset, "raw_dir": str(raw_dir), "results_dir": str(args.results)})
     options = {**(base_options or {}), **(data.get("dataset_options") or {}), **parse_options(getattr(args, "option", None))}
     data["dataset_options"] = options
@@ -205,6 +206,10 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     from tasks.datasets import list_datasets
     from tasks.synthetic import synthetic_datasets
 
+    if getattr(args, "features", None):
+        from flows.commands.audit_model import print_features
+
+        return print_features(args.features)
     synth = set(synthetic_datasets())
     for cls in list_datasets():
         t = cls.task
@@ -292,7 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_option_flag(p)
     p.set_defaults(func=cmd_ingest)
 
-    sub.add_parser("datasets", help="list the registered datasets").set_defaults(func=cmd_datasets)
+    p = sub.add_parser("datasets", help="list the registered datasets")
+    p.add_argument("--features", metavar="DATASET", help="list the model inputs of DATASET: names, order, units, imputation")
+    p.set_defaults(func=cmd_datasets)
     sub.add_parser("architectures", help="list the registered architectures").set_defaults(func=cmd_architectures)
 
     p = sub.add_parser("sql", help="run a read-only SQL query on the results database")

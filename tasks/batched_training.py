@@ -139,6 +139,8 @@ def batching_blocker(jobs: Sequence[ShadowJob]) -> str | None:
     recipe = TrainRecipe.model_validate(jobs[0].recipe)
     if recipe.dp_epsilon is not None:
         return "DP-SGD recipes are trained one by one (Opacus)"
+    if recipe.optimizer != "sgd":
+        return f"optimizer {recipe.optimizer} (the batched update is momentum SGD)"
     task = Snapshot.open(Path(jobs[0].snapshot_dir)).task  # the manifest only: cheap in the flow process
     if task.modality == "image":
         return "image models (conv nets were measured slower batched on CPU)"

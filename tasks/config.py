@@ -43,6 +43,23 @@ class TrainRecipe(_Strict):
     dp_clip_norm: float = Field(1.0, gt=0)
     dp_unit: Literal["record", "patient"] = "record"
     dp_delta: float | None = Field(None, gt=0, lt=1)  # default 1 / number of units
+    # "adam"/"adamw" use ``momentum`` as beta1; "adam" couples weight decay to the gradient (L2), "sgd" and
+    # "adamw" decay decoupled. Left out of the pool key when "sgd", so existing pools keep their keys.
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+
+    @model_validator(mode="after")
+    def _dp_optimizer(self) -> TrainRecipe:
+        if self.dp_epsilon is not None and self.optimizer != "sgd":
+            raise ValueError(f"DP-SGD training (dp_epsilon) runs momentum SGD; optimizer {self.optimizer!r} is not available with it")
+        return self
+
+    def key_dict(self) -> dict[str, Any]:
+        """The recipe as it enters a pool key: fields added later are left out at their default, so
+        a recipe that does not use them keeps the key it had before they existed."""
+        data = self.model_dump(mode="json")
+        if data["optimizer"] == "sgd":
+            del data["optimizer"]
+        return data
 
 
 class ArchitectureSpec(_Strict):
@@ -138,7 +155,7 @@ class TargetModelConfig(_Strict):
     """An existing model to audit (``medaudit audit-model``): the model or its logits, and its members.
 
     Exactly one of ``model_path`` (TorchScript, or a state dict with ``architecture``) and
-    ``logits_path`` (Parquet/CSV: source_file, source_row, logit_0..logit_{C-1}[, view]) is given.
+    ``logits_path`` (Parquet/CSV: source_file, source_row, logit columns[, view]) is given.
     ``members_path`` (CSV/Parquet) lists what the model was trained on: a ``patient_id`` column (raw
     ids, hashed on read like at ingest; all the patient's records count) or ``source_file`` +
     ``source_row`` columns (single records).
@@ -148,9 +165,32 @@ class TargetModelConfig(_Strict):
     architecture: ArchitectureSpec | None = None
     logits_path: Path | None = None
     members_path: Path
-    # Tabular inputs as medaudit's shadow models see them (standardised with the training records'
-    # mean/std) or as stored; a TorchScript model that standardises itself wants "none".
+    # The model's input contract (docs/AUDIT_MODEL.md): None = medaudit's derived features of the dataset
+    # (`medaudit datasets --features D`), else these columns of the dataset's raw table, in this order,
+    # read from the raw files at each record's source_file/source_row.
+    input_columns: tuple[str, ...] | None = None
+    # Empty raw-column cells: the member records' mean of the column, or 0 (derived features are imputed by the adapter).
+    input_imputation: Literal["member_mean", "zero"] = "member_mean"
+    # Tabular inputs standardised with the member records' mean/std (as medaudit's shadow models are), or
+    # as they are; a model that standardises itself wants "none".
     input_standardization: Literal["members", "none"] = "members"
+    # Logit columns of logits_path, one per task output in the task's label order (default logit_0..logit_{C-1}).
+    # For a binary task, two columns NEG,POS (a two-class softmax head) are read as the logit POS - NEG.
+    logit_columns: tuple[str, ...] | None = None
+    # Records without a logit are an error unless allowed; then they are left out and counted.
+    allow_missing: bool = False
+    # Sanity gate: the model's task AUROC (binary, multilabel: mean over labels) on its own non-members
+    # must reach this; multiclass accuracy must beat the majority class. ``force`` audits anyway.
+    min_auroc: float = Field(0.55, ge=0.5, lt=1.0)
+    # ... and may fall at most this far below a logistic regression on the dataset's derived features,
+    # fitted on the same members (tabular tasks); wrong inputs leave a model working, but far worse.
+    max_baseline_gap: float = Field(0.15, gt=0, le=1.0)
+    force: bool = False
+    # False discovery rate of the member-patient verdicts (Benjamini-Hochberg over empirical p-values).
+    fdr: float = Field(0.05, gt=0, lt=1)
+    # A second reference pool trained with this recipe (like the audited model); the headline then
+    # reports the verdict against both pools.
+    reference_recipe: TrainRecipe | None = None
     # Offline LiRA variance: per record (needs many OUT references), one pooled value (the LiRA paper's
     # choice below ~64 references), or auto: per record once the median OUT count reaches 16.
     variance: Literal["auto", "per_record", "fixed"] = "auto"
@@ -162,6 +202,12 @@ class TargetModelConfig(_Strict):
             raise ValueError("give exactly one of model_path (TorchScript or state dict) and logits_path")
         if self.logits_path is not None and self.architecture is not None:
             raise ValueError("architecture is for a state-dict model_path; exported logits need none")
+        if self.logits_path is not None and self.input_columns is not None:
+            raise ValueError("input_columns describe what a model_path is fed; exported logits need none")
+        if self.model_path is not None and self.logit_columns is not None:
+            raise ValueError("logit_columns name columns of a logits_path file")
+        if self.input_columns is not None and (not self.input_columns or len(set(self.input_columns)) != len(self.input_columns)):
+            raise ValueError("input_columns must name at least one column, each once")
         return self
 
 

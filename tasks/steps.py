@@ -34,7 +34,9 @@ def decode_chunk_task(decode: Any, chunk: Any) -> InputChunk:
 
 
 @task(name="score-target-model", task_run_name="score-target-model")
-def score_target_model_task(model_path: str, snapshot_dir: str, member: Any, target: dict[str, Any], n_views: int, seed: int) -> Any:
+def score_target_model_task(
+    model_path: str, snapshot_dir: str, member: Any, target: dict[str, Any], n_views: int, seed: int, raw_dir: str | None = None
+) -> Any:
     from tasks.target_model import score_target_model
 
-    return score_target_model(model_path, snapshot_dir, member, target, n_views, seed)
+    return score_target_model(model_path, snapshot_dir, member, target, n_views, seed, raw_dir)

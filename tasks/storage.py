@@ -90,7 +90,7 @@ CREATE TABLE IF NOT EXISTS target_record_stats (
     rmia_offline DOUBLE, n_out INTEGER);
 CREATE TABLE IF NOT EXISTS target_patient_stats (
     audit_id VARCHAR, patient_key VARCHAR, member BOOLEAN, n_records INTEGER, n_member_records INTEGER,
-    risk DOUBLE, risk_mean DOUBLE, attributes MAP(VARCHAR, VARCHAR));
+    risk DOUBLE, risk_mean DOUBLE, attributes MAP(VARCHAR, VARCHAR), p_value DOUBLE, q_value DOUBLE);
 CREATE TABLE IF NOT EXISTS target_attack_results (
     audit_id VARCHAR, attack VARCHAR, level VARCHAR, auc DOUBLE, n_members BIGINT, n_non_members BIGINT,
     tpr_at_fpr MAP(DOUBLE, DOUBLE));
@@ -102,6 +102,8 @@ _RENAMED_TABLES = (("attack_roc", "attack_roc_curves"),)
 # CREATE statement lists them too; older files get them here, so their rows read back with NULLs.
 _ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("pools", "recipe_preset", "VARCHAR"),
+    ("target_patient_stats", "p_value", "DOUBLE"),
+    ("target_patient_stats", "q_value", "DOUBLE"),
     # issue 13: the swap null, FDR-controlled flags and the noncentral-t record interval
     ("record_stats", "auc_nct_lo", "DOUBLE"),
     ("record_stats", "auc_nct_hi", "DOUBLE"),
@@ -177,7 +179,9 @@ CREATE OR REPLACE VIEW target_audit_summary AS
            t.variance, t.finished_at, r.attack, r.level, r.auc, r.n_members, r.n_non_members,
            r.tpr_at_fpr[0.001] AS tpr_at_1e3, r.tpr_at_fpr[0.01] AS tpr_at_1e2,
            CAST(t.headline->>'n_member_patients_at_risk' AS BIGINT) AS n_member_patients_at_risk,
-           CAST(t.headline->>'expected_by_chance' AS DOUBLE) AS expected_by_chance
+           CAST(t.headline->>'expected_by_chance' AS DOUBLE) AS expected_by_chance,
+           CAST(t.headline->>'n_member_patients_significant' AS BIGINT) AS n_member_patients_significant,
+           CAST(t.headline->>'sanity_non_members' AS DOUBLE) AS sanity_non_members
     FROM target_audits t JOIN target_attack_results r USING (audit_id) WHERE t.finished_at IS NOT NULL;
 """
 

@@ -19,6 +19,7 @@ from tasks.config import AttackConfig, ReportConfig
 from tasks.risk.patient import patient_risk
 from tasks.risk.subgroup import suppress_small_cells
 from tasks.risk.target import exposure_summary, membership_attack_summary, target_patient_risk, target_record_risk
+from tasks.risk.target_null import member_qvalues, member_verdict
 from tasks.scores import get_transform, probability_transform_for
 from tasks.snapshot import Snapshot
 from tasks.storage import AuditStore
@@ -59,6 +60,7 @@ def analyze_target(
     variance: str,
     attack: AttackConfig,
     report: ReportConfig,
+    fdr: float = 0.05,
 ) -> TargetAuditResult:
     """Audit one model. logits: (N, V, C) float32 on every snapshot record (NaN = not given);
     member: (N,) bool; ref_*: (M, N, V) / (M, N) as from :func:`reference_arrays`."""
@@ -101,6 +103,14 @@ def analyze_target(
     patients.insert(0, "patient_key", list(order))
     attrs = list(snapshot.attributes)
     add_patient_attributes(patients, records, codes, attrs)
+    # the model's own non-member patients are the null of every member patient's risk
+    # ranked on log-risk: risk rounds to 1.0 for strongly memorised records, its log still orders them
+    is_mem = patients["member"].to_numpy()
+    log_risk = target_patient_risk(tr.lira_offline, member, codes, n_pat)["risk"].to_numpy(dtype=float)
+    null = patients.loc[~is_mem, "risk"].to_numpy(dtype=float)
+    p_val, q_val = member_qvalues(log_risk[is_mem], log_risk[~is_mem])
+    patients["p_value"], patients["q_value"] = np.nan, np.nan
+    patients.loc[is_mem, "p_value"], patients.loc[is_mem, "q_value"] = p_val, q_val
 
     fprs = list(attack.fpr_points)
     patient_member = patients["member"].to_numpy()
@@ -120,6 +130,9 @@ def analyze_target(
     lira_rec = attacks[(attacks["attack"] == "lira_offline") & (attacks["level"] == "record")].iloc[0]
     headline = {
         **exposure_summary(patients, report.risk_threshold),
+        **member_verdict(
+            patients.loc[is_mem, "risk"].to_numpy(dtype=float), null, report.risk_threshold, fdr, log_risk[is_mem], log_risk[~is_mem]
+        ),
         "n_records": len(records),
         "n_member_records": int(member.sum()),
         "n_references": int(ref_in.shape[0]),

@@ -9,6 +9,7 @@ secret exactly as at ingest, so no raw id is stored or printed.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from tasks.config import ArchitectureSpec
 from tasks.datasets.base import TaskSpec
 from tasks.errors import ConfigError, StructuralError
 from tasks.pseudonym import patient_keys
@@ -48,20 +50,13 @@ def read_table(path: Path) -> pd.DataFrame:
         ) from exc
 
 
-def _record_positions(frame: pd.DataFrame, records: pd.DataFrame, path: Path) -> np.ndarray:
-    """Row positions in ``records`` of each ``frame`` row, matched on (source_file, source_row).
+def _record_positions(frame: pd.DataFrame, records: pd.DataFrame, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions in ``records`` of each ``frame`` row, matched on (source_file, source_row): (positions (n,)
+    int64, -1 where no accepted record matches; file lines (n,) of the frame rows, header = line 1).
 
-    ``source_file`` may be given as a bare file name; the snapshot's may carry folders. Rows that match
-    no record raise a StructuralError naming the first few (file row numbers, never identifiers).
+    ``source_file`` may be given as a bare file name; the snapshot's may carry folders.
     """
-    for col in RECORD_KEY:
-        if col not in frame.columns:
-            raise StructuralError(path, "missing column", column=col, expected="source_file and source_row of each record")
     rows = pd.to_numeric(frame["source_row"], errors="coerce")
-    bad = rows.isna() | (rows != rows.round())
-    if bad.any():
-        first = int(np.flatnonzero(bad.to_numpy())[0])
-        raise StructuralError(path, "not an integer row number", column="source_row", row=first + 2, expected="the raw file's row number")
     snap = pd.DataFrame(
         {
             "file": records["source_file"].astype(str).map(lambda s: Path(s).name).to_numpy(),
@@ -73,97 +68,216 @@ def _record_positions(frame: pd.DataFrame, records: pd.DataFrame, path: Path) ->
         snap = snap.drop_duplicates(["file", "row"], keep=False)  # ambiguous keys match nothing
     want = pd.DataFrame({"file": frame["source_file"].astype(str).map(lambda s: Path(s).name).to_numpy(), "row": rows.astype(np.int64)})
     merged = want.merge(snap, on=["file", "row"], how="left", sort=False)
-    missing = merged["pos"].isna().to_numpy()
-    if missing.any():
-        lines = (np.flatnonzero(missing)[:5] + 2).tolist()  # +2: header line, 1-based
-        raise StructuralError(
-            path,
-            f"{int(missing.sum())} of {len(frame)} rows name no accepted record of this dataset version (file lines {lines}); "
-            "records that were quarantined at ingest cannot be audited",
-            column="source_file/source_row",
-        )
-    return merged["pos"].to_numpy(dtype=np.int64)
+    return merged["pos"].fillna(-1).to_numpy(dtype=np.int64), np.arange(len(frame)) + 2
 
 
-def read_members(path: Path, records: pd.DataFrame, dataset: str, secret: bytes) -> np.ndarray:
-    """Membership of every snapshot record in the audited model's training set: bool (N,).
+def _check_record_columns(frame: pd.DataFrame, path: Path) -> None:
+    for col in RECORD_KEY:
+        if col not in frame.columns:
+            raise StructuralError(path, "missing column", column=col, expected="source_file and source_row of each record")
+    rows = pd.to_numeric(frame["source_row"], errors="coerce")
+    bad = rows.isna() | (rows != rows.round())
+    if bad.any():
+        first = int(np.flatnonzero(bad.to_numpy())[0])
+        raise StructuralError(path, "not an integer row number", column="source_row", row=first + 2, expected="the raw file's row number")
 
-    ``path`` has a ``patient_id`` column (raw ids: every record of those patients is a member) or
-    ``source_file`` + ``source_row`` columns (those records). Ids that match no patient are an error
-    reporting how many and on which lines, never the ids themselves.
-    """
+
+def parse_members(path: Path) -> pd.DataFrame:
+    """Read and check a members file before ingest: a ``patient_id`` column without empty cells, or
+    ``source_file`` + integer ``source_row`` columns."""
     path = Path(path)
     frame = read_table(path)
-    member = np.zeros(len(records), dtype=bool)
     if "patient_id" in frame.columns:
         ids = frame["patient_id"]
         if ids.isna().any():
             raise StructuralError(path, "empty patient id", column="patient_id", row=int(np.flatnonzero(ids.isna().to_numpy())[0]) + 2)
-        keys = pd.Series(patient_keys(ids.astype(str), dataset, secret))
-        known = keys.isin(set(records["patient_key"]))
-        if not known.all():
-            lines = (np.flatnonzero(~known.to_numpy())[:5] + 2).tolist()
-            raise StructuralError(
-                path,
-                f"{int((~known).sum())} of {len(frame)} patient ids are not patients of this dataset version (file lines {lines}); "
-                "check the dataset, or whether those patients were quarantined at ingest",
-                column="patient_id",
-            )
-        member[records["patient_key"].isin(set(keys)).to_numpy()] = True
     elif all(c in frame.columns for c in RECORD_KEY):
-        member[_record_positions(frame, records, path)] = True
+        _check_record_columns(frame, path)
     else:
         raise StructuralError(
             path, "missing column", column="patient_id", expected="a patient_id column, or source_file and source_row columns"
         )
-    if not member.any():
+    if frame.empty:
         raise StructuralError(path, "lists no member")
+    return frame
+
+
+@dataclass
+class Members:
+    """The audited model's members among the snapshot records.
+
+    member: bool (N,); excluded_lines: file lines of the members file naming no accepted patient/record
+    (quarantined at ingest, e.g. the cohort filter, or not in this dataset); n_rows: rows of the file."""
+
+    member: np.ndarray
+    excluded_lines: list[int]
+    n_rows: int
+    by_patient: bool = True
+
+    def warning(self, path: Path) -> str | None:
+        if not self.excluded_lines:
+            return None
+        return (
+            f"{path}: {len(self.excluded_lines)} of {self.n_rows} members name no accepted {'patient' if self.by_patient else 'record'} "
+            f"(file lines {self.excluded_lines[:10]}{' ...' if len(self.excluded_lines) > 10 else ''}); left out: quarantined at "
+            "ingest (see the snapshot's quarantine, e.g. the cohort filter) or not in this dataset version"
+        )
+
+
+def match_members(frame: pd.DataFrame, path: Path, records: pd.DataFrame, dataset: str, secret: bytes) -> Members:
+    """Membership of every snapshot record in the audited model's training set.
+
+    ``frame`` as from :func:`parse_members`: raw patient ids (every record of those patients is a
+    member; hashed with the installation's secret as at ingest) or records. Rows naming nothing accepted
+    are left out and reported by line (never by id); none matching at all is an error."""
+    path = Path(path)
+    member = np.zeros(len(records), dtype=bool)
+    if "patient_id" in frame.columns:
+        keys = pd.Series(patient_keys(frame["patient_id"].astype(str), dataset, secret))
+        known = keys.isin(set(records["patient_key"])).to_numpy()
+        member[records["patient_key"].isin(set(keys[known])).to_numpy()] = True
+        by_patient = True
+    else:
+        pos, _ = _record_positions(frame, records, path)
+        known = pos >= 0
+        member[pos[known]] = True
+        by_patient = False
+    lines = (np.flatnonzero(~known) + 2).tolist()
+    if not known.any():
+        raise StructuralError(
+            path,
+            f"{len(lines)} of {len(frame)} {'patient ids are not patients' if by_patient else 'rows name no accepted record'} of this "
+            f"dataset version (file lines {lines[:5]}); check the dataset, or whether they were quarantined at ingest",
+            column="patient_id" if by_patient else "source_file/source_row",
+        )
     if member.all():
         raise StructuralError(path, "every record is a member: an audit needs non-members to compare with")
-    return member
+    return Members(member=member, excluded_lines=lines, n_rows=len(frame), by_patient=by_patient)
 
 
-def read_logits(path: Path, records: pd.DataFrame, task: TaskSpec, n_views: int) -> np.ndarray:
-    """Exported logits aligned to the snapshot: float32 (N, V, C), NaN for records not in the file.
+def read_members(path: Path, records: pd.DataFrame, dataset: str, secret: bytes) -> np.ndarray:
+    """Membership bool (N,) of every snapshot record (see :func:`parse_members`, :func:`match_members`)."""
+    return match_members(parse_members(path), path, records, dataset, secret).member
 
-    Columns: source_file, source_row, ``logit_0`` .. ``logit_{C-1}`` and, for V > 1 evaluation views,
-    ``view`` (0..V-1; a file without it gives view 0 only, repeated). Non-numeric logits are an error
-    naming column and line; non-finite values are kept (the score transform flags them).
-    """
+
+@dataclass
+class ParsedLogits:
+    """A logits file read and checked before ingest: keys (source_file, source_row), view (n,), values (n, C)."""
+
+    path: Path
+    keys: pd.DataFrame
+    view: np.ndarray
+    values: np.ndarray
+    note: str
+
+
+def _as_binary_logit(two: np.ndarray, cols: list[str]) -> tuple[np.ndarray, str]:
+    """A two-class head (n, 2) [NEG, POS] as the binary logit (n, 1): POS - NEG for logits, log(POS / NEG)
+    for softmax probabilities (rows in [0, 1] summing to 1)."""
+    finite = np.isfinite(two).all(axis=1)
+    probs = finite.any() and (two[finite] >= 0).all() and (two[finite] <= 1).all() and np.allclose(two[finite].sum(axis=1), 1, atol=1e-3)
+    if probs:
+        p = np.clip(two.astype(np.float64), 1e-12, 1.0)
+        return (np.log(p[:, 1]) - np.log(p[:, 0]))[:, None].astype(np.float32), f"softmax probabilities {cols}: log({cols[1]}/{cols[0]})"
+    return (two[:, 1] - two[:, 0])[:, None], f"two-class logits {cols}: {cols[1]} - {cols[0]}"
+
+
+def parse_logits(path: Path, task: TaskSpec, n_views: int, logit_columns: tuple[str, ...] | None = None) -> ParsedLogits:
+    """Read and check an exported logits file completely, before ingest.
+
+    Columns: source_file, source_row, the logit columns (``logit_columns`` in the task's label order,
+    default logit_0..logit_{C-1}) and, for V > 1 views, ``view`` (0..V-1). For a binary task, two named
+    columns NEG,POS are a two-class head (logits or softmax probabilities) and become one logit; an
+    unnamed ``logit_1`` next to ``logit_0`` is refused, as it is ambiguous. Non-numeric cells are an error
+    naming column and line; non-finite values are kept (the score transform flags them)."""
     path = Path(path)
     frame = read_table(path)
-    cols = [f"logit_{c}" for c in range(task.n_outputs)]
+    _check_record_columns(frame, path)
+    c = task.n_outputs
+    cols = list(logit_columns) if logit_columns else [f"logit_{k}" for k in range(c)]
+    if not logit_columns and c == 1 and "logit_1" in frame.columns:
+        raise StructuralError(
+            path,
+            "has logit_0 and logit_1 for a binary task with one output; a two-class head is read only when named: "
+            "--logit-columns logit_0,logit_1 (NEG,POS: the logit POS - NEG, or log(POS/NEG) for softmax probabilities), "
+            "or --logit-columns logit_0 if logit_0 alone is the positive class's logit",
+            column="logit_1",
+        )
+    if len(cols) != c and not (c == 1 and len(cols) == 2):
+        raise ConfigError(f"--logit-columns names {len(cols)} columns, the task has {c} outputs ({', '.join(task.label_names)})")
     for col in cols:
         if col not in frame.columns:
-            raise StructuralError(
-                path, "missing column", column=col, expected=f"{task.n_outputs} logit columns logit_0..logit_{task.n_outputs - 1}"
-            )
+            raise StructuralError(path, "missing column", column=col, expected=f"{len(cols)} logit columns {cols}")
     values = np.empty((len(frame), len(cols)), dtype=np.float32)
-    for c, col in enumerate(cols):
+    for k, col in enumerate(cols):
         v = pd.to_numeric(frame[col], errors="coerce")
         bad = v.isna() & frame[col].notna() & ~frame[col].astype(str).str.lower().isin({"nan", "inf", "-inf", "infinity", "-infinity"})
         if bad.any():
             raise StructuralError(
                 path, "not a number", column=col, row=int(np.flatnonzero(bad.to_numpy())[0]) + 2, expected="a float logit"
             )
-        values[:, c] = v.to_numpy(dtype=np.float32, na_value=np.nan)
+        values[:, k] = v.to_numpy(dtype=np.float32, na_value=np.nan)
+    note = f"columns {cols}"
+    if len(cols) == 2 and c == 1:
+        values, note = _as_binary_logit(values, cols)
     view = np.zeros(len(frame), dtype=np.int64)
     if "view" in frame.columns:
         view = pd.to_numeric(frame["view"], errors="coerce").fillna(-1).to_numpy(dtype=np.int64)
         if ((view < 0) | (view >= n_views)).any():
             row = int(np.flatnonzero((view < 0) | (view >= n_views))[0]) + 2
             raise StructuralError(path, "view out of range", column="view", row=row, expected=f"0..{n_views - 1}")
-    pos = _record_positions(frame, records, path)
-    dup = pd.DataFrame({"p": pos, "v": view}).duplicated()
+    dup = frame[list(RECORD_KEY)].assign(view=view).astype(str).duplicated()
     if dup.any():
         raise StructuralError(
-            path, "a record appears twice (same view)", column="source_file/source_row", row=int(np.flatnonzero(dup)[0]) + 2
+            path, "a record appears twice (same view)", column="source_file/source_row", row=int(np.flatnonzero(dup.to_numpy())[0]) + 2
         )
-    out = np.full((len(records), n_views, task.n_outputs), np.nan, dtype=np.float32)
-    out[pos, view] = values
-    if "view" not in frame.columns and n_views > 1:
-        out[:, 1:] = out[:, :1]
-    return out
+    return ParsedLogits(path=path, keys=frame[list(RECORD_KEY)], view=view, values=values, note=note)
+
+
+def align_logits(parsed: ParsedLogits, records: pd.DataFrame, n_views: int, *, allow_missing: bool = False) -> tuple[np.ndarray, int]:
+    """Logits aligned to the snapshot: (float32 (N, V, C), NaN for records not in the file; records missing).
+
+    Rows naming no accepted record are an error (by file line); records without a row are an error unless
+    ``allow_missing``."""
+    path = parsed.path
+    pos, lines = _record_positions(parsed.keys, records, path)
+    extra = pos < 0
+    if extra.any():
+        raise StructuralError(
+            path,
+            f"{int(extra.sum())} of {len(pos)} rows name no accepted record of this dataset version "
+            f"(file lines {lines[extra][:5].tolist()}); "
+            "records quarantined at ingest cannot be audited: drop those rows",
+            column="source_file/source_row",
+        )
+    out = np.full((len(records), n_views, parsed.values.shape[1]), np.nan, dtype=np.float32)
+    out[pos, parsed.view] = parsed.values
+    if n_views > 1 and not (parsed.view > 0).any():
+        out[:, 1:] = out[:, :1]  # a file without views gives view 0 only, repeated
+    given = np.zeros(len(records), dtype=bool)
+    given[pos] = True
+    n_missing = int((~given).sum())
+    if n_missing and not allow_missing:
+        first = records["source_row"].to_numpy()[~given][:5].tolist()
+        raise StructuralError(
+            path,
+            f"has no logits for {n_missing} of {len(records)} accepted records (raw-file lines {first} ...); "
+            "export every record, or give --allow-missing to audit without them (they are counted in the headline)",
+        )
+    return out, n_missing
+
+
+def read_logits(
+    path: Path,
+    records: pd.DataFrame,
+    task: TaskSpec,
+    n_views: int,
+    *,
+    logit_columns: tuple[str, ...] | None = None,
+    allow_missing: bool = False,
+) -> np.ndarray:
+    """Exported logits aligned to the snapshot: float32 (N, V, C) (see :func:`parse_logits`, :func:`align_logits`)."""
+    return align_logits(parse_logits(path, task, n_views, logit_columns), records, n_views, allow_missing=allow_missing)[0]
 
 
 class _Exported(nn.Module):
@@ -221,13 +335,26 @@ def load_model(path: Path, task: TaskSpec, architecture: dict[str, Any] | None, 
     return model.to(device).eval()
 
 
-def model_inputs(x: np.ndarray, member: np.ndarray, task: TaskSpec, standardization: str) -> np.ndarray:
-    """The inputs the model sees: tabular inputs standardised with its members' mean/std, as
-    medaudit's shadow models are (``standardization == "members"``), else unchanged."""
-    if standardization != "members" or task.modality != "tabular":
-        return x
-    mu, sd = x[member].mean(axis=0), x[member].std(axis=0)
-    return ((x - mu) / np.where(sd > 0, sd, 1.0)).astype(np.float32)
+def contract_of(target: dict[str, Any], task: TaskSpec, dataset: str) -> tuple[tuple[int, ...], str]:
+    """(input shape, description) of the audited model's input contract (``target``: TargetModelConfig as a dict)."""
+    cols = target.get("input_columns")
+    std = target.get("input_standardization", "members")
+    std_text = "standardised with the members' mean/std" if std == "members" and task.modality == "tabular" else "not standardised"
+    if cols:
+        return (len(cols),), f"{len(cols)} raw columns of the dataset table, {std_text}"
+    return tuple(task.input_shape), f"medaudit's derived features of {dataset}, {std_text}; see `medaudit datasets --features {dataset}`"
+
+
+def preflight_model(target: dict[str, Any], task: TaskSpec, dataset: str) -> str:
+    """Before ingest: load the audited model and run it on one batch of its contract's input shape.
+    Returns the contract's description; raises ConfigError with expected vs given width."""
+    from tasks.target_inputs import check_model_fits
+
+    arch = target.get("architecture")
+    model = load_model(Path(target["model_path"]), task, ArchitectureSpec.model_validate(arch).model_dump() if arch else None)
+    shape, text = contract_of(target, task, dataset)
+    check_model_fits(model, shape, task.n_outputs, text, str(target["model_path"]))
+    return text
 
 
 def check_logits(logits: np.ndarray, task: TaskSpec, source: str) -> None:
@@ -237,21 +364,33 @@ def check_logits(logits: np.ndarray, task: TaskSpec, source: str) -> None:
 
 
 def score_target_model(
-    model_path: str, snapshot_dir: str, member: np.ndarray, target: dict[str, Any], n_views: int, seed: int
+    model_path: str, snapshot_dir: str, member: np.ndarray, target: dict[str, Any], n_views: int, seed: int, raw_dir: str | None = None
 ) -> np.ndarray:
-    """Load the audited model and score every snapshot record: float32 (N, V, C).
+    """Load the audited model and score every snapshot record on its input contract: float32 (N, V, C).
 
-    ``target``: the TargetModelConfig as a dict (architecture, input_standardization).
+    ``target``: the TargetModelConfig as a dict (architecture, input_columns, input_imputation,
+    input_standardization); ``raw_dir``: where raw input columns are read from.
     """
     from tasks.snapshot import Snapshot
+    from tasks.target_inputs import prepare_inputs, raw_column_inputs
     from tasks.training import score_model
 
     snap = Snapshot.open(Path(snapshot_dir))
-    model = load_model(Path(model_path), snap.task, target.get("architecture"))
-    x = model_inputs(snap.inputs(), np.asarray(member, dtype=bool), snap.task, target.get("input_standardization", "members"))
+    task = snap.task
+    model = load_model(Path(model_path), task, target.get("architecture"))
+    member = np.asarray(member, dtype=bool)
+    cols = target.get("input_columns")
+    x = raw_column_inputs(snap.records, Path(raw_dir), tuple(cols)) if cols else snap.inputs()
+    x = prepare_inputs(
+        x,
+        member,
+        imputation=target.get("input_imputation", "member_mean"),
+        standardization=target.get("input_standardization", "members"),
+        tabular=task.modality == "tabular" or bool(cols),
+    )
     try:
-        logits = score_model(model, x, snap.task, n_views, seed)
-    except RuntimeError as exc:  # wrong input shape for this dataset, most often
-        raise ConfigError(f"{model_path}: scoring failed on inputs of shape {x.shape[1:]}: {str(exc).splitlines()[0]}") from exc
+        logits = score_model(model, x, task, n_views, seed)
+    except RuntimeError as exc:
+        raise ConfigError(f"{model_path}: scoring failed on inputs of shape {x.shape[1:]}: {' '.join(str(exc).split())[-400:]}") from exc
     check_logits(logits, snap.task, str(model_path))
     return logits

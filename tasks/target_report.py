@@ -19,24 +19,88 @@ from tasks.risk.survival import survival_curve
 from tasks.target_audit import TargetAuditResult
 
 
+def _calibration_text(h: dict) -> str:
+    cal = h.get("calibration") or []
+    parts = [f">= {c['level']:g}: {100 * c['share']:.1f}% (uniform {100 * c['nominal']:.0f}%)" for c in cal]
+    text = "non-member patients at risk " + ", ".join(parts)
+    if h.get("calibration_far_from_uniform"):
+        text += (
+            " — far from uniform: the references do not score like this model, so the count at the threshold alone means "
+            "little; read it against the non-member rate (excess, q-values)"
+        )
+    return text
+
+
 def target_rows(h: dict) -> list[tuple[str, str]]:
     """Headline of a target audit as (label, value) rows (CLI, artifact, HTML)."""
     t = h["risk_threshold"]
     chance = h["expected_by_chance"]
-    return [
+    rows = []
+    if "sanity_metric" in h:
+        forced = " — BELOW THE FLOOR, audited anyway (--force): the verdicts below may mean nothing" if h.get("sanity_forced") else ""
+        rows.append(
+            (
+                "model task metric",
+                f"{h['sanity_metric']} {h['sanity_non_members']:.3f} on its non-member records, {h['sanity_members']:.3f} on its "
+                f"members (floor {h['sanity_floor']:.3f}; logistic regression on the same members: {h.get('sanity_baseline', np.nan):.3f})"
+                f"{forced}",
+            )
+        )
+    if h.get("input_contract"):
+        rows.append(("inputs", h["input_contract"]))
+    rows.append(
         (
             "offline LiRA AUC",
             f"{h['lira_offline_auc']:.3f} (TPR@1e-3 FPR {h['lira_offline_tpr_at_1e-3']:.4f}; records, members vs non-members)",
-        ),
+        )
+    )
+    ci = h.get("excess_patients_at_risk_ci")
+    excess = f"; excess {h['excess_patients_at_risk']:+.1f}, 95% CI [{ci[0]:+.1f}, {ci[1]:+.1f}]" if ci else ""
+    rows.append(
         (
             "patients at risk",
             f"{h['n_member_patients_at_risk']} of {h['n_member_patients']} member patients with risk >= {t} "
-            f"(chance: {chance:.1f}, from {h['n_non_member_patients']} non-member patients)",
-        ),
-        ("highest member risk", f"{h['max_member_risk']:.4f}"),
-        ("references", f"{h['n_references']} models, median {h['median_out_references']:.0f} OUT per record, {h['variance']} variance"),
-        ("offline RMIA", h["rmia_note"]),
-    ]
+            f"(chance: {chance:.1f}, from {h['n_non_member_patients']} non-member patients{excess})",
+        )
+    )
+    if "n_member_patients_significant" in h:
+        rows.append(
+            (
+                "above non-members",
+                f"{h['n_member_patients_significant']} member patients above the non-member null at FDR {h['fdr']:g} "
+                f"(BH q-values of empirical p-values); members vs non-members: Mann-Whitney p = {h['members_above_non_members_p']:.2g}, "
+                f"Fisher p at {t} = {h['fisher_p']:.2g}",
+            )
+        )
+    if "calibration" in h:
+        rows.append(("calibration check", _calibration_text(h)))
+    rows.append(("highest member risk", f"{h['max_member_risk']:.4f}"))
+    rows.append(
+        ("references", f"{h['n_references']} models, median {h['median_out_references']:.0f} OUT per record, {h['variance']} variance")
+    )
+    m = h.get("matched_references")
+    if m:
+        rows.append(
+            (
+                "matched references",
+                f"recipe {m['recipe'].get('optimizer', 'sgd')}, lr {m['recipe']['learning_rate']:g}, {m['recipe']['epochs']} epochs: "
+                f"{m['n_member_patients_at_risk']} at risk (chance {m['expected_by_chance']:.1f}), {m['n_member_patients_significant']} "
+                f"significant, LiRA AUC {m['lira_offline_auc']:.3f} — default references: {h['n_member_patients_at_risk']} "
+                f"(chance {chance:.1f}), {h.get('n_member_patients_significant')} significant, AUC {h['lira_offline_auc']:.3f}",
+            )
+        )
+    rows.append(("offline RMIA", h["rmia_note"]))
+    if h.get("records_without_logits"):
+        rows.append(("records without logits", f"{h['records_without_logits']} of {h['n_records']} (--allow-missing): left out"))
+    if h.get("members_excluded_at_ingest"):
+        rows.append(
+            (
+                "members excluded",
+                f"{h['members_excluded_at_ingest']} rows of the members file name no accepted patient/record (quarantined at ingest, "
+                f"e.g. the cohort filter; file lines {h.get('members_excluded_lines', [])[:10]}): left out",
+            )
+        )
+    return rows
 
 
 def target_plot(result: TargetAuditResult, path: Path, threshold: float) -> Path:
@@ -81,7 +145,14 @@ def target_plot(result: TargetAuditResult, path: Path, threshold: float) -> Path
 
 
 def write_target_report(
-    result: TargetAuditResult, out_dir: Path, *, title: str, audit_id: str, min_cell: int, threshold: float
+    result: TargetAuditResult,
+    out_dir: Path,
+    *,
+    title: str,
+    audit_id: str,
+    min_cell: int,
+    threshold: float,
+    headline: dict | None = None,
 ) -> dict[str, Path]:
     """risk.png, patient_risk.csv, record_risk.csv, attacks.csv, subgroup_risk.csv and report.html."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -99,6 +170,7 @@ def write_target_report(
     for key, (frame, name) in tables.items():
         frame.to_csv(out_dir / name, index=False)
         files[key] = out_dir / name
+    rows = target_rows(headline or result.headline)
     top = result.patients[result.patients["member"]].sort_values("risk", ascending=False).head(20)
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>medaudit — {html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}} .t{{border-collapse:collapse;font-size:12px}}
@@ -106,7 +178,7 @@ def write_target_report(
 <h1>Privacy audit of an existing model: {html.escape(title)}</h1><p>audit {html.escape(audit_id)}</p>
 <p class="warn">Sensitive: patient keys are pseudonymous but linkable by the data steward. Groups with fewer than {min_cell}
 patients are suppressed.</p>
-<table class="t">{"".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in target_rows(result.headline))}</table>
+<table class="t">{"".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)}</table>
 <img src="data:image/png;base64,{_png_b64(files["risk_png"])}">
 <h2>Attacks</h2>{_table_html(result.attacks)}
 <h2>Member patients by subgroup</h2>{_table_html(subgroups) if not subgroups.empty else "<p>no subgroup attributes</p>"}

@@ -151,7 +151,7 @@ def train_model(
     if recipe.channels_last and x.ndim == 4:
         model = model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=recipe.learning_rate, momentum=recipe.momentum)
+    opt = make_optimizer(params, recipe)
     ema = [p.detach().clone() for p in model.state_dict().values()] if recipe.ema_decay else None
     loss_fn = _loss_fn(task)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.float32))
@@ -203,7 +203,7 @@ def train_model(
             lr = recipe.learning_rate * lr_factor(step, total, recipe)
             for group in opt.param_groups:
                 group["lr"] = lr
-            if recipe.weight_decay:
+            if recipe.weight_decay and recipe.optimizer != "adam":  # plain Adam couples it (make_optimizer)
                 with torch.no_grad():  # decoupled weight decay (paper §2.2)
                     for p in params:
                         p.mul_(1 - lr * recipe.weight_decay)
@@ -223,6 +223,15 @@ def train_model(
     if ema is not None:
         model.load_state_dict(dict(zip(model.state_dict().keys(), ema, strict=True)))
     return model, {"train_loss": last_loss, "steps": step}
+
+
+def make_optimizer(params: list[nn.Parameter], recipe: TrainRecipe) -> torch.optim.Optimizer:
+    """The recipe's optimizer. Decoupled weight decay ("sgd", "adamw") is applied by the training loop,
+    identically for both (p *= 1 - lr * wd, as torch's AdamW does); "adam" gets it as L2 in the gradient."""
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=recipe.learning_rate, momentum=recipe.momentum)
+    wd = recipe.weight_decay if recipe.optimizer == "adam" else 0.0
+    return torch.optim.Adam(params, lr=recipe.learning_rate, betas=(recipe.momentum, 0.999), weight_decay=wd)
 
 
 @torch.no_grad()

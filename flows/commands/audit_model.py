@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +28,32 @@ def build_target_config(args: argparse.Namespace) -> Any:
     if args.models is None:
         args.models = 8
     args.targets = 0
-    cfg = _build_config(args, args.dataset, args.raw_dir, base)
-    target = {
-        "members_path": str(args.members),
-        "variance": args.variance,
-        "input_standardization": "none" if args.raw_inputs else "members",
-        "name": args.name,
-    }
+    data = AuditConfig.read_file(args.config) if args.config else {}
+    # config-file `target:` keys (input_columns, logit_columns, min_auroc, fdr, reference_recipe, ...) first, flags over them
+    target: dict[str, Any] = dict(data.pop("target", None) or {})
+    cfg = _build_config(args, args.dataset, args.raw_dir, base, data=data)
+    if args.raw_inputs:
+        print("--raw-inputs is deprecated: it means --standardize none (medaudit's features, not standardised)", file=sys.stderr)
+        args.standardize = args.standardize or "none"
+    target.update({"members_path": str(args.members), "variance": args.variance, "name": args.name})
+    for key, value in (
+        ("input_standardization", args.standardize),
+        ("input_imputation", args.imputation),
+        ("min_auroc", args.min_auroc),
+        ("fdr", args.fdr),
+    ):
+        if value is not None:
+            target[key] = value
+    if args.input_columns:
+        target["input_columns"] = _names(args.input_columns, "--input-columns")
+    if args.logit_columns:
+        target["logit_columns"] = _names(args.logit_columns, "--logit-columns")
+    if args.allow_missing:
+        target["allow_missing"] = True
+    if args.force:
+        target["force"] = True
+    if args.reference_recipe:
+        target["reference_recipe"] = AuditConfig.read_file(args.reference_recipe)
     if args.model:
         target["model_path"] = str(args.model)
         if arch is not None and not args.torchscript:
@@ -45,11 +65,28 @@ def build_target_config(args: argparse.Namespace) -> Any:
     return AuditConfig.model_validate(data)
 
 
+def _names(value: str, flag: str) -> list[str]:
+    """Comma-separated names, or @FILE with one name per line."""
+    from tasks.errors import ConfigError
+
+    if value.startswith("@"):
+        try:
+            names = [ln.strip() for ln in Path(value[1:]).read_text().splitlines() if ln.strip()]
+        except OSError as exc:
+            raise ConfigError(f"{flag} {value}: {exc}") from exc
+    else:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names:
+        raise ConfigError(f"{flag} names no column")
+    return names
+
+
 def cmd_audit_model(args: argparse.Namespace) -> int:
-    from flows.audit_model import run_audit_model
+    from flows.audit_model import preflight, run_audit_model
     from tasks.target_report import target_rows
 
     cfg = build_target_config(args)
+    preflight(cfg)  # wrong files and input widths fail in seconds, before Dask and Prefect start
     res = run_audit_model(cfg, show_progress=not args.no_progress)
     if args.json:
         print(json.dumps(res, indent=2, default=str))
@@ -60,8 +97,31 @@ def cmd_audit_model(args: argparse.Namespace) -> int:
     print(f"{'reference pool':20s}{res['pool_key']} (trained now: {h['trained']})")
     for label, value in target_rows(h):
         print(f"{label:20s}{value}")
+    if h.get("members_excluded_at_ingest"):
+        print(
+            f"warning: {h['members_excluded_at_ingest']} members excluded at ingest (lines {h['members_excluded_lines'][:10]})",
+            file=sys.stderr,
+        )
     print(f"results             {res['db_path']}  (views target_record_risk, target_patient_risk, target_audit_summary)")
     print(f"report              {res['files']['report_html']}")
+    return 0
+
+
+def print_features(dataset: str) -> int:
+    """`medaudit datasets --features D`: the inputs medaudit derives for D, as a model gets them."""
+    from tasks.datasets import get_dataset
+
+    adapter = get_dataset(dataset)
+    t = adapter.task
+    print(f"{adapter.name}: input {'x'.join(map(str, t.input_shape))} ({t.modality}), task {t.kind}: {', '.join(t.label_names)}")
+    contract = getattr(adapter, "feature_contract", None)
+    if contract is None:
+        print("  no named features: the adapter decodes the raw files (images / signals) to the input shape above")
+        return 0
+    print(f"  {'#':>3s}  {'feature':28s} {'unit / derivation':58s} imputation")
+    for i, (name, unit, imputation) in enumerate(contract()):
+        print(f"  {i:3d}  {name:28s} {unit:58s} {imputation}")
+    print("  audit-model standardises these with the members' mean/std unless --standardize none")
     return 0
 
 
@@ -90,7 +150,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--torchscript", action="store_true", help="--model is TorchScript even though --arch is given (for the references)")
     p.add_argument("--variance", choices=["auto", "per_record", "fixed"], default="auto", help="offline LiRA variance (default auto)")
-    p.add_argument("--raw-inputs", action="store_true", help="feed tabular inputs unstandardised (the model standardises itself)")
+    p.add_argument(
+        "--input-columns",
+        metavar="C1,C2,...|@FILE",
+        help="--model was trained on these raw columns of the dataset table, in this order (default: medaudit's derived "
+        "features, see `medaudit datasets --features DATASET`)",
+    )
+    p.add_argument(
+        "--standardize",
+        choices=["members", "none"],
+        default=None,
+        help="standardise the model's inputs with its members' mean/std (default) or feed them as they are (a model that "
+        "standardises itself)",
+    )
+    p.add_argument("--raw-inputs", action="store_true", help=argparse.SUPPRESS)  # deprecated alias of --standardize none
+    p.add_argument(
+        "--imputation", choices=["member_mean", "zero"], default=None, help="empty raw-column cells: the members' mean (default) or 0"
+    )
+    p.add_argument(
+        "--logit-columns",
+        metavar="C1,...|@FILE",
+        help="logit columns of --logits by class, in the task's label order; for a binary task NEG,POS reads a two-class head "
+        "(logits: POS - NEG; softmax probabilities: log(POS/NEG))",
+    )
+    p.add_argument("--allow-missing", action="store_true", help="records without logits are left out (and counted) instead of an error")
+    p.add_argument("--min-auroc", type=float, default=None, help="sanity gate: the model's task AUROC on its non-members (default 0.55)")
+    p.add_argument("--force", action="store_true", help="audit even if the model fails the sanity gate (the report says so)")
+    p.add_argument("--fdr", type=float, default=None, help="false discovery rate of the member-patient verdicts (default 0.05)")
+    p.add_argument(
+        "--reference-recipe",
+        type=Path,
+        metavar="FILE",
+        help="YAML/JSON training recipe like the audited model's (e.g. optimizer: adamw); a second reference pool is trained "
+        "with it and the headline compares the verdicts",
+    )
     p.add_argument("--name", default=None, help="name of the audited model in the results (default: the file name)")
     _add_run_options(p, models_default=None)
     p.set_defaults(func=cmd_audit_model)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from tasks.contracts import read_csv_as_strings, validate_table
 from tasks.datasets.base import DatasetAdapter, InputChunk, TaskSpec, register_dataset
-from tasks.datasets.ed_features import ED_FEATURES, TRIAGE
+from tasks.datasets.ed_features import ED_FEATURES, TRIAGE, ed_feature_contract
 from tasks.datasets.ed_outliers import fahrenheit_to_celsius, repair_and_impute
 from tasks.quarantine import Quarantine
 from tasks.recipes import QUICK_TABULAR, paper_pool
@@ -59,6 +59,8 @@ class MimicIVED(DatasetAdapter):
         score_transform="binary_logit",
         default_architecture="mlp",
     )
+    # the inputs a model gets, documented (`medaudit datasets --features mimic-iv-ed`, audit-model's input contract)
+    feature_contract = staticmethod(ed_feature_contract)
 
     def n_raw_rows(self, raw_dir: Path) -> int:
         with open(Path(raw_dir) / MASTER, "rb") as fh:
