@@ -50,7 +50,7 @@ def fast_path_blocker(recipe: TrainRecipe, task: TaskSpec) -> str | None:
 
     if recipe.dp_epsilon is not None:
         return "DP-SGD recipes train through tasks/dp.py"
-    optimizer = getattr(recipe, "optimizer", "sgd")  # recipes that name another optimizer keep train_model's loop
+    optimizer = recipe.optimizer  # recipes that name another optimizer keep train_model's loop
     if optimizer != "sgd":
         return f"optimizer {optimizer!r} (the fast path implements SGD)"
     if task.modality == "image" and recipe.augment != "none" and not DeviceAugmenter.supports(recipe.augment, task.input_shape):

@@ -35,6 +35,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr, ndtri
 
+from tasks.risk.fdr import bh_qvalues
+
 # Record-level z histogram: [-Z_MAX, Z_MAX] in bins of Z_BIN; +-inf land in the end bins.
 Z_MAX = 50.0
 Z_BIN = 1e-3
@@ -176,18 +178,6 @@ def _sd(m2: np.ndarray, mu: np.ndarray, tol: np.ndarray) -> np.ndarray:
     return np.sqrt(m2, out=m2)
 
 
-def _bh(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg q-values of (n,) p-values (NaN stays NaN, not counted in the number of tests)."""
-    q = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    if ok.size == 0:
-        return q
-    order = ok[np.argsort(p[ok], kind="stable")]
-    ranked = p[order] * ok.size / np.arange(1, ok.size + 1)
-    q[order] = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
-    return q
-
-
 # histogram bins: [0, _NAN_BIN) for z in [-Z_MAX, Z_MAX] (+-inf clipped into the end bins), _NAN_BIN for NaN
 _NAN_BIN = round(2 * Z_MAX / Z_BIN) + 1
 
@@ -311,9 +301,9 @@ class SwapNull:
         }
         return NullResult(
             record_p=rec_p,
-            record_q=_bh(rec_p),
+            record_q=bh_qvalues(rec_p),
             patient_p=pat_p,
-            patient_q=_bh(pat_p),
+            patient_q=bh_qvalues(pat_p),
             patient_null_max=self.pmax,
             record_expected=self.rec_above / b if b else 0.0,
             record_chance=np.concatenate(self.rec_chance) if self.rec_chance else np.empty(0),

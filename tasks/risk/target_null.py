@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import fisher_exact, mannwhitneyu, norm
 
+from tasks.risk.fdr import bh_qvalues
+
 CALIBRATION_LEVELS = (0.5, 0.9, 0.99)
 
 
@@ -31,23 +33,6 @@ def empirical_pvalues(risk: np.ndarray, null: np.ndarray) -> np.ndarray:
     at_least = len(null) - np.searchsorted(null, risk, side="left")
     p = (1.0 + at_least) / (1.0 + len(null))
     return np.where(np.isfinite(risk), p, np.nan)
-
-
-def bh_qvalues(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg q-values (n,) of p-values (n,): min over k >= rank of p_(k) n / k, capped at 1.
-
-    A hypothesis is rejected at FDR level a exactly when its q-value is <= a. NaNs stay NaN and do not
-    count towards n."""
-    p = np.asarray(p, dtype=np.float64)
-    q = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    if not len(ok):
-        return q
-    order = ok[np.argsort(p[ok], kind="stable")]
-    n = len(order)
-    scaled = p[order] * n / np.arange(1, n + 1)
-    q[order] = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
-    return q
 
 
 def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:

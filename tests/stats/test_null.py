@@ -15,7 +15,8 @@ from scipy.stats import false_discovery_control
 
 from tasks.attacks.record_auc import auc_interval_nct, hanley_mcneil_se, record_statistics
 from tasks.masks import pool_masks
-from tasks.risk.null import SwapNull, _bh, assess_evidence, minimum_models, pair_layout, patient_max_z, swap_z
+from tasks.risk.fdr import bh_qvalues
+from tasks.risk.null import SwapNull, assess_evidence, minimum_models, pair_layout, patient_max_z, swap_z
 from tasks.risk.simulate import audit_simulated, simulate_pool
 
 
@@ -78,10 +79,10 @@ def test_null_equals_brute_force_enumeration_of_all_swaps() -> None:
 
 def test_bh_equals_scipy() -> None:
     p = np.random.default_rng(0).random(500) ** 3
-    np.testing.assert_allclose(_bh(p), false_discovery_control(p, method="bh"))
+    np.testing.assert_allclose(bh_qvalues(p), false_discovery_control(p, method="bh"))
     p[::7] = np.nan
     ok = ~np.isnan(p)
-    np.testing.assert_allclose(_bh(p)[ok], false_discovery_control(p[ok], method="bh"))
+    np.testing.assert_allclose(bh_qvalues(p)[ok], false_discovery_control(p[ok], method="bh"))
 
 
 @pytest.mark.parametrize("n_models", [8, 16, 32])

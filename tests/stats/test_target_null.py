@@ -8,8 +8,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from tasks.datasets.base import TaskSpec
+from tasks.risk.fdr import bh_qvalues
 from tasks.risk.target_null import (
-    bh_qvalues,
     calibration,
     empirical_pvalues,
     far_from_uniform,
