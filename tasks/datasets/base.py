@@ -101,10 +101,15 @@ def register_dataset(cls: type[DatasetAdapter]) -> type[DatasetAdapter]:
 
 
 def get_dataset(name: str, options: dict[str, Any] | None = None) -> DatasetAdapter:
+    """The adapter of a registered dataset, or of a dataset spec file given as ``spec:<path>``."""
+    if name.startswith("spec:"):
+        from tasks.datasets.spec import adapter_from_spec
+
+        return adapter_from_spec(Path(name.removeprefix("spec:")), options)
     try:
         cls = _DATASETS[name]
     except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; registered: {', '.join(sorted(_DATASETS))}") from None
+        raise KeyError(f"unknown dataset {name!r}; registered: {', '.join(sorted(_DATASETS))}, or spec:<file>") from None
     return cls(options)
 
 
