@@ -478,7 +478,9 @@ def _matches(col: pd.Series, values: list[str]) -> pd.Series:
 
 
 def _shown(df: pd.DataFrame, col: str, secret: set[str]) -> pd.Series | str:
-    return "an identifier (value withheld)" if col in secret else df[col].map(lambda v: "empty" if pd.isna(v) else repr(str(v)))
+    if col in secret:
+        return "an identifier (value withheld)"
+    return df[col].astype(object).map(lambda v: "empty" if pd.isna(v) else repr(str(v))).astype(object)
 
 
 def _labels(spec: DatasetSpec, df: pd.DataFrame, q: Quarantine) -> pd.DataFrame:
