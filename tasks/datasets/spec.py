@@ -184,6 +184,10 @@ class FilterSpec(_Strict):
             raise ValueError("give either expr or column (with allowed and/or min/max)")
         if self.column is not None and self.allowed is None and self.min is None and self.max is None:
             raise ValueError(f"filter on column {self.column!r} needs allowed, min or max")
+        try:
+            Filter(self.expression(), "expr")  # a filter that cannot be parsed is a spec error, not a data error
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         return self
 
     def expression(self) -> str:
@@ -233,15 +237,15 @@ class DatasetSpec(_Strict):
     @model_validator(mode="after")
     def _tables(self) -> DatasetSpec:
         if self.tables[0].join_on is not None:
-            raise ValueError("tables: the first table is the record table; join_on is for the tables after it")
+            raise ValueError("tables.0.join_on: the first table is the record table; join_on is for the tables after it")
         for i, t in enumerate(self.tables[1:], start=1):
             if t.join_on is None:
-                raise ValueError(f"tables.{i}: join_on is required (the key column shared with {self.tables[0].path})")
+                raise ValueError(
+                    f"tables.{i}.join_on: required for every table after the first (the key column shared with {self.tables[0].path})"
+                )
         paths = [t.path for t in self.tables]
         if len(set(paths)) != len(paths):
             raise ValueError("tables: the same path is listed twice")
-        for i, f in enumerate(self.filters):
-            Filter(f.expression(), f"filters.{i}")  # a syntax error is a spec error, not a data error
         return self
 
     @property
@@ -266,7 +270,12 @@ def _format_error(err: dict[str, Any]) -> str:
         return f"key {where}: unknown key (check the spelling; docs/dataset-spec.schema.json lists the keys)"
     if err["type"] == "missing":
         return f"key {where}: required key is missing"
+    if err["type"] == "union_tag_invalid":
+        ctx = err.get("ctx", {})
+        return f"key {where}.kind: expected one of {ctx.get('expected_tags')} (found {ctx.get('tag')!r})"
     msg = err["msg"].removeprefix("Value error, ")
+    if where == "(top level)" and (m := re.match(r"^([\w.]+): ", msg)):
+        where, msg = m.group(1), msg[m.end() :]
     found = err.get("input")
     shown = f" (found {found!r})" if isinstance(found, (str, int, float, bool)) and err["type"] not in ("value_error",) else ""
     return f"key {where}: {msg}{shown}"

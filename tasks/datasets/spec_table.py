@@ -71,7 +71,7 @@ class Filter:
         try:
             tree = ast.parse(text, mode="eval")
         except SyntaxError as exc:
-            raise ConfigError(f"{where}: cannot parse filter {text!r} ({exc.msg} at column {exc.offset})") from None
+            raise ConfigError(f"{where}: cannot parse filter {text!r} ({exc.msg})") from None
         self._check(tree.body)
         self.tree = tree.body
 

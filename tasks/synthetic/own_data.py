@@ -1,8 +1,12 @@
-"""Three datasets declared only by spec (docs/examples/own_data/*.yaml), written as a team would
-export them, each with a few planted faults whose quarantine reasons the tests check.
+"""Three synthetic datasets in the layouts of the example specs docs/examples/own_data/*.yaml, written
+as a team would export them, each with a few planted faults (docs/OWN_DATA.md, tests/own_data/).
 
-Raw identifiers have a recognisable shape (MRN-#####, V#######, P#####, E######, SN-######) so the
-identifier scan can look for every one of them in everything medaudit writes.
+* ``write_clinic_visits``: visits.csv + patients.csv (tabular, categorical and missing values, joined on mrn);
+* ``write_derm_images``: manifest.csv + images/<patient>_<k>.png (multiclass images, several per patient);
+* ``write_ward_ecg``: ecg_index.parquet + signals/<ecg_id>.npy (multilabel two-lead signals).
+
+Raw identifiers have a recognisable shape (MRN-#####, V#######, P#####, E######, S-####, SN-######);
+each writer returns them (``ids``) so a test can look for every one in everything medaudit writes.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 from PIL import Image
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples" / "own_data"
@@ -35,7 +38,7 @@ def write_clinic_visits(raw: Path, n_patients: int = 120, seed: int = 0) -> dict
     )
     rows = []
     k = 0
-    for i, mrn in enumerate(mrns):
+    for mrn in mrns:
         base_age = float(rng.uniform(20, 90))
         for _ in range(int(rng.integers(1, 4))):
             k += 1
@@ -162,8 +165,3 @@ def write_ward_ecg(raw: Path, n_patients: int = 40, seed: int = 0) -> dict:
     idx.to_parquet(raw / "ecg_index.parquet", index=False)
     ids = set(idx["ecg_id"]) | set(idx["subject"]) | set(idx["device_serial"])
     return {"raw": raw, "ids": ids, "n_rows": len(idx)}
-
-
-@pytest.fixture(scope="session")
-def examples() -> Path:
-    return EXAMPLES
