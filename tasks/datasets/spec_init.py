@@ -72,7 +72,7 @@ def _looks_like_identifier(c: Column, s: pd.Series) -> str | None:
         return "its name says it identifies a patient"
     if len(text) and text.str.contains(r"^https?://|[/\\]", regex=True).mean() > 0.5:
         return "it holds URLs or file paths"
-    if len(text) and text.str.len().mean() > 40 and text.str.contains(" ").mean() > 0.5:
+    if len(text) and c.n_unique > 20 and text.str.len().mean() > 20 and text.str.contains(" ").mean() > 0.5:
         return "it looks like free text"
     if c.numeric_share < 0.5 and c.n_unique > 0.9 * max(c.n - c.n_missing, 1) and c.n_unique > 20:
         return "almost every row has its own value"

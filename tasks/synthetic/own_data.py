@@ -72,7 +72,7 @@ def write_clinic_visits(raw: Path, n_patients: int = 120, seed: int = 0) -> dict
     visits.to_csv(raw / "visits.csv", index=False)
     patients.to_csv(raw / "patients.csv", index=False)
     ids = set(visits["visit_id"]) | set(visits["mrn"]) | set(patients["mrn"])
-    return {"raw": raw, "ids": ids, "n_visits": len(visits), "n_patient_rows": len(patients)}
+    return {"raw": raw, "ids": ids, "n_rows": len(visits) + 1}  # + the repeated patients.csv row (quarantined)
 
 
 def write_derm_images(raw: Path, n_patients: int = 40, seed: int = 0) -> dict:
