@@ -114,7 +114,7 @@ def write_derm_images(raw: Path, n_patients: int = 40, seed: int = 0) -> dict:
         {**rows[0], "image_file": "P29990_0.png", "patient": "P29990"},  # listed, never written
         {**rows[0], "image_file": "P29991_0.png", "patient": "P29991"},  # corrupt file
         {**rows[0], "image_file": "../P29992_0.png", "patient": "P29992"},  # outside images/
-        {**rows[0], "image_file": "X1_0.png", "patient": "X1"},  # patient id pattern
+        {**rows[0], "image_file": "Q77777_0.png", "patient": "Q77777"},  # patient id pattern
         {**rows[0], "image_file": "P29993_0.png", "patient": "P29993", "lesion": "wart"},
         {**train_row, "image_file": train_row["patient"] + "_9.png", "partition": "test"},  # training patient in test
     ]

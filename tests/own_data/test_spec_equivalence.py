@@ -46,7 +46,7 @@ def _compare(dataset: str, spec: str, n_patients: int, tmp: Path) -> None:
     assert rows(declared, ["source_row", *labels]) == rows(built_in, ["source_row", *labels])
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # two ingests through the 70-column contract: 1-3 min on 2 shared cores
 def test_mimic_iv_ed_spec_matches_the_adapter(tmp_path: Path) -> None:
     _compare("mimic-iv-ed", "mimic_iv_ed.yaml", 150, tmp_path)
 

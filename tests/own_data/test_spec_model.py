@@ -82,3 +82,20 @@ def test_compiled_adapter_pickles_and_gives_the_same_records(tmp_path: Path) -> 
     pd.testing.assert_frame_equal(a, b)
     chunk = clone.decode_inputs(b.iloc[:3], info["raw"])
     assert chunk.x.shape == (3, 2, 128) and chunk.x.dtype == np.float32
+
+
+@pytest.mark.parametrize("command", ["ingest", "audit", "audit-model", "dp-sweep", "scaling"])
+def test_spec_option_on_every_dataset_command(command: str, tmp_path: Path) -> None:
+    from flows.cli import _apply_spec, build_parser
+
+    parser = build_parser()
+    extra = {"audit-model": ["--logits", "l.parquet", "--members", "m.csv"], "scaling": ["--archs", "mlp"]}.get(command, [])
+    spec = EXAMPLES / "clinic_visits.yaml"
+    args = parser.parse_args([command, "--spec", str(spec), str(tmp_path), *extra])
+    _apply_spec(args, parser)
+    assert (args.dataset, args.raw_dir) == (f"spec:{spec.resolve()}", tmp_path)
+    args = parser.parse_args([command, f"spec:{spec}", str(tmp_path), *extra])  # the same without --spec
+    _apply_spec(args, parser)
+    assert (args.dataset, args.raw_dir) == (f"spec:{spec.resolve()}", tmp_path)
+    with pytest.raises(SystemExit):
+        _apply_spec(parser.parse_args([command, "--spec", str(spec), *extra]), parser)  # no RAW_DIR
