@@ -697,7 +697,11 @@ class SpecAdapter(DatasetAdapter):
         for i, f in enumerate(spec.filters):
             expr = f.expression()
             keep = Filter(expr, f"filters.{i}").mask(df)
-            quarantine.add_rows(df[~keep], "cohort", ",".join(Filter(expr, "").columns), f"cohort filter {expr!r} not met")
+            cols = Filter(expr, "").columns
+            # a filter on an identifier holds identifier values (e.g. excluded ids): name it, do not quote it
+            shown = f"filters.{i} (on identifier {', '.join(sorted(spec.secret_columns & set(cols)))}; expression withheld)"
+            reason = f"cohort filter {shown if spec.secret_columns & set(cols) else repr(expr)} not met"
+            quarantine.add_rows(df[~keep], "cohort", ",".join(cols), reason)
             df = df[keep].reset_index(drop=True)
         df = _labels(spec, df, quarantine)
         df = _quarantine_missing_features(spec, df, quarantine)

@@ -18,7 +18,7 @@ from tasks.synthetic.own_data import EXAMPLES
 SECRET = b"spec-equivalence-test-secret-0123"
 
 
-def _compare(dataset: str, spec: str, n_patients: int, tmp: Path) -> None:
+def _compare(dataset: str, spec: str, n_patients: int, tmp: Path) -> pd.DataFrame:
     raw = tmp / "raw"
     get_synthetic_writer(dataset)(raw, n_patients, 0)
     if dataset == "mimic-iv-ed":  # plant what a real extract holds: a minor, a non-number, a repeated stay
@@ -44,6 +44,7 @@ def _compare(dataset: str, spec: str, n_patients: int, tmp: Path) -> None:
         assert rows(declared, ["source_row", attr]) == rows(built_in, ["source_row", attr]), attr
     labels = [c for c in built_in.records.columns if c.startswith("y_")]
     assert rows(declared, ["source_row", *labels]) == rows(built_in, ["source_row", *labels])
+    return qb
 
 
 @pytest.mark.heavy  # two ingests through the 70-column contract: 1-3 min on 2 shared cores
@@ -52,4 +53,6 @@ def test_mimic_iv_ed_spec_matches_the_adapter(tmp_path: Path) -> None:
 
 
 def test_fitzpatrick_spec_matches_the_adapter(tmp_path: Path) -> None:
-    _compare("fitzpatrick", "fitzpatrick17k.yaml", 60, tmp_path)
+    q = _compare("fitzpatrick", "fitzpatrick17k.yaml", 60, tmp_path)
+    # the filter lists excluded md5 hashes (identifiers): its reason names the filter, not the hashes
+    assert set(q.loc[q["stage"] == "cohort", "reason"]) == {"cohort filter filters.0 (on identifier md5hash; expression withheld) not met"}
