@@ -589,7 +589,9 @@ def _load_image(path: Path, inp: ImageInputs) -> np.ndarray:
     try:
         arr = load_image(path, inp.size, mode="RGB" if inp.channels == 3 else "L")
     except DecodeError as exc:
-        raise DecodeError(f"inputs.path {inp.path!r}: " + str(exc).replace(path.name + ": ", "").replace(path.name, "the file")) from None
+        raise DecodeError(
+            f"inputs.path {inp.path!r}: " + str(exc).removeprefix("input file: ").replace(path.name + ": ", "").replace(path.name, "<file>")
+        ) from None
     return arr.transpose(2, 0, 1)
 
 
@@ -632,13 +634,13 @@ class SpecAdapter(DatasetAdapter):
     spec_file: ClassVar[str]
     default_pools: ClassVar[dict[str, dict[str, Any]]] = {}
 
+    option_help: ClassVar[dict[str, str] | None] = {
+        "split_seed": "seed of the patient-level split (default: the spec's split.seed)",
+        "test_fraction": "share of patients in the test split (default: the spec's split.test_fraction)",
+    }
+
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)
-        unknown = sorted(set(self.options) - {"test_fraction", "split_seed"})
-        if unknown:
-            raise ConfigError(
-                f"dataset {self.name!r} (spec {self.spec_file}): unknown option {unknown[0]!r}; known: split_seed, test_fraction"
-            )
         self._side_rejects: dict[tuple[Any, ...], int] = {}
 
     def __reduce__(self) -> tuple[Any, ...]:
