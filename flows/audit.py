@@ -306,11 +306,11 @@ def audit_flow(config: dict[str, Any], show_progress: bool = True) -> dict[str, 
 
             result = analyze_pool(store, snapshot, pool_key, models, cfg.pool.n_targets, n_views, cfg.attack, cfg.report, progress=progress)
         store_result(store, result, audit_id, pool_key, list(snapshot.attributes))
-        out_dir = cfg.results_dir / "reports" / cfg.dataset / audit_id
+        out_dir = cfg.results_dir / "reports" / snapshot.dataset / audit_id
         files = write_report(
             result,
             out_dir,
-            dataset=cfg.dataset,
+            dataset=snapshot.dataset,
             pool_key=pool_key,
             audit_id=audit_id,
             min_cell=cfg.report.min_cell,

@@ -183,7 +183,7 @@ def audit_model_flow(config: dict[str, Any], show_progress: bool = True) -> dict
             "matched_references": matched,
         }
         store.finish_target_audit(audit_id, headline)
-    out_dir = cfg.results_dir / "reports" / cfg.dataset / f"model-{audit_id}"
+    out_dir = cfg.results_dir / "reports" / snapshot.dataset / f"model-{audit_id}"
     files = write_target_report(
         result, out_dir, title=name, audit_id=audit_id, min_cell=cfg.report.min_cell, threshold=cfg.report.risk_threshold, headline=headline
     )

@@ -314,11 +314,45 @@ def build_parser() -> argparse.ArgumentParser:
 
     for mod in sorted(pkgutil.iter_modules(flows.commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"flows.commands.{mod.name}").register(sub)
+    for name in _SPEC_COMMANDS:
+        _add_spec_option(sub.choices[name])
     return parser
 
 
+# Commands whose DATASET argument can also be a dataset spec: `--spec FILE RAW_DIR` = `spec:FILE RAW_DIR`.
+_SPEC_COMMANDS = ("audit", "ingest", "audit-model", "dp-sweep", "scaling")
+
+
+def _add_spec_option(p: argparse.ArgumentParser) -> None:
+    required = []
+    for action in p._actions:
+        if action.dest in ("dataset", "raw_dir") and not action.option_strings:
+            if action.nargs is None:
+                required.append(action.dest)
+            action.nargs = "?"
+    p.add_argument("--spec", type=Path, default=None, help="a dataset spec (docs/OWN_DATA.md) instead of DATASET; give only RAW_DIR then")
+    p.set_defaults(required_positionals=tuple(required))
+
+
+def _apply_spec(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """``--spec FILE`` -> dataset ``spec:<absolute FILE>``; a ``spec:`` DATASET gets an absolute path too."""
+    if not hasattr(args, "required_positionals"):
+        return
+    if args.spec is not None:
+        if args.raw_dir is not None or args.dataset is None:
+            parser.error(f"{args.command}: with --spec give the data folder only: medaudit {args.command} --spec FILE RAW_DIR")
+        args.raw_dir, args.dataset = Path(args.dataset), f"spec:{args.spec.resolve()}"
+    elif args.dataset is not None and args.dataset.startswith("spec:"):
+        args.dataset = f"spec:{Path(args.dataset.removeprefix('spec:')).resolve()}"
+    missing = [name for name in args.required_positionals if getattr(args, name) is None]
+    if missing:
+        parser.error(f"{args.command}: the following arguments are required: {', '.join(missing)} (or --spec FILE RAW_DIR)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _apply_spec(args, parser)
     configure_prefect(quiet=not args.verbose)
     from pydantic import ValidationError
 

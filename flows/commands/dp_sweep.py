@@ -296,7 +296,9 @@ def cmd_dp_sweep(args: argparse.Namespace) -> int:
         print(f"   pool {res['pool_key']}: {res['headline'].get('trained', 0)} of {cfg.pool.n_models} models trained now")
         rows.append(sweep_row(cfg, res, unit, eps))
     table = pd.DataFrame(rows)
-    out = args.results / "reports" / "dp_sweep" / args.dataset
+    from tasks.datasets import get_dataset
+
+    out = args.results / "reports" / "dp_sweep" / get_dataset(args.dataset).name
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "dp_sweep.csv", index=False)
     dp_sweep_plot(table, out / "dp_sweep.png")

@@ -119,7 +119,7 @@ def cmd_scaling(args: argparse.Namespace) -> int:
             }
         )
     table = pd.DataFrame(rows).sort_values("n_parameters", kind="stable")
-    out = args.results / "reports" / "scaling" / args.dataset
+    out = args.results / "reports" / "scaling" / get_dataset(args.dataset).name
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "scaling.csv", index=False)
     threshold = cfg.report.risk_threshold

@@ -112,10 +112,15 @@ def register_dataset(cls: type[DatasetAdapter]) -> type[DatasetAdapter]:
 
 
 def get_dataset(name: str, options: dict[str, Any] | None = None) -> DatasetAdapter:
+    """The adapter of a registered dataset, or of a dataset spec file given as ``spec:<path>``."""
+    if name.startswith("spec:"):
+        from tasks.datasets.spec import adapter_from_spec
+
+        return adapter_from_spec(Path(name.removeprefix("spec:")), options)
     try:
         cls = _DATASETS[name]
     except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; registered: {', '.join(sorted(_DATASETS))}") from None
+        raise KeyError(f"unknown dataset {name!r}; registered: {', '.join(sorted(_DATASETS))}, or spec:<file>") from None
     return cls(options)
 
 
@@ -123,6 +128,8 @@ def dataset_default_architecture(name: str) -> str | None:
     """The default architecture of dataset ``name`` (None if it is not registered)."""
     import tasks.datasets  # noqa: F401  (registers the built-in adapters)
 
+    if name.startswith("spec:"):
+        return get_dataset(name).task.default_architecture
     cls = _DATASETS.get(name)
     return cls.task.default_architecture if cls is not None else None
 
