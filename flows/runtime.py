@@ -17,8 +17,14 @@ def configure_prefect(quiet: bool = True) -> None:
     home = Path(os.environ.get("MEDAUDIT_HOME", Path.home() / ".medaudit"))
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
     # Prefect does not create its home; without it the ephemeral server cannot open its database
-    # and the client only reports a start-up time-out.
-    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+    # and the client only reports a start-up time-out. Owner-only: its database holds the audits' logs
+    # and artifacts (subgroup tables).
+    from tasks.sealed import make_private, make_private_dir
+
+    prefect_home = make_private_dir(Path(os.environ["PREFECT_HOME"]))
+    for item in prefect_home.iterdir():
+        if item.is_file():
+            make_private(item)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")

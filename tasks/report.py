@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 from pathlib import Path
 
 import matplotlib
@@ -21,6 +20,7 @@ import pandas as pd
 from tasks.analysis import SE_REFERENCE, AuditResult
 from tasks.risk.subgroup import suppress_small_cells
 from tasks.risk.survival import survival_curve
+from tasks.sealed import make_private, make_private_dir
 
 
 def _f(value: object, fmt: str = ".3f") -> str:
@@ -206,8 +206,8 @@ def write_report(
     result: AuditResult, out_dir: Path, *, dataset: str, pool_key: str, audit_id: str, min_cell: int, threshold: float
 ) -> dict[str, Path]:
     """Write PNG plots, CSV tables and report.html to ``out_dir`` (owner-only); return their paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(out_dir, 0o700)
+    for folder in (out_dir.parent.parent, out_dir.parent, out_dir):  # reports/<dataset>/<audit>: medaudit's own folders
+        make_private_dir(folder)
     files = {
         "survival_png": survival_plot(result, out_dir / "risk_survival.png"),
         "roc_png": roc_plot(result, out_dir / "attack_roc.png"),
@@ -252,6 +252,8 @@ median SE of the top-1% records is at most {SE_REFERENCE}.</p>
 </body></html>"""
     files["report_html"] = out_dir / "report.html"
     files["report_html"].write_text(body)
+    for path in files.values():  # sealed by default (tasks/sealed.py), whatever the process umask
+        make_private(path)
     return files
 
 

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.errors import MedauditError
+from tasks.sealed import PRIVATE_DIR, check_private, make_private
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets (
@@ -207,13 +208,18 @@ class AuditStore:
         self.read_only = read_only
         if not read_only:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
             except OSError as exc:
                 raise MedauditError(f"{self.path.parent}: cannot create the results folder ({exc.strerror})") from exc
         elif not self.path.exists():
             raise MedauditError(f"{self.path}: no audit database here (run an audit first)")
+        else:
+            check_private(self.path)
         self.con = self._connect(wait_seconds)
         if not read_only:
+            # sealed by default (tasks/sealed.py): the writer tightens the file it owns, whatever the umask
+            make_private(self.path)
+            make_private(Path(f"{self.path}.wal"))
             self._migrate()
             self.con.execute(SCHEMA)
             self.con.execute(VIEWS)
