@@ -138,6 +138,31 @@ CREATE OR REPLACE VIEW model_count_ablation AS
     SELECT a.audit_id, p.dataset, s.pool_key, s.n_models, s.scope, s.n_records, s.se_median, s.se_p90, s.se_max,
            s.auc_median, s.se_median <= 0.05 AS se_median_below_005
     FROM model_count_stats s JOIN latest_audits a USING (audit_id) JOIN pools p ON p.pool_key = s.pool_key;
+CREATE OR REPLACE MACRO compare_audits(audit_a, audit_b) AS TABLE
+    WITH thresholds AS (
+        SELECT audit_id, coalesce(CAST(headline->>'risk_threshold' AS DOUBLE), 0.9) AS threshold FROM audits),
+    a AS (SELECT s.patient_key, s.risk_max AS risk_a, coalesce(s.risk_max >= t.threshold, false) AS at_risk_a, s.attributes AS attrs_a
+          FROM patient_stats s JOIN thresholds t USING (audit_id) WHERE s.audit_id = audit_a),
+    b AS (SELECT s.patient_key, s.risk_max AS risk_b, coalesce(s.risk_max >= t.threshold, false) AS at_risk_b, s.attributes AS attrs_b
+          FROM patient_stats s JOIN thresholds t USING (audit_id) WHERE s.audit_id = audit_b)
+    SELECT patient_key,
+           CASE WHEN a.at_risk_a IS NULL THEN 'only in B' WHEN b.at_risk_b IS NULL THEN 'only in A'
+                WHEN at_risk_b AND NOT at_risk_a THEN 'newly at risk'
+                WHEN at_risk_a AND NOT at_risk_b THEN 'no longer at risk'
+                WHEN at_risk_a AND at_risk_b THEN 'still at risk'
+                ELSE 'not at risk' END AS change,
+           risk_a, risk_b, risk_b - risk_a AS risk_change, coalesce(at_risk_a, false) AS at_risk_a,
+           coalesce(at_risk_b, false) AS at_risk_b, coalesce(attrs_b, attrs_a) AS attributes
+    FROM a FULL OUTER JOIN b USING (patient_key);
+CREATE OR REPLACE MACRO compare_subgroups(audit_a, audit_b) AS TABLE
+    SELECT e.key AS attribute, e.value AS "group", count(*) AS patients,
+           count(*) FILTER (WHERE c.at_risk_a) AS at_risk_a, count(*) FILTER (WHERE c.at_risk_b) AS at_risk_b,
+           count(*) FILTER (WHERE c.change = 'newly at risk') AS newly_at_risk,
+           count(*) FILTER (WHERE c.change = 'no longer at risk') AS no_longer_at_risk,
+           median(c.risk_a) AS median_risk_a, median(c.risk_b) AS median_risk_b
+    FROM compare_audits(audit_a, audit_b) c, unnest(map_entries(c.attributes)) AS u(e)
+    WHERE c.change NOT IN ('only in A', 'only in B')
+    GROUP BY ALL ORDER BY attribute, "group";
 CREATE OR REPLACE VIEW target_record_risk AS
     SELECT t.audit_id, t.target_name, t.dataset, s.record_idx, r.patient_key, r.split, s.member, s.risk,
            s.lira_offline, s.rmia_offline, s.score, s.n_out, r.source_file, r.source_row
@@ -556,6 +581,29 @@ class AuditStore:
         self.con.execute(
             "UPDATE target_audits SET headline = ?, finished_at = ? WHERE audit_id = ?", [json_dumps(headline), _now(), audit_id]
         )
+
+    # ---- audits over time
+    def audit_row(self, audit_id: str) -> dict[str, Any]:
+        """One finished audit (dataset, pool, models, finished_at; headline and config as dicts); MedauditError if unknown."""
+        rows = self.query(
+            "SELECT audit_id, dataset, dataset_version, pool_key, n_models, finished_at, headline, config FROM audits "
+            "WHERE audit_id = ? AND finished_at IS NOT NULL",
+            [audit_id],
+        )
+        if rows.empty:
+            raise MedauditError(f"{self.path}: no finished audit {audit_id!r} (see `medaudit history`)")
+        row = rows.iloc[0].to_dict()
+        for key in ("headline", "config"):
+            row[key] = json.loads(row[key]) if isinstance(row[key], str) else dict(row[key] or {})
+        return row
+
+    def compare_patients(self, audit_a: str, audit_b: str) -> pd.DataFrame:
+        """The ``compare_audits`` table: one row per patient key with its change between the two audits."""
+        return self.query("SELECT * EXCLUDE (attributes) FROM compare_audits(?, ?) ORDER BY change, risk_change DESC", [audit_a, audit_b])
+
+    def compare_subgroups(self, audit_a: str, audit_b: str) -> pd.DataFrame:
+        """The ``compare_subgroups`` table: per (attribute, group) counts at risk in A and B, newly / no longer."""
+        return self.query("SELECT * FROM compare_subgroups(?, ?)", [audit_a, audit_b])
 
     def query(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
         return self.con.execute(sql, params or []).df()
