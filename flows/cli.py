@@ -192,6 +192,8 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+# Commands that run Prefect flows: an unreachable PREFECT_API_URL is reported before they start.
+_FLOW_COMMANDS = {"demo", "audit", "reaudit", "audit-model", "dp-sweep", "scaling"}
 # Commands whose start-up must stay fast: without the discovered modules (some import numpy and pandas).
 _FAST_COMMANDS = {"sql"}
 
@@ -254,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     from tasks.errors import MedauditError
 
     try:
+        if args.command in _FLOW_COMMANDS:
+            from flows.runtime import check_prefect_api
+
+            check_prefect_api()
         return args.func(args)
     except (MedauditError, KeyError, OSError, ValueError) as exc:
         # pydantic (a ValueError) is imported only here: `medaudit sql` starts without it

@@ -30,10 +30,31 @@ def configure_prefect(quiet: bool = True) -> None:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     if quiet:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        # INFO reaches the Prefect API (the run's Logs tab) while the console shows warnings only
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
         # warnings and errors stay on the console, their tracebacks do not (the CLI prints the error itself)
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_CLASS", "flows.console.QuietConsoleHandler")
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+
+
+def check_prefect_api(timeout: float = 5.0) -> None:
+    """With PREFECT_API_URL set, make sure a server answers there before a flow starts: one line naming the
+    URL and what to do, instead of Prefect's client retries and a long traceback."""
+    url = os.environ.get("PREFECT_API_URL")
+    if not url:
+        return
+    import httpx
+
+    from tasks.errors import MedauditError
+
+    try:
+        httpx.get(url.rstrip("/") + "/health", timeout=timeout).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise MedauditError(
+            f"PREFECT_API_URL={url}: no Prefect server answers ({type(exc).__name__}); start one with `medaudit server`, "
+            "or unset PREFECT_API_URL to run with a private, temporary one"
+        ) from exc
 
 
 def dask_task_runner(address: str | None, n_workers: int, threads_per_worker: int, resources: dict[str, float] | None = None):

@@ -56,6 +56,9 @@ CREATE TABLE IF NOT EXISTS audits (
     audit_id VARCHAR PRIMARY KEY, pool_key VARCHAR, dataset VARCHAR, dataset_version VARCHAR,
     n_models INTEGER, n_targets INTEGER, config JSON, headline JSON, started_at TIMESTAMP, finished_at TIMESTAMP,
     flow_run_id VARCHAR);
+CREATE TABLE IF NOT EXISTS reaudit_runs (
+    run_at TIMESTAMP, dataset VARCHAR, decision VARCHAR, reason VARCHAR, dataset_version VARCHAR, pool_key VARCHAR,
+    audit_key VARCHAR, previous_audit_id VARCHAR, audit_id VARCHAR, trained INTEGER, alerts JSON, flow_run_id VARCHAR);
 CREATE TABLE IF NOT EXISTS record_stats (
     audit_id VARCHAR, pool_key VARCHAR, record_idx BIGINT, n_in INTEGER, n_out INTEGER, mu_in DOUBLE,
     mu_out DOUBLE, sd_in DOUBLE, sd_out DOUBLE, auc_raw DOUBLE, auc DOUBLE, auc_se DOUBLE,
@@ -131,6 +134,13 @@ CREATE OR REPLACE VIEW audit_history AS
            CAST(headline->>'se_median_at_pool_size' AS DOUBLE) AS se_median_at_pool_size,
            CAST(headline->>'pool_big_enough' AS BOOLEAN) AS pool_big_enough
     FROM audits ORDER BY finished_at;
+CREATE OR REPLACE VIEW reaudit_history AS
+    SELECT r.run_at, r.dataset, r.decision, r.reason, coalesce(r.audit_id, r.previous_audit_id) AS audit_id,
+           r.audit_id IS NOT NULL AS new_audit, r.trained, json_array_length(r.alerts) AS n_alerts,
+           CAST(a.headline->>'share_patients_above_threshold' AS DOUBLE) AS share_patients_above_threshold,
+           CAST(a.headline->>'n_patients_above_threshold' AS BIGINT) AS n_patients_above_threshold,
+           CAST(a.headline->>'lira_auc_mean' AS DOUBLE) AS lira_auc_mean, r.dataset_version, r.pool_key, r.flow_run_id
+    FROM reaudit_runs r LEFT JOIN audits a ON a.audit_id = coalesce(r.audit_id, r.previous_audit_id) ORDER BY r.run_at;
 CREATE OR REPLACE VIEW attack_roc AS
     SELECT a.audit_id, p.dataset, c.pool_key, c.attack, c.level, c.fpr, c.tpr_mean, c.tpr_std
     FROM attack_roc_curves c JOIN latest_audits a USING (audit_id) JOIN pools p ON p.pool_key = c.pool_key;
@@ -583,6 +593,15 @@ class AuditStore:
         )
 
     # ---- audits over time
+    def record_reaudit(self, run: dict[str, Any]) -> None:
+        """One re-audit run, audited or skipped (``run``: the reaudit_runs columns but run_at; alerts a list)."""
+        cols = ["dataset", "decision", "reason", "dataset_version", "pool_key", "audit_key", "previous_audit_id", "audit_id"]
+        cols += ["trained", "alerts", "flow_run_id"]
+        self.con.execute(
+            f"INSERT INTO reaudit_runs (run_at, {', '.join(cols)}) VALUES (?, {', '.join('?' * len(cols))})",
+            [_now(), *(json_dumps(run[c]) if c == "alerts" else run.get(c) for c in cols)],
+        )
+
     def audit_row(self, audit_id: str) -> dict[str, Any]:
         """One finished audit (dataset, pool, models, finished_at; headline and config as dicts); MedauditError if unknown."""
         rows = self.query(
@@ -596,6 +615,17 @@ class AuditStore:
         for key in ("headline", "config"):
             row[key] = json.loads(row[key]) if isinstance(row[key], str) else dict(row[key] or {})
         return row
+
+    def risk_history(self, dataset: str) -> pd.DataFrame:
+        """Finished audits of ``dataset`` in time order: audit_id, pool_key, n_models, finished_at and headline risk numbers."""
+        return self.query(
+            "SELECT audit_id, pool_key, n_models, finished_at, "
+            "CAST(headline->>'share_patients_above_threshold' AS DOUBLE) AS share_patients_above_threshold, "
+            "CAST(headline->>'n_patients_above_threshold' AS BIGINT) AS n_patients_above_threshold, "
+            "CAST(headline->>'n_patients_at_risk' AS BIGINT) AS n_patients_at_risk "
+            "FROM audits WHERE dataset = ? AND finished_at IS NOT NULL AND headline IS NOT NULL ORDER BY finished_at",
+            [dataset],
+        )
 
     def compare_patients(self, audit_a: str, audit_b: str) -> pd.DataFrame:
         """The ``compare_audits`` table: one row per patient key with its change between the two audits."""

@@ -362,15 +362,22 @@ def cmd_history(args: argparse.Namespace) -> int:
 
     from tasks.storage import read_only_query
 
-    sql = "SELECT * FROM audit_history" + (" WHERE dataset = ?" if args.dataset else "")
+    db = _db(args.results)
+    where = ""
     if args.dataset:  # read_only_query takes no parameters: quote the literal
-        sql = sql.replace("?", "'" + args.dataset.replace("'", "''") + "'")
-    df = read_only_query(_db(args.results), sql)
-    if df.empty:
-        print("no audits yet")
-        return 0
-    with pd.option_context("display.max_columns", 20, "display.width", 200):
-        print(df.to_string(index=False))
+        where = " WHERE dataset = '" + args.dataset.replace("'", "''") + "'"
+    df = read_only_query(db, "SELECT * FROM audit_history" + where)
+    has_runs = not read_only_query(db, "SELECT 1 FROM information_schema.tables WHERE table_name = 'reaudit_history'").empty
+    runs = (
+        read_only_query(db, "SELECT * EXCLUDE (dataset_version, pool_key, flow_run_id) FROM reaudit_history" + where) if has_runs else None
+    )
+    with pd.option_context("display.max_columns", 20, "display.width", 200, "display.max_colwidth", 90):
+        print("audits" if not df.empty else "no audits yet")
+        if not df.empty:
+            print(df.to_string(index=False, na_rep="n/a"))
+        if runs is not None and not runs.empty:
+            print("\nre-audit runs (audited and skipped; the numbers are of the run's audit, or of the audit a skipped run kept)")
+            print(runs.to_string(index=False, na_rep="n/a"))
     return 0
 
 
