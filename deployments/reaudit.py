@@ -136,7 +136,7 @@ def reaudit_flow(config: dict[str, Any], force: bool = False, show_progress: boo
     previous = latest["headline"] if latest else None
     found: list[dict[str, Any]] = []
     if run:
-        result = run_audit(cfg, show_progress=show_progress)
+        result = run_audit(cfg, show_progress=show_progress, snapshot_dir=str(snapshot.path))  # decoded once, above
         out["audit"] = result
         out["trained"] = int(result["headline"].get("trained", 0))
         found = breaches(result["headline"], previous, cfg.alerts)

@@ -249,12 +249,19 @@ def publish_artifacts(result: AuditResult, files: dict[str, Path], cfg: AuditCon
 
 
 @flow(name="medaudit-audit", log_prints=True, flow_run_name=audit_run_name)
-def audit_flow(config: dict[str, Any], show_progress: bool = True) -> dict[str, Any]:
-    """Audit one dataset end to end; ``config`` is an AuditConfig as a dict. Returns the headline and paths."""
+def audit_flow(config: dict[str, Any], show_progress: bool = True, snapshot_dir: str | None = None) -> dict[str, Any]:
+    """Audit one dataset end to end; ``config`` is an AuditConfig as a dict. Returns the headline and paths.
+
+    ``snapshot_dir``: a snapshot the caller has just ingested from ``config``'s raw folder (a re-audit), used
+    as is instead of reading and decoding the raw files a second time."""
     cfg = AuditConfig.model_validate(config)
     logger = get_run_logger()
-    logger.info("ingesting %s from %s (read, validate against the data contract, decode)", cfg.dataset, cfg.raw_dir)
-    snapshot = ingest_snapshot(cfg, show_progress=show_progress)
+    if snapshot_dir:
+        snapshot = Snapshot.open(Path(snapshot_dir))
+        logger.info("using snapshot %s/%s ingested by the caller", snapshot.dataset, snapshot.version)
+    else:
+        logger.info("ingesting %s from %s (read, validate against the data contract, decode)", cfg.dataset, cfg.raw_dir)
+        snapshot = ingest_snapshot(cfg, show_progress=show_progress)
     logger.info(
         "snapshot %s/%s: %s raw, %d accepted, %d quarantined",
         snapshot.dataset,
@@ -326,11 +333,11 @@ def audit_flow(config: dict[str, Any], show_progress: bool = True) -> dict[str, 
     }
 
 
-def run_audit(cfg: AuditConfig, show_progress: bool = True) -> dict[str, Any]:
-    """Run the audit flow with a Dask task runner built from the config's execution settings."""
+def run_audit(cfg: AuditConfig, show_progress: bool = True, snapshot_dir: str | None = None) -> dict[str, Any]:
+    """Run the audit flow with a Dask task runner built from the config's execution settings (``snapshot_dir``: see audit_flow)."""
     from prefect import tags
 
     from flows.runtime import run_on_dask
 
     with tags("medaudit", f"dataset:{cfg.dataset}"):
-        return run_on_dask(audit_flow, cfg, show_progress)
+        return run_on_dask(audit_flow, cfg, show_progress, snapshot_dir=snapshot_dir)

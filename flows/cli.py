@@ -79,8 +79,8 @@ def _print_result(res: dict[str, Any], as_json: bool) -> None:
     )
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from flows.audit import run_audit
+def demo_config(args: argparse.Namespace) -> Any:
+    """The AuditConfig `medaudit demo` runs for ``args`` (writing the synthetic cohort if missing); `serve --demo` uses it too."""
     from tasks.config import AuditConfig
     from tasks.demo_pools import demo_options, demo_patients, demo_pool
     from tasks.synthetic import get_synthetic_writer, write_cohort_once
@@ -96,6 +96,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         data = cfg.model_dump(mode="json")
         data["dataset_options"] = {**demo_options(args.dataset), **data["dataset_options"]}
         cfg = AuditConfig.model_validate(data)
+    return cfg
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from flows.audit import run_audit
+
+    cfg = demo_config(args)
     _print_result(run_audit(cfg, show_progress=not args.no_progress), args.json)
     return 0
 

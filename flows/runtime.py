@@ -101,9 +101,9 @@ def shared_ephemeral_api(local_workers: bool) -> Iterator[None]:
         os.environ.pop("PREFECT_API_URL", None)
 
 
-def run_on_dask(flow_fn: Any, cfg: Any, show_progress: bool = True) -> dict[str, Any]:
-    """Run ``flow_fn(config_dict, show_progress)`` with a Dask task runner from ``cfg.execution``."""
+def run_on_dask(flow_fn: Any, cfg: Any, show_progress: bool = True, **params: Any) -> dict[str, Any]:
+    """Run ``flow_fn(config_dict, show_progress, **params)`` with a Dask task runner from ``cfg.execution``."""
     ex = cfg.execution
     runner = dask_task_runner(ex.dask_address, ex.n_workers, ex.threads_per_worker, ex.training_resources)
     with shared_ephemeral_api(local_workers=not ex.dask_address):
-        return flow_fn.with_options(task_runner=runner)(cfg.model_dump(mode="json"), show_progress=show_progress)
+        return flow_fn.with_options(task_runner=runner)(cfg.model_dump(mode="json"), show_progress=show_progress, **params)

@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", type=Path, help="audit configuration file (YAML/JSON) with dataset and raw_dir")
     src.add_argument("--deployments", type=Path, help="a deployments file (see deployments/schedules.yaml)")
+    src.add_argument(
+        "--demo", nargs="?", const="mimic-iv-ed", metavar="DATASET", help="re-audit what `medaudit demo [--dataset DATASET]` audits"
+    )
+    p.add_argument("--patients", type=int, default=None, help="with --demo: as `medaudit demo --patients`")
+    p.add_argument("--models", type=int, default=None, help="with --demo: as `medaudit demo --models` (default 48)")
     when = p.add_mutually_exclusive_group()
     when.add_argument("--cron", default=None, help='cron schedule with --config (default "0 3 * * *": nightly at 03:00)')
     when.add_argument("--interval", type=float, default=None, help="or an interval in seconds")
@@ -172,6 +178,8 @@ def _describe(schedule: Any) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if (args.patients or args.models) and not args.demo:
+        raise ConfigError("--patients/--models go with --demo; a config file names its own pool")
     if args.deployments and (args.cron or args.interval or args.name):
         raise ConfigError("--cron/--interval/--name go with --config; a deployments file names its own schedules")
     api_url = args.api_url or os.environ.get("PREFECT_API_URL")
@@ -192,6 +200,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     with temporary_settings({PREFECT_API_URL: api_url}):
         if args.deployments:
             deps = deployments_from_file(args.deployments, _overrides(args))
+        elif args.demo:
+            cfg = _demo_config(args)
+            deps = [
+                reaudit_deployment(
+                    cfg,
+                    args.name or f"reaudit-demo-{cfg.dataset}",
+                    cron=args.cron if args.cron or args.interval else "0 3 * * *",
+                    interval=args.interval,
+                    timezone=args.timezone,
+                    force=args.force,
+                )
+            ]
         else:
             cfg = load_audit_config(args.config, _overrides(args))
             cron = args.cron if args.cron or args.interval else "0 3 * * *"
@@ -213,6 +233,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"runs show at {api_url.rstrip('/').removesuffix('/api')}/deployments; stop with Ctrl-C", flush=True)
         serve(*deps, limit=args.limit, print_starting_message=False)
     return 0
+
+
+def _demo_config(args: argparse.Namespace) -> Any:
+    """The config `medaudit demo --dataset D [--patients N] [--models M] [--results R]` runs, with absolute paths."""
+    from deployments.reaudit import load_audit_config
+    from flows.cli import demo_config
+
+    unset = dict.fromkeys(("targets", "config", "seed", "arch", "epochs", "dask_address", "workers"))
+    results = (args.results or Path("results")).resolve()
+    demo = argparse.Namespace(dataset=args.demo, patients=args.patients, data_seed=0, models=args.models or 48, results=results, **unset)
+    cfg = demo_config(demo)
+    with tempfile.TemporaryDirectory() as tmp:  # through load_audit_config: the same path handling as --config
+        path = Path(tmp) / "demo.json"
+        path.write_text(cfg.model_dump_json())
+        return load_audit_config(path)
 
 
 def cmd_reaudit(args: argparse.Namespace) -> int:
@@ -315,8 +350,11 @@ def gate_checks(
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
+    from tasks.attacks import ATTACKS
     from tasks.storage import AuditStore
 
+    if args.attack not in ATTACKS:
+        raise ConfigError(f"--attack {args.attack}: unknown attack; the audits run {', '.join(sorted(ATTACKS))}")
     if args.max_share_above is None and args.max_tpr_at_1e_3 is None and args.max_lira_auc is None:
         args.max_share_above = 0.01
     store = AuditStore(_db(args.results), read_only=True)
