@@ -189,7 +189,7 @@ def train_pool(
             futures.append(fut)
             chunk_size[fut.task_run_id] = len(chunk)
     failed: list[str] = []
-    n_failed = trained = 0
+    n_failed = trained = finished = 0  # finished: own count (a disabled tqdm bar, --no-progress, counts nothing)
     with tqdm(total=len(missing), desc="shadow models", unit="model", disable=not show_progress) as bar:
         for fut in as_completed(futures):
             n = chunk_size[fut.task_run_id]
@@ -208,8 +208,9 @@ def train_pool(
                 for meta in result if isinstance(result, list) else [result]:
                     trained += load(meta)
             bar.update(n)
-            status = progress_text(bar.n - n_failed, len(missing), time.monotonic() - started, n_failed)
-            update_progress_artifact(progress_id, progress=100.0 * (bar.n / len(missing)), description=f"pool {pool_key}: {status}")
+            finished += n
+            status = progress_text(finished - n_failed, len(missing), time.monotonic() - started, n_failed)
+            update_progress_artifact(progress_id, progress=100.0 * finished / len(missing), description=f"pool {pool_key}: {status}")
             logger.info("%s", status)
     if failed:
         raise MedauditError(

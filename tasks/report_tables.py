@@ -35,7 +35,7 @@ SUBGROUP_COLUMNS: tuple[tuple[str, str], ...] = (
     ("p_holm", "p_holm"),
     ("top_observed", "in top 1%"),
     ("top_expected", "expected in top 1%"),
-    ("median_risk", "median risk"),
+    ("median_risk", "median_risk"),
 )
 SUBGROUP_LEGEND = (
     "patients: patients of the group with a risk estimate; share_above: share of them with risk >= {threshold} "
