@@ -21,7 +21,7 @@ def step(name: str) -> Callable[[Callable[..., Any]], Any]:
     from prefect.cache_policies import NO_CACHE
 
     def wrap(fn: Callable[..., Any]) -> Any:
-        return task(name=name, cache_policy=NO_CACHE, persist_result=False)(fn)
+        return task(name=name, task_run_name=name, cache_policy=NO_CACHE, persist_result=False)(fn)
 
     return wrap
 
