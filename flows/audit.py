@@ -30,7 +30,7 @@ from tasks.batched_training import batching_blocker
 from tasks.config import AuditConfig, stable_hash
 from tasks.datasets import get_dataset
 from tasks.datasets.base import InputChunk
-from tasks.errors import MedauditError
+from tasks.errors import ConfigError, MedauditError
 from tasks.masks import model_seed, pool_masks
 from tasks.pseudonym import load_or_create_secret
 from tasks.report import figure_b64, headline_rows, write_report
@@ -78,6 +78,8 @@ def ingest_snapshot(cfg: AuditConfig, *, show_progress: bool = True) -> Snapshot
 
 def pool_key_for(cfg: AuditConfig, snapshot: Snapshot) -> tuple[str, int]:
     """The pool key (D3, D7): dataset version, architecture, recipe, mask seed, views, code version."""
+    if cfg.pool.architecture.name is None:
+        raise ConfigError(f"no architecture for {cfg.dataset}: name one (--arch or pool.architecture); see `medaudit architectures`")
     n_views = cfg.pool.eval_views if snapshot.task.modality == "image" else 1
     key = stable_hash(
         {
@@ -125,6 +127,7 @@ def train_pool(
             snapshot.task.score_transform,
             TRAINING_CODE_VERSION,
             len(order),
+            cfg.pool.recipe_preset,
         ),
         order,
     )

@@ -36,10 +36,13 @@ CREATE TABLE IF NOT EXISTS record_attributes (
     dataset_version VARCHAR, record_idx BIGINT, attribute VARCHAR, value VARCHAR);
 CREATE TABLE IF NOT EXISTS quarantine (
     dataset_version VARCHAR, source_file VARCHAR, source_row BIGINT, stage VARCHAR, "column" VARCHAR, reason VARCHAR);
+CREATE TABLE IF NOT EXISTS repairs (
+    dataset_version VARCHAR, source_file VARCHAR, source_row BIGINT, "column" VARCHAR, rule VARCHAR,
+    original DOUBLE, repaired DOUBLE, reason VARCHAR);
 CREATE TABLE IF NOT EXISTS pools (
     pool_key VARCHAR PRIMARY KEY, dataset VARCHAR, dataset_version VARCHAR, architecture VARCHAR,
     arch_params JSON, recipe JSON, mask_seed BIGINT, eval_views INTEGER, n_targets INTEGER,
-    score_transform VARCHAR, code_version VARCHAR, n_patients BIGINT, created_at TIMESTAMP);
+    score_transform VARCHAR, code_version VARCHAR, n_patients BIGINT, created_at TIMESTAMP, recipe_preset VARCHAR);
 CREATE TABLE IF NOT EXISTS pool_patients (pool_key VARCHAR, patient_pos BIGINT, patient_key VARCHAR);
 CREATE TABLE IF NOT EXISTS masks (pool_key VARCHAR, model_idx INTEGER, patient_pos BIGINT, is_in BOOLEAN);
 CREATE TABLE IF NOT EXISTS pool_models (
@@ -98,7 +101,7 @@ CREATE TABLE IF NOT EXISTS target_attack_results (
 _RENAMED_TABLES = (("attack_roc", "attack_roc_curves"),)
 # Columns added to a table of SCHEMA after database files were written: (table, column, type). SCHEMA's
 # CREATE statement lists them too; older files get them here, so their rows read back with NULLs.
-_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = ()
+_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (("pools", "recipe_preset", "VARCHAR"),)
 
 VIEWS = """
 CREATE OR REPLACE VIEW latest_audits AS
@@ -233,6 +236,7 @@ class PoolRecord:
     score_transform: str
     code_version: str
     n_patients: int
+    recipe_preset: str | None = None  # the --recipe preset the settings came from (not part of the key)
 
 
 class AuditStore:
@@ -324,8 +328,10 @@ class AuditStore:
 
     # ---- datasets
     def register_snapshot(self, snapshot: Any) -> None:
-        """Load a snapshot's records, attributes and quarantine once per version."""
+        """Load a snapshot's records, attributes, quarantine and repairs once per version; when the
+        version is known but its ledgers changed (same accepted data), replace the ledgers."""
         if self._scalar("SELECT count(*) FROM datasets WHERE version = ?", [snapshot.version]):
+            self._refresh_ledgers(snapshot)
             return
         from tasks.snapshot import label_columns
 
@@ -344,16 +350,13 @@ class AuditStore:
         )
         attrs = rec.melt(id_vars=["record_idx"], value_vars=list(snapshot.attributes), var_name="attribute", value_name="value")
         attrs.insert(0, "dataset_version", snapshot.version)
-        quarantine = snapshot.quarantine()
-        quarantine.insert(0, "dataset_version", snapshot.version)
         manifest = json.loads((snapshot.path / "manifest.json").read_text())
         with self.transaction() as con:
             con.register("_records", records)
             con.execute("INSERT INTO records SELECT * FROM _records")
             con.register("_attrs", attrs)
             con.execute("INSERT INTO record_attributes SELECT dataset_version, record_idx, attribute, value FROM _attrs")
-            con.register("_quarantine", quarantine)
-            con.execute('INSERT INTO quarantine SELECT dataset_version, source_file, source_row, stage, "column", reason FROM _quarantine')
+            self._insert_ledgers(con, snapshot)
             con.execute(
                 "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
@@ -368,8 +371,39 @@ class AuditStore:
                     _now(),
                 ],
             )
-            for name in ("_records", "_attrs", "_quarantine"):
+            for name in ("_records", "_attrs"):
                 con.unregister(name)
+
+    @staticmethod
+    def _insert_ledgers(con: Any, snapshot: Any) -> None:
+        quarantine = snapshot.quarantine()
+        quarantine.insert(0, "dataset_version", snapshot.version)
+        repairs = snapshot.repairs()
+        repairs.insert(0, "dataset_version", snapshot.version)
+        con.register("_quarantine", quarantine)
+        con.execute('INSERT INTO quarantine SELECT dataset_version, source_file, source_row, stage, "column", reason FROM _quarantine')
+        con.register("_repairs", repairs)
+        con.execute(
+            'INSERT INTO repairs SELECT dataset_version, source_file, source_row, "column", rule, original, repaired, reason FROM _repairs'
+        )
+        con.unregister("_quarantine")
+        con.unregister("_repairs")
+
+    def _refresh_ledgers(self, snapshot: Any) -> None:
+        manifest = json.loads((snapshot.path / "manifest.json").read_text())
+        stored = self.con.execute("SELECT manifest FROM datasets WHERE version = ?", [snapshot.version]).fetchone()[0]
+        stored = json.loads(stored) if isinstance(stored, str) else stored
+        keys = ("quarantine_digest", "repairs_digest", "n_raw", "n_quarantined")
+        if all(stored.get(k) == manifest.get(k) for k in keys):
+            return
+        with self.transaction() as con:
+            con.execute("DELETE FROM quarantine WHERE dataset_version = ?", [snapshot.version])
+            con.execute("DELETE FROM repairs WHERE dataset_version = ?", [snapshot.version])
+            self._insert_ledgers(con, snapshot)
+            con.execute(
+                "UPDATE datasets SET n_raw = ?, n_quarantined = ?, manifest = ? WHERE version = ?",
+                [snapshot.n_raw, snapshot.n_quarantined, json.dumps(manifest), snapshot.version],
+            )
 
     # ---- pools and masks
     def ensure_pool(self, pool: PoolRecord, patient_order: list[str]) -> None:
@@ -386,7 +420,9 @@ class AuditStore:
         order = pd.DataFrame({"pool_key": pool.pool_key, "patient_pos": np.arange(len(patient_order)), "patient_key": patient_order})
         with self.transaction() as con:
             con.execute(
-                "INSERT INTO pools VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO pools (pool_key, dataset, dataset_version, architecture, arch_params, recipe, mask_seed, eval_views, "
+                "n_targets, score_transform, code_version, n_patients, created_at, recipe_preset) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     pool.pool_key,
                     pool.dataset,
@@ -401,6 +437,7 @@ class AuditStore:
                     pool.code_version,
                     pool.n_patients,
                     _now(),
+                    pool.recipe_preset,
                 ],
             )
             con.register("_order", order)
