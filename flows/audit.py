@@ -28,14 +28,16 @@ from flows.monitoring import audit_run_name, name_run, progress_text, step
 from tasks.analysis import AuditResult, analyze_pool, store_result, training_patients
 from tasks.batched_training import batching_blocker
 from tasks.config import AuditConfig, stable_hash
+from tasks.cost import describe_pool_compute
 from tasks.datasets import get_dataset
 from tasks.datasets.base import InputChunk
 from tasks.errors import ConfigError, MedauditError
 from tasks.masks import model_seed, pool_masks
 from tasks.pseudonym import load_or_create_secret
-from tasks.report import figure_b64, headline_rows, write_report
+from tasks.report import chance_sentence, evidence_sentence, figure_b64, headline_rows, write_report
 from tasks.report_tables import SUBGROUP_LEGEND, display_subgroups
-from tasks.scores import get_transform
+from tasks.risk.null import minimum_models
+from tasks.scores import score_and_probability
 from tasks.snapshot import Snapshot, build_snapshot
 from tasks.steps import decode_chunk_task, train_shadow_model_task, train_shadow_models_task
 from tasks.storage import AuditStore, PoolRecord
@@ -100,9 +102,20 @@ def _transform_shard(meta: dict[str, Any], labels: np.ndarray, transform: str) -
 
     col = pq.read_table(meta["shard"], columns=["logits"]).column("logits").combine_chunks()
     logits = col.values.to_numpy(zero_copy_only=False).reshape(len(col), meta["n_views"], meta["n_outputs"])
-    scores, flags = get_transform(transform)(logits, labels)
-    probs, _ = get_transform("rmia_probability")(logits, labels)
-    return scores, probs, flags
+    return score_and_probability(transform, logits, labels)
+
+
+def check_pool_size(cfg: AuditConfig) -> None:
+    """Refuse a pool the statistics cannot work with, before anything is trained (ConfigError naming the minimum)."""
+    need = minimum_models(cfg.attack.min_models_per_side)
+    if cfg.pool.n_models < need:
+        raise ConfigError(
+            f"pool.n_models={cfg.pool.n_models} is too small: at least {need} models are needed. Each record needs "
+            f"{cfg.attack.min_models_per_side} models per side (attack.min_models_per_side) plus one for its spread, and the null "
+            "that says how much risk chance alone produces swaps IN/OUT within complementary pairs: with 2 pairs a record's null "
+            "has 4 patterns, two the mirror images of the other two, so no record can stand out from chance. "
+            "For trustworthy verdicts use 16 or more (docs/STATISTICS.md)"
+        )
 
 
 def train_pool(
@@ -173,9 +186,14 @@ def train_pool(
             str(shard_dir),
             cfg.execution.torch_threads,
             cfg.execution.device,
+            fast_path=cfg.execution.fast_path,
+            compile=cfg.execution.compile,
         )
         for m in missing
     ]
+    logger.info(
+        "%s", describe_pool_compute(snapshot.task, arch.name, dict(arch.params), cfg.pool.recipe, [len(j.member_records) for j in jobs])
+    )
     # execution.models_per_task > 1: chunks of models trained together in one task (batched where
     # tasks/batched_training.py can; otherwise one task per model keeps the workers busy)
     per_task = cfg.execution.models_per_task
@@ -232,6 +250,7 @@ def publish_artifacts(result: AuditResult, files: dict[str, Path], cfg: AuditCon
         markdown=(
             f"# Privacy audit: {cfg.dataset}\n\npool `{pool_key}` · {h['n_models']} models · {h['n_patients']} patients\n\n"
             "| measure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in headline_rows(h)) + "\n"
+            f"{chance_sentence(h)} {evidence_sentence(h)}\n\n"
             f"![risk survival]({figure_b64(files['survival_png'])})\n\n"
             f"![SE vs number of models]({figure_b64(files['se_png'])})\n"
         ),
@@ -259,6 +278,7 @@ def audit_flow(config: dict[str, Any], show_progress: bool = True, snapshot_dir:
     ``snapshot_dir``: a snapshot the caller has just ingested from ``config``'s raw folder (a re-audit), used
     as is instead of reading and decoding the raw files a second time."""
     cfg = AuditConfig.model_validate(config)
+    check_pool_size(cfg)
     logger = get_run_logger()
     if snapshot_dir:
         snapshot = Snapshot.open(Path(snapshot_dir))
@@ -343,5 +363,6 @@ def run_audit(cfg: AuditConfig, show_progress: bool = True, snapshot_dir: str | 
 
     from flows.runtime import run_on_dask
 
+    check_pool_size(cfg)  # before a Dask cluster starts
     with tags("medaudit", f"dataset:{cfg.dataset}"):
         return run_on_dask(audit_flow, cfg, show_progress, snapshot_dir=snapshot_dir)

@@ -178,7 +178,7 @@ def _is_image_batch(x: torch.Tensor) -> bool:
 
 
 def _seed_from(gen: torch.Generator) -> int:
-    return int(torch.randint(0, 2**62, (1,), generator=gen))
+    return int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))
 
 
 @contextmanager
@@ -325,12 +325,19 @@ def _apply_random_crop(t: Any, x: torch.Tensor, params: list[dict[str, Any]]) ->
         x = _v2f().pad(x, padding=first["padding"], fill=_fill(t, x), padding_mode=t.padding_mode)
     if not first["needs_crop"]:
         return x
+    tops = torch.tensor([p["top"] for p in params], device=x.device)
+    lefts = torch.tensor([p["left"] for p in params], device=x.device)
+    return crop_gather(x, tops, lefts, first["height"], first["width"])
+
+
+def crop_gather(x: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Sample i's window x[i, :, tops[i] : tops[i] + h, lefts[i] : lefts[i] + w] of (B, C, H, W) ``x``, as one gather.
+
+    ``tops``, ``lefts``: (B,) int64 on x's device."""
     b, c, h_in, w_in = x.shape
-    h, w = first["height"], first["width"]
-    corner = torch.tensor([p["top"] * w_in + p["left"] for p in params], device=x.device)  # flat index of each crop's corner
+    corner = tops * w_in + lefts  # flat index of each crop's corner
     window = (torch.arange(h, device=x.device)[:, None] * w_in + torch.arange(w, device=x.device)).view(1, h * w)
     index = (corner[:, None] + window)[:, None, :].expand(b, c, h * w)
-    # sample i: x[i, :, top_i : top_i + h, left_i : left_i + w], as one gather
     return x.reshape(b, c, h_in * w_in).gather(2, index).view(b, c, h, w)
 
 
@@ -340,6 +347,11 @@ def _inverse_affine_thetas(params: list[dict[str, Any]], center: tuple[float, fl
         [[d["angle"], d["translate"][0], d["translate"][1], d["scale"], d["shear"][0], d["shear"][1]] for d in params],
         dtype=torch.float64,
     )
+    return inverse_affine_matrices(p, center).to(dtype)
+
+
+def inverse_affine_matrices(p: torch.Tensor, center: tuple[float, float]) -> torch.Tensor:
+    """(B, 2, 3) output->input pixel maps from (B, 6) float64 rows (angle°, tx, ty, scale, shear_x°, shear_y°), on p's device."""
     rot, tx, ty, scale = torch.deg2rad(p[:, 0]), p[:, 1], p[:, 2], p[:, 3]
     sx, sy = torch.deg2rad(p[:, 4]), torch.deg2rad(p[:, 5])
     cx, cy = center
@@ -351,17 +363,28 @@ def _inverse_affine_thetas(params: list[dict[str, Any]], center: tuple[float, fl
     m0, m1, m3, m4 = d / scale, -b / scale, -c / scale, a / scale
     m2 = cx - m0 * (cx + tx) - m1 * (cy + ty)
     m5 = cy - m3 * (cx + tx) - m4 * (cy + ty)
-    return torch.stack([m0, m1, m2, m3, m4, m5], dim=1).view(-1, 2, 3).to(dtype)
+    return torch.stack([m0, m1, m2, m3, m4, m5], dim=1).view(-1, 2, 3)
 
 
 def _apply_random_affine(
     t: Any, x: torch.Tensor, params: list[dict[str, Any]], window: tuple[int, int, int, int] | None = None
 ) -> torch.Tensor:
     """v2's affine_image per sample; with ``window`` (top, left, height, width), only that crop of its output."""
+    theta = _inverse_affine_thetas(params, affine_center(t, x), x.dtype).to(x.device)
+    return affine_warp(t, x, theta, window)
+
+
+def affine_center(t: Any, x: torch.Tensor) -> tuple[float, float]:
+    """RandomAffine ``t``'s centre relative to the image centre of (B, C, H, W) ``x``."""
+    h_in, w_in = x.shape[-2:]
+    return (0.0, 0.0) if t.center is None else (t.center[0] - w_in * 0.5, t.center[1] - h_in * 0.5)
+
+
+def affine_warp(t: Any, x: torch.Tensor, theta: torch.Tensor, window: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """Warp (B, C, H, W) ``x`` by per-sample (B, 2, 3) ``theta`` (x's dtype and device) with RandomAffine ``t``'s
+    interpolation and fill; with ``window`` (top, left, height, width), only that crop of the output."""
     b, c, h_in, w_in = x.shape
     top, left, h, w = window if window is not None else (0, 0, h_in, w_in)
-    center = (0.0, 0.0) if t.center is None else (t.center[0] - w_in * 0.5, t.center[1] - h_in * 0.5)
-    theta = _inverse_affine_thetas(params, center, x.dtype).to(x.device)
     # v2's _affine_grid: output pixel centres about the image centre, mapped by theta, normalised by half the size
     xs = torch.linspace((1.0 - w_in) * 0.5, (w_in - 1.0) * 0.5, steps=w_in, dtype=x.dtype, device=x.device)[left : left + w]
     ys = torch.linspace((1.0 - h_in) * 0.5, (h_in - 1.0) * 0.5, steps=h_in, dtype=x.dtype, device=x.device)[top : top + h]
@@ -391,6 +414,18 @@ def _apply_color_jitter(t: Any, x: torch.Tensor, params: list[dict[str, Any]]) -
             return None
         return torch.tensor([p[f"{name}_factor"] for p in params], dtype=x.dtype, device=x.device).view(b, 1, 1, 1)
 
+    fb, fc = factors("brightness"), factors("contrast")
+    b_first = None
+    if fb is not None and fc is not None:  # each sample applies the two in its own random order (fn_idx)
+        orders = [p["fn_idx"].tolist() for p in params]
+        b_first = torch.tensor([o.index(0) < o.index(1) for o in orders], device=x.device)
+    return jitter(x, fb, fc, b_first)
+
+
+def jitter(x: torch.Tensor, fb: torch.Tensor | None, fc: torch.Tensor | None, b_first: torch.Tensor | None) -> torch.Tensor:
+    """v2's brightness and contrast adjustment of (B, C, H, W) ``x`` in [0, 1] with per-sample (B, 1, 1, 1) factors
+    (None: not applied); where both apply, ``b_first`` (B,) bool says which comes first."""
+
     def brightness(img: torch.Tensor, f: torch.Tensor) -> torch.Tensor:  # v2's adjust_brightness_image
         return img.mul(f).clamp_(0, 1.0)
 
@@ -399,14 +434,10 @@ def _apply_color_jitter(t: Any, x: torch.Tensor, params: list[dict[str, Any]]) -
         mean = gray.mean(dim=(-3, -2, -1), keepdim=True)
         return img.mul(f).add_(mean * (1.0 - f)).clamp_(0, 1.0)
 
-    fb, fc = factors("brightness"), factors("contrast")
     if fb is None and fc is None:
         return x
     if fb is None:
         return contrast(x, fc)
     if fc is None:
         return brightness(x, fb)
-    # each sample applies the two in its own random order (fn_idx)
-    orders = [p["fn_idx"].tolist() for p in params]
-    b_first = torch.tensor([o.index(0) < o.index(1) for o in orders], device=x.device)
     return torch.where(b_first[:, None, None, None], contrast(brightness(x, fb), fc), brightness(contrast(x, fc), fb))

@@ -97,6 +97,14 @@ class ReportConfig(_Strict):
     top_fraction: float = Field(0.01, gt=0, lt=1)
     min_cell: int = Field(10, ge=1)
     bootstrap_samples: int = Field(1000, ge=100)
+    # The pool's swap null and FDR rule (docs/STATISTICS.md): a patient is at risk when risk >= risk_threshold
+    # and its swap q-value <= fdr; swaps are seeded and recorded with the audit.
+    fdr: float = Field(0.05, gt=0, lt=1)
+    null_swaps: int = Field(100, ge=10, le=10_000)
+    null_seed: int = 0
+    # Evidence targets: chance share of the flagged patients, median 95% interval width of the top records.
+    max_noise_share: float = Field(0.1, gt=0, lt=1)
+    max_interval_width: float = Field(0.2, gt=0, le=1)
 
 
 class AlertConfig(_Strict):
@@ -123,6 +131,11 @@ class ExecutionConfig(_Strict):
     # Shadow models trained together in one task (tasks/batched_training.py: torch.func vmap over the
     # models; MLP-like tabular nets only, others loop). 1 = one task per model. Not part of the pool key.
     models_per_task: int = Field(1, ge=1)
+    # The fast training path (tasks/fast_training.py: inputs resident on the device, augmentation drawn
+    # there, no per-step host sync, foreach/fused updates; a worker keeps data and model across the pool's
+    # models) and torch.compile within it ("auto": on for CUDA). Same recipe semantics: not part of the pool key.
+    fast_path: bool = False
+    compile: Literal["auto", "on", "off"] = "auto"
 
     @property
     def training_resources(self) -> dict[str, float]:

@@ -60,6 +60,40 @@ def account(noise_multiplier: float, q: float, steps: int, delta: float) -> floa
     return float(acc.get_epsilon(delta))
 
 
+def device_generator(device: torch.device | str, seed: int) -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with ``seed`` (on the CPU: the generator train_dp always used)."""
+    return torch.Generator(device=torch.device(device)).manual_seed(seed)
+
+
+def clip_per_unit(
+    gsm: GradSampleModule,
+    loss_fn_per_sample: nn.Module,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    local: torch.Tensor,
+    n_chosen: int,
+    clip_norm: float,
+) -> list[torch.Tensor]:
+    """The summed clipped gradient of one DP-SGD step, one tensor per trainable parameter (on its device).
+
+    ``xb`` (B, *shape) and ``yb`` are the chosen units' rows, ``local`` (B,) int64 each row's unit among the
+    ``n_chosen`` chosen ones. Every unit's gradient is the sum of its rows' per-sample gradients; it is
+    scaled to norm at most ``clip_norm`` (factor min(1, C / (norm + 1e-6))), then the units are summed.
+    """
+    params = [p for p in gsm.parameters() if p.requires_grad]
+    gsm.zero_grad(set_to_none=True)
+    loss_fn_per_sample(gsm(xb).float(), yb).sum().backward()
+    per_unit = []
+    for p in params:
+        g = torch.zeros((n_chosen, *p.shape), dtype=p.grad_sample.dtype, device=p.grad_sample.device)
+        g.index_add_(0, local, p.grad_sample)
+        per_unit.append(g)
+        p.grad_sample = None
+    norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in per_unit))
+    factor = (clip_norm / (norms + 1e-6)).clamp(max=1.0)
+    return [torch.einsum("u,u...->...", factor, g) for g in per_unit]
+
+
 def train_dp(
     model: nn.Module,
     x: torch.Tensor,
@@ -82,43 +116,40 @@ def train_dp(
     x (N, *shape), y (N, ...) targets as the loss expects; ``loss_fn_per_sample`` has reduction='none';
     ``lr_at(step, total)`` gives the learning rate. Returns the privacy account.
     """
-    codes, _ = np.unique(units, return_inverse=True)
-    unit_of_row = np.unique(units, return_inverse=True)[1]
+    codes, unit_of_row = np.unique(units, return_inverse=True)
     n_units = len(codes)
     delta = delta if delta is not None else 1.0 / n_units
     q, steps = dp_schedule(n_units, batch_units, epochs)
     sigma = calibrate(epsilon, delta, q, steps)
+    device = next(p for p in model.parameters()).device
+    # every row's unit, and the rows grouped by unit (a stable sort keeps each unit's rows in order)
     order = np.argsort(unit_of_row, kind="stable")
-    bounds = np.searchsorted(unit_of_row[order], np.arange(n_units + 1))
+    unit_sorted = unit_of_row[order]
+    x, y = x.to(device), y.to(device)  # once: each step gathers its rows on the model's device
     gsm = GradSampleModule(model, loss_reduction="sum")
     params = [p for p in gsm.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=lr_at(0, steps), momentum=momentum)
+    # The Poisson draws stay on the host (n_units coins a step, and the chosen rows are needed there to size
+    # the batch anyway); the noise is drawn on the model's device from a generator seeded on that device.
     rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
+    gen = device_generator(device, seed)
     gsm.train()
     for step in range(steps):
-        chosen = np.flatnonzero(rng.random(n_units) < q)
-        for p in params:
-            p.grad = torch.zeros_like(p)
-        if len(chosen):
-            rows = np.concatenate([order[bounds[u] : bounds[u + 1]] for u in chosen])
-            local = torch.from_numpy(np.repeat(np.arange(len(chosen)), bounds[chosen + 1] - bounds[chosen]))
-            gsm.zero_grad(set_to_none=True)
-            loss = loss_fn_per_sample(gsm(x[rows]).float(), y[rows]).sum()
-            loss.backward()
-            per_unit = []
-            for p in params:
-                g = torch.zeros((len(chosen), *p.shape), dtype=p.grad_sample.dtype)
-                g.index_add_(0, local, p.grad_sample)
-                per_unit.append(g)
-                p.grad_sample = None
-            norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in per_unit))
-            factor = (clip_norm / (norms + 1e-6)).clamp(max=1.0)
-            for p, g in zip(params, per_unit, strict=True):
-                p.grad = torch.einsum("u,u...->...", factor, g)
-        for p in params:
-            noise = torch.normal(0.0, sigma * clip_norm, size=p.shape, generator=gen)
-            p.grad = (p.grad + noise) / (q * n_units)
+        chosen = rng.random(n_units) < q
+        grads = [torch.zeros_like(p) for p in params]
+        if chosen.any():
+            in_batch = chosen[unit_sorted]
+            rows = order[in_batch]  # the chosen units' rows, unit after unit
+            # each row's position among the chosen units (0 .. n_chosen - 1)
+            local = (np.cumsum(chosen) - 1)[unit_sorted[in_batch]]
+            rows_t = torch.from_numpy(rows).to(device, non_blocking=True)
+            local_t = torch.from_numpy(local).to(device, non_blocking=True)
+            grads = clip_per_unit(
+                gsm, loss_fn_per_sample, x.index_select(0, rows_t), y.index_select(0, rows_t), local_t, int(chosen.sum()), clip_norm
+            )
+        for p, g in zip(params, grads, strict=True):
+            noise = torch.normal(0.0, sigma * clip_norm, size=p.shape, generator=gen, device=device, dtype=g.dtype)
+            p.grad = (g + noise) / (q * n_units)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps)
         opt.step()

@@ -65,15 +65,18 @@ CREATE TABLE IF NOT EXISTS reaudit_runs (
 CREATE TABLE IF NOT EXISTS record_stats (
     audit_id VARCHAR, pool_key VARCHAR, record_idx BIGINT, n_in INTEGER, n_out INTEGER, mu_in DOUBLE,
     mu_out DOUBLE, sd_in DOUBLE, sd_out DOUBLE, auc_raw DOUBLE, auc DOUBLE, auc_se DOUBLE,
-    auc_empirical DOUBLE, flag VARCHAR);
+    auc_empirical DOUBLE, flag VARCHAR, auc_nct_lo DOUBLE, auc_nct_hi DOUBLE, swap_p DOUBLE, swap_q DOUBLE,
+    at_risk BOOLEAN, chance_above DOUBLE);
 CREATE TABLE IF NOT EXISTS patient_stats (
     audit_id VARCHAR, pool_key VARCHAR, patient_key VARCHAR, n_records INTEGER, n_scored INTEGER,
-    risk_max DOUBLE, risk_mean DOUBLE, attributes MAP(VARCHAR, VARCHAR));
+    risk_max DOUBLE, risk_mean DOUBLE, attributes MAP(VARCHAR, VARCHAR), swap_p DOUBLE, swap_q DOUBLE,
+    at_risk BOOLEAN, chance_above DOUBLE);
 CREATE TABLE IF NOT EXISTS subgroup_stats (
     audit_id VARCHAR, pool_key VARCHAR, level VARCHAR, attribute VARCHAR, "group" VARCHAR, units BIGINT,
     records BIGINT, median_risk DOUBLE, median_lo DOUBLE, median_hi DOUBLE, n_above BIGINT,
     share_above DOUBLE, share_lo DOUBLE, share_hi DOUBLE, top_observed BIGINT, top_expected DOUBLE,
-    pearson_residual DOUBLE, p_value DOUBLE, p_holm DOUBLE, chi2_p DOUBLE, suppressed BOOLEAN);
+    pearson_residual DOUBLE, p_value DOUBLE, p_holm DOUBLE, chi2_p DOUBLE, suppressed BOOLEAN,
+    n_at_risk BIGINT, expected_above DOUBLE);
 CREATE TABLE IF NOT EXISTS attack_results (
     audit_id VARCHAR, pool_key VARCHAR, attack VARCHAR, attack_version VARCHAR, level VARCHAR,
     params JSON, target_model INTEGER, auc DOUBLE, tpr_at_fpr MAP(DOUBLE, DOUBLE));
@@ -101,7 +104,22 @@ CREATE TABLE IF NOT EXISTS target_attack_results (
 _RENAMED_TABLES = (("attack_roc", "attack_roc_curves"),)
 # Columns added to a table of SCHEMA after database files were written: (table, column, type). SCHEMA's
 # CREATE statement lists them too; older files get them here, so their rows read back with NULLs.
-_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (("pools", "recipe_preset", "VARCHAR"),)
+_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("pools", "recipe_preset", "VARCHAR"),
+    # issue 13: the swap null, FDR-controlled flags and the noncentral-t record interval
+    ("record_stats", "auc_nct_lo", "DOUBLE"),
+    ("record_stats", "auc_nct_hi", "DOUBLE"),
+    ("record_stats", "swap_p", "DOUBLE"),
+    ("record_stats", "swap_q", "DOUBLE"),
+    ("record_stats", "at_risk", "BOOLEAN"),
+    ("record_stats", "chance_above", "DOUBLE"),
+    ("patient_stats", "swap_p", "DOUBLE"),
+    ("patient_stats", "swap_q", "DOUBLE"),
+    ("patient_stats", "at_risk", "BOOLEAN"),
+    ("patient_stats", "chance_above", "DOUBLE"),
+    ("subgroup_stats", "n_at_risk", "BIGINT"),
+    ("subgroup_stats", "expected_above", "DOUBLE"),
+)
 
 VIEWS = """
 CREATE OR REPLACE VIEW latest_audits AS
@@ -111,12 +129,13 @@ CREATE OR REPLACE VIEW models AS
 CREATE OR REPLACE VIEW record_risk AS
     SELECT a.audit_id, p.dataset, s.pool_key, s.record_idx, r.patient_key, r.split, s.auc AS risk,
            s.auc_raw, s.auc_se, s.auc_empirical, s.n_in, s.n_out, s.mu_in, s.mu_out, s.sd_in, s.sd_out,
-           s.flag, r.source_file, r.source_row
+           s.flag, r.source_file, r.source_row, s.auc_raw AS auc_binormal_raw, s.auc_se AS auc_se_hanley_mcneil,
+           s.auc_nct_lo, s.auc_nct_hi, s.swap_p, s.swap_q, s.at_risk, s.chance_above
     FROM record_stats s JOIN latest_audits a USING (audit_id) JOIN pools p ON p.pool_key = s.pool_key
     JOIN records r ON r.dataset_version = p.dataset_version AND r.record_idx = s.record_idx;
 CREATE OR REPLACE VIEW patient_risk AS
     SELECT a.audit_id, p.dataset, s.pool_key, s.patient_key, s.n_records, s.n_scored,
-           s.risk_max AS risk, s.risk_max, s.risk_mean, s.attributes
+           s.risk_max AS risk, s.risk_max, s.risk_mean, s.attributes, s.swap_p, s.swap_q, s.at_risk, s.chance_above
     FROM patient_stats s JOIN latest_audits a USING (audit_id) JOIN pools p ON p.pool_key = s.pool_key;
 CREATE OR REPLACE VIEW subgroup_risk AS
     SELECT a.audit_id, p.dataset, s.* EXCLUDE (audit_id)
@@ -135,7 +154,12 @@ CREATE OR REPLACE VIEW audit_history AS
            CAST(headline->>'lira_auc_mean' AS DOUBLE) AS lira_auc_mean,
            CAST(headline->>'risk_threshold' AS DOUBLE) AS risk_threshold,
            CAST(headline->>'se_median_at_pool_size' AS DOUBLE) AS se_median_at_pool_size,
-           CAST(headline->>'pool_big_enough' AS BOOLEAN) AS pool_big_enough
+           CAST(headline->>'pool_big_enough' AS BOOLEAN) AS pool_big_enough,
+           CAST(headline->>'n_patients_expected_by_chance' AS DOUBLE) AS n_patients_expected_by_chance,
+           CAST(headline->>'n_patients_at_risk' AS BIGINT) AS n_patients_at_risk,
+           CAST(headline->>'fdr' AS DOUBLE) AS fdr,
+           headline->>'evidence' AS evidence,
+           CAST(headline->>'n_models_needed' AS INTEGER) AS n_models_needed
     FROM audits ORDER BY finished_at;
 CREATE OR REPLACE VIEW reaudit_history AS
     SELECT r.run_at, r.dataset, r.decision, r.reason, coalesce(r.audit_id, r.previous_audit_id) AS audit_id,

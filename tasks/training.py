@@ -49,6 +49,9 @@ class ShadowJob:
     shard_dir: str = ""
     torch_threads: int = 1
     device: str = "cpu"
+    # execution.fast_path / execution.compile (tasks/fast_training.py); not part of the pool key
+    fast_path: bool = False
+    compile: str = "off"  # "on", "off" or "auto" (on where the device is CUDA)
 
 
 @lru_cache(maxsize=2)
@@ -123,13 +126,24 @@ def train_model(
     seed: int,
     device: str = "cpu",
     units: np.ndarray | None = None,
+    *,
+    fast_path: bool = False,
+    compile: bool = False,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train one model on (x (n, *shape) float32, y (n, C) float) and return it with training stats.
 
     With ``recipe.dp_epsilon`` set, trains with DP-SGD (tasks/dp.py); ``units`` (n,) are then the
-    patient codes of the rows for patient-level DP (ignored for record-level DP).
+    patient codes of the rows for patient-level DP (ignored for record-level DP). ``fast_path`` trains
+    the same recipe through tasks/fast_training.py where it covers it (``compile``: under torch.compile).
     """
     from models import build_model
+
+    if fast_path:
+        from tasks.fast_training import fast_path_blocker, resident_inputs, train_model_fast
+
+        if fast_path_blocker(recipe, task) is None:
+            data = resident_inputs(x, device)
+            return train_model_fast(data, np.arange(len(x)), y, task, architecture, arch_params, recipe, seed, compile=compile)
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -214,7 +228,7 @@ def train_model(
 @torch.no_grad()
 def score_model(
     model: nn.Module,
-    x: np.ndarray,
+    x: np.ndarray | Any,
     task: TaskSpec,
     n_views: int,
     seed: int,
@@ -226,16 +240,20 @@ def score_model(
 
     ``precision`` "bf16" scores under the bf16 autocast the model was trained with (a GroupNorm net
     trained that way is a different function in float32); heads stay float32 either way.
+    ``x`` may also be inputs already on the device (tasks/fast_training.py ``ResidentData``).
     """
     model.eval()
     out = []
     dev_type = torch.device(device).type
     for start in range(0, len(x), batch_size):
-        xb = torch.from_numpy(x[start : start + batch_size]).to(device)
+        if isinstance(x, np.ndarray):
+            xb = torch.from_numpy(x[start : start + batch_size]).to(device)
+        else:
+            xb = x.rows(torch.arange(start, min(start + batch_size, len(x)), device=x.device))
         views = eval_views(xb, n_views, task, seed + start)
         with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            out.append(torch.stack([model(v).float() for v in views], dim=1).cpu().numpy())
-    return np.concatenate(out).astype(np.float32)
+            out.append(torch.stack([model(v).float() for v in views], dim=1))
+    return torch.cat(out).cpu().numpy().astype(np.float32)  # one device-to-host copy, not one per batch
 
 
 def test_auroc(logits: np.ndarray, labels: np.ndarray) -> float | None:
@@ -245,6 +263,12 @@ def test_auroc(logits: np.ndarray, labels: np.ndarray) -> float | None:
     z = logits[:, 0, :]
     aucs = [roc_auc(z[:, c], labels[:, c] > 0.5) for c in range(labels.shape[1]) if 0 < labels[:, c].sum() < len(labels)]
     return float(np.mean(aucs)) if aucs else None
+
+
+def _fast_blocker(recipe: TrainRecipe, task: TaskSpec) -> str | None:
+    from tasks.fast_training import fast_path_blocker
+
+    return fast_path_blocker(recipe, task)
 
 
 def train_shadow_model(job: ShadowJob) -> dict[str, Any]:
@@ -263,10 +287,33 @@ def train_shadow_model(job: ShadowJob) -> dict[str, Any]:
     units = None
     if recipe.dp_epsilon is not None and recipe.dp_unit == "patient":
         units = snap.records["patient_key"].factorize()[0][members]
-    model, stats = train_model(x[members], y_all[members], snap.task, job.architecture, job.arch_params, recipe, job.seed, device, units)
-    seconds = time.perf_counter() - t0
     n_views = job.eval_views if snap.task.modality == "image" else 1
-    logits = score_model(model, x, snap.task, n_views, job.seed, device, precision=recipe.precision)
+    fast = job.fast_path and _fast_blocker(recipe, snap.task) is None
+    if fast:  # the worker keeps the inputs on the device and the (compiled) model across the pool's models
+        from tasks.fast_training import resident_inputs, train_model_fast
+
+        data = resident_inputs(x_all, device, key=(job.snapshot_dir, snap.version))
+        scaling = None if x is x_all else (mu, sd)
+        model, stats = train_model_fast(
+            data,
+            members,
+            y_all[members],
+            snap.task,
+            job.architecture,
+            job.arch_params,
+            recipe,
+            job.seed,
+            compile=job.compile == "on" or (job.compile == "auto" and device.startswith("cuda")),
+            standardize=scaling,
+        )
+        seconds = time.perf_counter() - t0
+        logits = score_model(model, data if scaling is None else x, snap.task, n_views, job.seed, device, precision=recipe.precision)
+    else:
+        model, stats = train_model(
+            x[members], y_all[members], snap.task, job.architecture, job.arch_params, recipe, job.seed, device, units
+        )
+        seconds = time.perf_counter() - t0
+        logits = score_model(model, x, snap.task, n_views, job.seed, device, precision=recipe.precision)
     auroc = test_auroc(logits[is_test], y_all[is_test]) if is_test.any() else None
     meta_fields = {
         "n_train_records": len(members),
@@ -276,7 +323,7 @@ def train_shadow_model(job: ShadowJob) -> dict[str, Any]:
         "epochs": recipe.epochs,
         "checkpoint": "final",
         "device": device,
-        "train_info": {"dp": stats.get("dp")} if stats.get("dp") else {},
+        "train_info": {"dp": stats.get("dp")} if stats.get("dp") else ({"fast_path": True, "compiled": stats["compiled"]} if fast else {}),
     }
     return write_shard(job, logits, meta_fields)
 

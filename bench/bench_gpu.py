@@ -1,0 +1,353 @@
+"""Shadow-model training on a GPU: today's path, the fast path and a plain loop, side by side, plus pool projections.
+
+One prepared script for a lent GPU machine (docs/PERFORMANCE.md, "GPU"): for each workload -- WRN-28-2 with
+the paper's CheXpert and Fitzpatrick recipes, ResNet-1D-128 with the PTB-XL recipe, ViT-B/16 at 64 px
+(CheXpert recipe) and the tabular ResNet (MIMIC-IV-ED recipe) -- it trains on synthetic inputs of the
+dataset's shape, in one process, one after another:
+
+* ``today``: ``tasks.training.train_model`` (host-side batches and augmentation, a host sync every step);
+* ``fast``: ``tasks.fast_training.train_model_fast`` with torch.compile (``fast_eager`` without), inputs
+  resident on the device; the compile is timed on a first model, throughput on a second model that reuses it
+  (as every model of a pool after the first does);
+* ``plain``: a plain loop for reference -- data resident on the device, a random flip, SGD, bf16
+  autocast, no EMA, no gradient accumulation, no per-step sync (what a hand-written loop gets).
+
+Reported per path: images (records) per second, models per hour at the dataset's paper size (one model sees
+half the training records per epoch, for the recipe's epochs), and the share of the measured bf16 matmul
+peak (FLOPs per record from tasks/cost.py: forward + backward matmuls and convolutions). Also: a DP-SGD run
+on the device whose accounted epsilon must equal the CPU's, and the projected GPU-hours of a 200-model pool
+at paper size for each of the seven datasets at the fast path's measured rate.
+
+    python3 bench/bench_gpu.py --out "$OUT"           # on the GPU machine (about 6-8 minutes on an H200)
+    .venv/bin/python bench/bench_gpu.py --smoke       # tiny shapes on the CPU, no compile (CI runs this)
+
+JSON goes to ``--out``/bench_gpu.json (default bench/results/gpu.json, gpu_smoke.json with --smoke).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+# Paper sizes (docs/DATASETS.md; paper §1.8 and §2.2): training records, architecture, input, outputs, recipe.
+PAPER = {
+    "chexpert": {"records": 223_413, "arch": "wrn_28_2", "shape": (1, 64, 64), "outputs": 14, "kind": "multilabel", "recipe": "chexpert"},
+    "mimic-cxr": {"records": 377_110, "arch": "wrn_28_2", "shape": (1, 64, 64), "outputs": 14, "kind": "multilabel", "recipe": "mimic-cxr"},
+    "fitzpatrick": {
+        "records": 16_175,
+        "arch": "wrn_28_2",
+        "shape": (3, 64, 64),
+        "outputs": 3,
+        "kind": "multiclass",
+        "recipe": "fitzpatrick",
+    },
+    "fairvision": {"records": 19_982, "arch": "wrn_28_2", "shape": (1, 64, 64), "outputs": 7, "kind": "multiclass", "recipe": "fairvision"},
+    "embed": {"records": 351_277, "arch": "wrn_28_2", "shape": (1, 64, 48), "outputs": 4, "kind": "multiclass", "recipe": "embed"},
+    "ptb-xl": {"records": 19_601, "arch": "resnet1d_128", "shape": (12, 1000), "outputs": 5, "kind": "multilabel", "recipe": "ptb-xl"},
+    "mimic-iv-ed": {"records": 340_000, "arch": "tabresnet", "shape": (64,), "outputs": 1, "kind": "binary", "recipe": "mimic-iv-ed"},
+}
+# MIMIC-IV-ED: the paper gives only an 80 % / 20 % benchmark split, no count; 340,000 training stays is an
+# assumption (about 80 % of the ED module's stays), to be replaced by the snapshot's count where known.
+
+_RECIPE_FIELDS = (
+    "epochs",
+    "learning_rate",
+    "weight_decay",
+    "batch_size",
+    "momentum",
+    "ema_decay",
+    "warmup_fraction",
+    "grad_accum_steps",
+    "augment",
+)
+# paper §2.2 (the bench adds bf16 autocast, and channels_last for images)
+# fmt: off
+RECIPES: dict[str, dict[str, Any]] = {name: dict(zip(_RECIPE_FIELDS, row, strict=True)) for name, row in {
+    "chexpert":    (60, 1.0, 1e-4, 512, 0.9, 0.9995, 0.05, 2, "medium"),
+    "mimic-cxr":   (60, 0.25, 1e-3, 512, 0.99, 0.95, 0.2, 2, "medium"),
+    "fitzpatrick": (100, 5e-3, 1e-4, 256, 0.9, 0.99, 0.05, 1, "medium"),
+    "fairvision":  (100, 1e-4, 1e-6, 256, 0.9, 0.99, 0.1, 1, "weak"),
+    "embed":       (30, 0.1, 1e-8, 512, 0.9, 0.995, 0.1, 2, "strong"),
+    "ptb-xl":      (100, 0.25, 5e-3, 512, 0.9, 0.995, 0.05, 2, "none"),
+    "mimic-iv-ed": (100, 0.1, 1e-7, 512, 0.9, 0.995, 0.05, 2, "none"),
+}.items()}
+# fmt: on
+
+
+@dataclass
+class Workload:
+    name: str
+    dataset: str  # key of PAPER: shape, outputs, recipe, paper size
+    arch: str
+    arch_params: dict[str, Any] = field(default_factory=dict)
+    batch_size: int | None = None  # None: the recipe's
+    grad_accum: int | None = None
+
+
+WORKLOADS = [
+    Workload("wrn_28_2/chexpert", "chexpert", "wrn_28_2"),
+    Workload("wrn_28_2/fitzpatrick", "fitzpatrick", "wrn_28_2"),
+    Workload("resnet1d_128/ptb-xl", "ptb-xl", "resnet1d_128"),
+    Workload("vit_b_16/chexpert", "chexpert", "vit_b_16", batch_size=256, grad_accum=4),  # the paper's ViT batch at 64 px
+    Workload("tabresnet/mimic-iv-ed", "mimic-iv-ed", "tabresnet"),
+]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak(device: torch.device, n: int, reps: int) -> float:
+    """Best bf16 (n x n) @ (n x n) FLOP/s on ``device`` (2 n^3 a product)."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    (a @ b).sum().item()
+    best = float("inf")
+    for _ in range(reps):
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        _sync(device)
+        best = min(best, (time.perf_counter() - t) / 10)
+    return 2 * n**3 / best
+
+
+def _task(dataset: str, shape: tuple[int, ...]) -> Any:
+    from tasks.datasets.base import TaskSpec
+
+    p = PAPER[dataset]
+    modality = "image" if len(shape) == 3 else ("signal" if len(shape) == 2 else "tabular")
+    transform = {"multilabel": "multilabel_logit", "multiclass": "multiclass_logit", "binary": "binary_logit"}[p["kind"]]
+    return TaskSpec(
+        kind=p["kind"],
+        label_names=tuple(f"c{i}" for i in range(p["outputs"])),
+        input_shape=tuple(shape),
+        modality=modality,
+        score_transform=transform,
+        default_architecture=p["arch"],
+    )
+
+
+def _data(task: Any, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    shape = task.input_shape
+    if len(shape) == 3:  # 8-bit levels like decoded images (resident as uint8 on the fast path)
+        x = (rng.integers(0, 256, (n, *shape)) / 127.5 - 1.0).astype(np.float32)
+    else:
+        x = rng.normal(size=(n, *shape)).astype(np.float32)
+    c = task.n_outputs
+    y = np.eye(c, dtype=np.float32)[rng.integers(0, c, n)] if task.kind == "multiclass" else rng.integers(0, 2, (n, c)).astype(np.float32)
+    return x, y
+
+
+def plain_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, task: Any, bs: int, steps: int, image: bool) -> None:
+    """The reference loop: resident data, random flip, SGD, bf16 autocast, no EMA/accumulation/per-step sync."""
+    from tasks.training import _loss_fn, _targets
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = _loss_fn(task)
+    dev = x.device
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (bs,), device=dev)
+        xb = x[idx]
+        if image:
+            flip = torch.rand(bs, device=dev) < 0.5
+            xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
+            out = model(xb)
+        loss_fn(out.float(), _targets(y[idx], task)).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
+def bench_workload(w: Workload, args: argparse.Namespace, device: torch.device, peak: float) -> dict[str, Any]:
+    from models import build_model
+    from tasks.config import TrainRecipe
+    from tasks.cost import training_flops_per_record
+    from tasks.fast_training import resident_inputs, train_model_fast
+    from tasks.training import train_model
+
+    p = PAPER[w.dataset]
+    shape = tuple(args.smoke_shapes.get(len(p["shape"]), p["shape"])) if args.smoke else p["shape"]
+    task = _task(w.dataset, shape)
+    image = len(shape) == 3
+    rec = dict(RECIPES[p["recipe"]])
+    if w.batch_size:
+        rec["batch_size"] = w.batch_size
+    if w.grad_accum:
+        rec["grad_accum_steps"] = w.grad_accum
+    if args.smoke:
+        rec["batch_size"] = min(rec["batch_size"], 8)
+    bs = rec["batch_size"]
+    n = bs * args.steps  # one epoch of ``steps`` batches
+    rec.update(epochs=1, precision="bf16", channels_last=image)
+    recipe = TrainRecipe(**rec)
+    x, y = _data(task, n)
+    flops = training_flops_per_record(w.arch, w.arch_params, task) or float("nan")
+    out: dict[str, Any] = {
+        "dataset": w.dataset,
+        "arch": w.arch,
+        "shape": list(shape),
+        "batch_size": bs,
+        "records_timed": n,
+        "flops_per_record": flops,
+    }
+    dev = str(device)
+
+    def rate(seconds: float) -> dict[str, float]:
+        per_s = n / seconds
+        records = p["records"] / 2 * RECIPES[p["recipe"]]["epochs"]  # a model sees half the records per epoch
+        return {
+            "seconds": seconds,
+            "records_per_s": per_s,
+            "models_per_hour": 3600 * per_s / records,
+            "pct_of_bf16_peak": 100 * per_s * flops / peak,
+        }
+
+    def timed(fn: Any) -> float:
+        _sync(device)
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        return time.perf_counter() - t
+
+    small = TrainRecipe(**{**rec, "epochs": 1})
+    warm = min(n, bs * 2 * small.grad_accum_steps)
+    # today's path (warm-up on two batches first: cuDNN autotuning, lazy imports)
+    train_model(x[:warm], y[:warm], task, w.arch, w.arch_params, small, 0, dev)
+    out["today"] = rate(timed(lambda: train_model(x, y, task, w.arch, w.arch_params, recipe, 1, dev)))
+    print(f"  {w.name} today: {out['today']['records_per_s']:,.0f}/s", file=sys.stderr, flush=True)
+    data = resident_inputs(x, device)
+    members = np.arange(n)
+    for label, compile_ in (("fast_eager", False), ("fast", True)):
+        if compile_ and not args.compile:
+            continue
+        first = timed(lambda c=compile_: train_model_fast(data, members[:warm], y[:warm], task, w.arch, w.arch_params, small, 0, compile=c))
+        res = rate(timed(lambda c=compile_: train_model_fast(data, members, y, task, w.arch, w.arch_params, recipe, 1, compile=c)))
+        res["first_model_seconds_incl_compile"] = first
+        out[label] = res
+        print(f"  {w.name} {label}: {res['records_per_s']:,.0f}/s (first model {first:.1f} s)", file=sys.stderr, flush=True)
+    torch.manual_seed(0)
+    model = build_model(w.arch, shape, task.n_outputs, task.modality, **w.arch_params).to(device)
+    if image:
+        model = model.to(memory_format=torch.channels_last)
+    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+    plain_loop(model, xt, yt, task, bs, 2, image)
+    out["plain"] = rate(timed(lambda: plain_loop(model, xt, yt, task, bs, args.steps, image)))
+    best = out.get("fast", out["fast_eager"])["records_per_s"]
+    out["speedup_fast_over_today"] = best / out["today"]["records_per_s"]
+    print(
+        f"  {w.name} plain: {out['plain']['records_per_s']:,.0f}/s; fast/today {out['speedup_fast_over_today']:.2f}x",
+        file=sys.stderr,
+        flush=True,
+    )
+    return out
+
+
+def dp_check(device: torch.device, smoke: bool) -> dict[str, Any]:
+    """DP-SGD (patient level) on the device vs the CPU: the account must be identical, the weights finite."""
+    from tasks.config import TrainRecipe
+    from tasks.training import train_model
+
+    task = _task("ptb-xl", (12, 64 if smoke else 250))
+    x, y = _data(task, 128 if smoke else 512)
+    units = np.repeat(np.arange(len(x) // 4), 4)
+    recipe = TrainRecipe(epochs=2, batch_size=64, learning_rate=0.05, dp_epsilon=4.0, dp_unit="patient")
+    acc = {}
+    for dev in ("cpu", str(device)):
+        model, stats = train_model(x, y, task, "resnet1d_32", {}, recipe, 0, dev, units=units)
+        acc[dev] = {"account": stats["dp"], "finite": bool(all(torch.isfinite(p).all() for p in model.parameters()))}
+    same = acc["cpu"]["account"] == acc[str(device)]["account"]
+    return {"devices": acc, "account_unchanged": same, "ok": same and all(a["finite"] for a in acc.values())}
+
+
+def projections(results: dict[str, Any], peak: float) -> dict[str, Any]:
+    """GPU-hours of a 200-model pool at paper size per dataset, at the fast path's measured FLOP/s of its architecture."""
+    from tasks.cost import pool_compute, training_flops_per_record
+
+    achieved = {}
+    for r in results.values():
+        best = r.get("fast") or r.get("fast_eager")
+        if best is not None and np.isfinite(r["flops_per_record"]):
+            achieved.setdefault(r["arch"], best["records_per_s"] * r["flops_per_record"])
+    out = {}
+    for name, p in PAPER.items():
+        task = _task(name, p["shape"])
+        flops = training_flops_per_record(p["arch"], {}, task)
+        c = pool_compute(200, RECIPES[p["recipe"]]["epochs"], p["records"] / 2, flops)
+        rate = achieved.get(p["arch"])
+        out[name] = {
+            "arch": p["arch"],
+            "train_records": p["records"],
+            "epochs": RECIPES[p["recipe"]]["epochs"],
+            "pool_flops": c.flops,
+            "gpu_hours_fast_path": None if rate is None or c.flops is None else c.flops / rate / 3600,
+            "gpu_hours_at_peak": None if c.flops is None else c.flops / peak / 3600,
+            "basis": f"measured FLOP/s of {p['arch']} on the fast path" if rate else "no measurement of this architecture",
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU, no compile (the CI test)")
+    ap.add_argument("--steps", type=int, default=None, help="timed optimizer batches per path (default 40; 2 with --smoke)")
+    ap.add_argument("--only", default=None, help="comma list of workload names (default: all)")
+    ap.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile path")
+    ap.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    ap.add_argument("--out", type=Path, default=None, help="output folder (bench_gpu.json) or .json file")
+    args = ap.parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    args.steps = args.steps or (2 if args.smoke else 40)
+    args.smoke_shapes = {3: (1, 16, 16), 2: (12, 64), 1: (64,)}
+    if args.smoke:
+        args.compile = False
+    workloads = [w for w in WORKLOADS if args.only is None or w.name in args.only.split(",")]
+    if args.smoke:  # small variants of the same code paths
+        workloads = [
+            Workload("wrn_16_1/chexpert", "chexpert", "wrn", {"depth": 16, "width": 1}),
+            Workload("resnet1d_32/ptb-xl", "ptb-xl", "resnet1d_32"),
+        ]
+    t0 = time.perf_counter()
+    peak = matmul_peak(device, 512 if args.smoke or device.type == "cpu" else 8192, 3 if args.smoke else 10)
+    print(f"bf16 matmul peak on {device}: {peak / 1e9:,.1f} GFLOP/s", file=sys.stderr, flush=True)
+    results = {w.name: bench_workload(w, args, device, peak) for w in workloads}
+    report = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "smoke": args.smoke,
+        "bf16_matmul_peak_flops": peak,
+        "workloads": results,
+        "dp_sgd": dp_check(device, args.smoke),
+        "pool_projections_200_models": projections(results, peak),
+        "total_seconds": time.perf_counter() - t0,
+        "command": " ".join(["bench/bench_gpu.py", *(argv if argv is not None else sys.argv[1:])]),
+        "load_average": os.getloadavg(),
+    }
+    text = json.dumps(report, indent=2, default=float)
+    out = args.out or ROOT / "bench" / "results" / ("gpu_smoke.json" if args.smoke else "gpu.json")
+    out = out / "bench_gpu.json" if out.suffix != ".json" else out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    print(text)
+    return 0 if report["dp_sgd"]["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
