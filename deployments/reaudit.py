@@ -27,9 +27,15 @@ from typing import Any
 import yaml
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
 
+from flows.alerts import EVENT as ALERT_EVENT
+from flows.alerts import breaches, emit_risk_alert
+from flows.monitoring import name_run
 from tasks.config import AuditConfig, stable_hash
 from tasks.errors import ConfigError
+from tasks.risk.compare import HEADLINE_DELTAS
+from tasks.storage import AuditStore
 
 FLOW_NAME = "medaudit-reaudit"
 
@@ -57,7 +63,7 @@ def latest_audit_of(db_path: Path, dataset: str, raw_dir: Path) -> dict[str, Any
         if "audits" not in tables:
             return None
         rows = store.query(
-            "SELECT audit_id, pool_key, dataset_version, n_models, n_targets, config, finished_at FROM audits "
+            "SELECT audit_id, pool_key, dataset_version, n_models, n_targets, config, headline, finished_at FROM audits "
             "WHERE dataset = ? AND finished_at IS NOT NULL AND headline IS NOT NULL ORDER BY finished_at DESC",
             [dataset],
         )
@@ -69,6 +75,7 @@ def latest_audit_of(db_path: Path, dataset: str, raw_dir: Path) -> dict[str, Any
         if str(Path(config.get("raw_dir", "")).resolve()) != want:
             continue
         row["config"] = config
+        row["headline"] = json.loads(row["headline"]) if isinstance(row["headline"], str) else dict(row["headline"] or {})
         row["audit_key"] = audit_key(
             row["pool_key"], int(row["n_models"]), int(row["n_targets"]), config.get("attack", {}), config.get("report", {})
         )
@@ -113,6 +120,8 @@ def reaudit_flow(config: dict[str, Any], force: bool = False, show_progress: boo
     latest = latest_audit_of(cfg.db_path, cfg.dataset, cfg.raw_dir)
     run, reason = decide(cfg, pool_key, snapshot.version, latest, force)
     logger.info("re-audit of %s: %s -> %s", cfg.dataset, reason, "auditing" if run else "nothing to do")
+    decision = "audited" if run else "skipped"
+    name_run(f"reaudit {cfg.dataset}: {decision}", ["medaudit", "reaudit", f"dataset:{cfg.dataset}", decision])
     out: dict[str, Any] = {
         "ran": run,
         "reason": reason,
@@ -124,22 +133,66 @@ def reaudit_flow(config: dict[str, Any], force: bool = False, show_progress: boo
         "trained": 0,
         "audit": None,
     }
+    previous = latest["headline"] if latest else None
+    found: list[dict[str, Any]] = []
     if run:
-        result = run_audit(cfg, show_progress=show_progress)
+        result = run_audit(cfg, show_progress=show_progress, snapshot_dir=str(snapshot.path))  # decoded once, above
         out["audit"] = result
         out["trained"] = int(result["headline"].get("trained", 0))
+        found = breaches(result["headline"], previous, cfg.alerts)
+        if found:
+            emit_risk_alert(cfg.dataset, result["audit_id"], out["previous_audit_id"], found, result["headline"])
+            logger.warning("re-audit of %s exceeds its alert limits: %s (event %s emitted)", cfg.dataset, found, ALERT_EVENT)
+    out["alerts"] = found
+    with AuditStore(cfg.db_path) as store:  # every run, audited or skipped, for `medaudit history`
+        store.record_reaudit(
+            {
+                **out,
+                "decision": decision,
+                "audit_id": out["audit"]["audit_id"] if run else None,
+                "flow_run_id": str(flow_run.id or ""),
+            }
+        )
     create_markdown_artifact(
         key="reaudit-decision",
-        markdown=(
-            f"# Re-audit of {cfg.dataset}\n\n**{'audited' if run else 'skipped'}**: {reason}\n\n"
-            "| | |\n|---|---|\n"
-            f"| dataset version | `{snapshot.version}` |\n| pool | `{pool_key}` ({cfg.pool.n_models} models) |\n"
-            f"| audit key | `{key}` |\n| previous audit | `{out['previous_audit_id']}` |\n"
-            f"| new audit | `{out['audit']['audit_id'] if run else '-'}` |\n| models trained now | {out['trained']} |\n"
-        ),
-        description="Why this scheduled re-audit ran or was skipped",
+        markdown=decision_markdown(cfg, out, previous),
+        description="Why this re-audit ran or was skipped, with its numbers",
     )
     return out
+
+
+def decision_markdown(cfg: AuditConfig, out: dict[str, Any], previous: dict[str, Any] | None) -> str:
+    """The reaudit-decision artifact: decision and reason, then the headline numbers of the previous and this audit."""
+    run = out["ran"]
+    new = out["audit"]["headline"] if run else None
+    lines = [
+        f"# Re-audit of {cfg.dataset}: **{'audited' if run else 'skipped'}**\n",
+        f"{out['reason']}\n",
+        "| | |\n|---|---|",
+        f"| dataset version | `{out['dataset_version']}` |",
+        f"| pool | `{out['pool_key']}` ({cfg.pool.n_models} models; trained now: {out['trained']}) |",
+        f"| previous audit | `{out['previous_audit_id'] or '-'}` |",
+        f"| new audit | `{out['audit']['audit_id'] if run else '-'}` |",
+        "",
+        "| measure | previous audit | this run | change |\n|---|---|---|---|",
+    ]
+    for key, label in HEADLINE_DELTAS:
+        a = (previous or {}).get(key)
+        b = new.get(key) if new else None
+        if a is None and b is None:
+            continue
+        change = f"{b - a:+.4g}" if isinstance(a, int | float) and isinstance(b, int | float) else ""
+        lines.append(f"| {label} | {_num(a)} | {_num(b) if run else 'skipped'} | {change} |")
+    if out["alerts"]:
+        lines += ["", f"**Alert limits exceeded** (event `{ALERT_EVENT}` emitted):", ""]
+        lines += [f"- {b['detail']}: {b['observed']:.4g} > {b['threshold']:.4g} (`alerts.{b['limit']}`)" for b in out["alerts"]]
+    if run and out["previous_audit_id"]:
+        lines += ["", f"Which patients changed: `medaudit compare {out['previous_audit_id']} {out['audit']['audit_id']}`"]
+    return "\n".join(lines) + "\n"
+
+
+def _num(v: Any) -> str:
+    return "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
 
 
 # ---- deployments ---------------------------------------------------------------------------

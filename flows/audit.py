@@ -7,20 +7,24 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import dask
 import numpy as np
+import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from tqdm.auto import tqdm
 
+from flows.monitoring import audit_run_name, name_run, progress_text, step
 from tasks.analysis import AuditResult, analyze_pool, store_result, training_patients
 from tasks.batched_training import batching_blocker
 from tasks.config import AuditConfig, stable_hash
@@ -32,12 +36,16 @@ from tasks.ingest_cache import snapshot_unless_unchanged
 from tasks.masks import model_seed, pool_masks
 from tasks.pseudonym import load_or_create_secret
 from tasks.report import chance_sentence, evidence_sentence, figure_b64, headline_rows, write_report
+from tasks.report_tables import SUBGROUP_LEGEND, display_subgroups
 from tasks.risk.null import minimum_models
 from tasks.scores import score_and_probability
 from tasks.snapshot import Snapshot, build_snapshot
 from tasks.steps import decode_chunk_task, train_shadow_model_task, train_shadow_models_task
 from tasks.storage import AuditStore, PoolRecord
 from tasks.training import TRAINING_CODE_VERSION, ShadowJob
+
+# headline numbers of the current audit added to the risk-over-time history (issue #13's FDR count where present)
+HISTORY_KEYS = ("share_patients_above_threshold", "n_patients_above_threshold", "n_patients_at_risk")
 
 
 def _prefect_mapper(window: int = 4) -> Callable[[Callable, Iterable[Any]], Iterator[InputChunk]]:
@@ -173,8 +181,9 @@ def train_pool(
         return {"trained": 0, "recovered": recovered, "failed": 0}
 
     progress_id = create_progress_artifact(
-        progress=0.0, key="shadow-training-progress", description=f"shadow models trained for pool {pool_key}"
+        progress=0.0, key="shadow-training-progress", description=f"pool {pool_key}: " + progress_text(0, len(missing), 0.0)
     )
+    started = time.monotonic()
     jobs = [
         ShadowJob(
             pool_key,
@@ -213,7 +222,7 @@ def train_pool(
             futures.append(fut)
             chunk_size[fut.task_run_id] = len(chunk)
     failed: list[str] = []
-    n_failed = trained = 0
+    n_failed = trained = finished = 0  # finished: own count (a disabled tqdm bar, --no-progress, counts nothing)
     with tqdm(total=len(missing), desc="shadow models", unit="model", disable=not show_progress) as bar:
         for fut in as_completed(futures):
             n = chunk_size[fut.task_run_id]
@@ -232,7 +241,10 @@ def train_pool(
                 for meta in result if isinstance(result, list) else [result]:
                     trained += load(meta)
             bar.update(n)
-            update_progress_artifact(progress_id, progress=100.0 * (bar.n / len(missing)))
+            finished += n
+            status = progress_text(finished - n_failed, len(missing), time.monotonic() - started, n_failed)
+            update_progress_artifact(progress_id, progress=100.0 * finished / len(missing), description=f"pool {pool_key}: {status}")
+            logger.info("%s", status)
     if failed:
         raise MedauditError(
             f"{n_failed} of {len(missing)} shadow models failed (first: {failed[0]}); "
@@ -242,7 +254,8 @@ def train_pool(
 
 
 def publish_artifacts(result: AuditResult, files: dict[str, Path], cfg: AuditConfig, pool_key: str) -> None:
-    """Prefect artifacts: headline numbers, subgroup table (small cells suppressed), risk plots."""
+    """Prefect artifacts: headline numbers, subgroup table (small cells suppressed, key columns first, sorted by
+    significance), risk plots, risk over time."""
     h = result.headline
     create_markdown_artifact(
         key="audit-headline",
@@ -255,25 +268,36 @@ def publish_artifacts(result: AuditResult, files: dict[str, Path], cfg: AuditCon
         ),
         description="Headline numbers, risk survival curve and SE vs number of models",
     )
-    sub = files["subgroup_csv"]
-    import pandas as pd
-
-    table = pd.read_csv(sub)
-    table = table[table["level"] == "patient"].drop(columns=["level"]).round(4)
+    table = display_subgroups(pd.read_csv(files["subgroup_csv"], keep_default_na=False, na_values=[""]), cfg.report.min_cell)
+    legend = SUBGROUP_LEGEND.format(threshold=cfg.report.risk_threshold, top=100 * cfg.report.top_fraction, k=cfg.report.min_cell)
     create_table_artifact(
         key="subgroup-risk",
         table=json.loads(table.to_json(orient="records")),
-        description="Patient-level subgroup risk (small cells suppressed)",
+        description=f"Patient-level subgroup risk. {legend}",
     )
+    if "history_png" in files:
+        create_markdown_artifact(
+            key="risk-over-time",
+            markdown=f"# Risk over time: {cfg.dataset}\n\n![risk over time]({figure_b64(files['history_png'])})\n",
+            description="Share of patients at risk over the audits of this dataset",
+        )
 
 
-@flow(name="medaudit-audit", log_prints=True)
-def audit_flow(config: dict[str, Any], show_progress: bool = True) -> dict[str, Any]:
-    """Audit one dataset end to end; ``config`` is an AuditConfig as a dict. Returns the headline and paths."""
+@flow(name="medaudit-audit", log_prints=True, flow_run_name=audit_run_name)
+def audit_flow(config: dict[str, Any], show_progress: bool = True, snapshot_dir: str | None = None) -> dict[str, Any]:
+    """Audit one dataset end to end; ``config`` is an AuditConfig as a dict. Returns the headline and paths.
+
+    ``snapshot_dir``: a snapshot the caller has just ingested from ``config``'s raw folder (a re-audit), used
+    as is instead of reading and decoding the raw files a second time."""
     cfg = AuditConfig.model_validate(config)
     check_pool_size(cfg)
     logger = get_run_logger()
-    snapshot = ingest_snapshot(cfg, show_progress=show_progress)
+    if snapshot_dir:
+        snapshot = Snapshot.open(Path(snapshot_dir))
+        logger.info("using snapshot %s/%s ingested by the caller", snapshot.dataset, snapshot.version)
+    else:
+        logger.info("ingesting %s from %s (read, validate against the data contract, decode)", cfg.dataset, cfg.raw_dir)
+        snapshot = ingest_snapshot(cfg, show_progress=show_progress)
     logger.info(
         "snapshot %s/%s: %s raw, %d accepted, %d quarantined",
         snapshot.dataset,
@@ -285,8 +309,9 @@ def audit_flow(config: dict[str, Any], show_progress: bool = True) -> dict[str, 
     pool_key, n_views = pool_key_for(cfg, snapshot)
     with AuditStore(cfg.db_path) as store:
         store.register_snapshot(snapshot)
-        training = train_pool(cfg, snapshot, store, pool_key, n_views, show_progress=show_progress)
         audit_id = uuid.uuid4().hex[:12]
+        name_run(f"{cfg.dataset} · pool {pool_key} · audit {audit_id}", ["medaudit", f"dataset:{cfg.dataset}", f"pool:{pool_key}"])
+        training = train_pool(cfg, snapshot, store, pool_key, n_views, show_progress=show_progress)
         models = list(range(cfg.pool.n_models))
         store.start_audit(
             audit_id,
@@ -304,10 +329,19 @@ def audit_flow(config: dict[str, Any], show_progress: bool = True) -> dict[str, 
                 bar.total, bar.n = total, done
                 bar.refresh()
 
-            result = analyze_pool(store, snapshot, pool_key, models, cfg.pool.n_targets, n_views, cfg.attack, cfg.report, progress=progress)
-        store_result(store, result, audit_id, pool_key, list(snapshot.attributes))
+            # one task for record statistics, the swap null (chance levels), attacks and subgroups
+            # (tasks/analysis.py): the null streams over the same record blocks as the statistics
+            result = step("statistics, attacks, subgroups")(analyze_pool)(
+                store, snapshot, pool_key, models, cfg.pool.n_targets, n_views, cfg.attack, cfg.report, progress=progress
+            )
+        step("store results")(store_result)(store, result, audit_id, pool_key, list(snapshot.attributes))
         out_dir = cfg.results_dir / "reports" / snapshot.dataset / audit_id
-        files = write_report(
+        now = {"audit_id": audit_id, "pool_key": pool_key, "n_models": len(models), "finished_at": datetime.now(UTC).replace(tzinfo=None)}
+        history = pd.concat(
+            [store.risk_history(cfg.dataset), pd.DataFrame([{**now, **{k: result.headline.get(k) for k in HISTORY_KEYS}}])],
+            ignore_index=True,
+        )
+        files = step("report")(write_report)(
             result,
             out_dir,
             dataset=snapshot.dataset,
@@ -315,10 +349,12 @@ def audit_flow(config: dict[str, Any], show_progress: bool = True) -> dict[str, 
             audit_id=audit_id,
             min_cell=cfg.report.min_cell,
             threshold=cfg.report.risk_threshold,
+            history=history,
         )
         headline = {**result.headline, **training, "dataset_version": snapshot.version, "pool_key": pool_key}
         store.finish_audit(audit_id, headline)
-    publish_artifacts(result, files, cfg, pool_key)
+    step("artifacts")(publish_artifacts)(result, files, cfg, pool_key)
+    logger.info("audit %s finished: report %s", audit_id, files["report_html"])
     return {
         "audit_id": audit_id,
         "pool_key": pool_key,
@@ -333,9 +369,12 @@ def audit_flow(config: dict[str, Any], show_progress: bool = True) -> dict[str, 
     }
 
 
-def run_audit(cfg: AuditConfig, show_progress: bool = True) -> dict[str, Any]:
-    """Run the audit flow with a Dask task runner built from the config's execution settings."""
+def run_audit(cfg: AuditConfig, show_progress: bool = True, snapshot_dir: str | None = None) -> dict[str, Any]:
+    """Run the audit flow with a Dask task runner built from the config's execution settings (``snapshot_dir``: see audit_flow)."""
+    from prefect import tags
+
     from flows.runtime import run_on_dask
 
     check_pool_size(cfg)  # before a Dask cluster starts
-    return run_on_dask(audit_flow, cfg, show_progress)
+    with tags("medaudit", f"dataset:{cfg.dataset}"):
+        return run_on_dask(audit_flow, cfg, show_progress, snapshot_dir=snapshot_dir)

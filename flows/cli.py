@@ -153,8 +153,8 @@ def _print_result(res: dict[str, Any], as_json: bool) -> None:
     )
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from flows.audit import run_audit
+def demo_config(args: argparse.Namespace) -> Any:
+    """The AuditConfig `medaudit demo` runs for ``args`` (writing the synthetic cohort if missing); `serve --demo` uses it too."""
     from tasks.demo_pools import DEMO_RECIPE, demo_options, demo_patients
     from tasks.synthetic import get_synthetic_writer, write_cohort_once
 
@@ -165,7 +165,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"writing a synthetic {args.dataset} cohort of {patients} patients to {raw_dir}")
         write_cohort_once(args.dataset, raw_dir, patients, args.data_seed)
     # the quick preset (the demo pool) and the demo's adapter options, under --config and --option
-    cfg = _build_config(args, args.dataset, raw_dir, default_recipe=DEMO_RECIPE, base_options=demo_options(args.dataset))
+    return _build_config(args, args.dataset, raw_dir, default_recipe=DEMO_RECIPE, base_options=demo_options(args.dataset))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from flows.audit import run_audit
+
+    cfg = demo_config(args)
     _print_result(run_audit(cfg, show_progress=not args.no_progress), args.json)
     return 0
 
@@ -251,25 +257,55 @@ def cmd_architectures(args: argparse.Namespace) -> int:
     return 0
 
 
+def _format_rows(columns: list[str], rows: list[tuple], max_rows: int) -> str:
+    """An aligned text table without pandas (`medaudit sql` starts in well under a second); one null style."""
+
+    def cell(v: Any) -> str:
+        if v is None:
+            return "NULL"
+        return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+    shown = rows if len(rows) <= max_rows else rows[: max_rows // 2] + rows[-(max_rows - max_rows // 2) :]
+    cells = [[cell(v) for v in r] for r in shown]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    if len(rows) > max_rows:
+        lines.insert(1 + max_rows // 2, "...")
+        lines.append(f"[{len(rows)} rows; showing {len(shown)}: use --csv FILE for all]")
+    return "\n".join(lines)
+
+
 def cmd_sql(args: argparse.Namespace) -> int:
-    import pandas as pd
+    from tasks.sealed import open_private, run_sealed, sealed_connection
 
-    from tasks.storage import read_only_query
-
-    df = read_only_query(args.results / "medaudit.duckdb", args.query)
-    if args.csv:
-        df.to_csv(args.csv, index=False)
-        print(f"{len(df)} rows written to {args.csv}")
-    elif args.parquet:
-        df.to_parquet(args.parquet, index=False)
-        print(f"{len(df)} rows written to {args.parquet}")
-    else:
-        with pd.option_context("display.max_rows", args.max_rows, "display.max_columns", 50, "display.width", 200):
-            print(df.to_string(index=False, max_rows=args.max_rows))
+    con = sealed_connection(args.results / "medaudit.duckdb")
+    try:
+        cur = run_sealed(con, args.query)
+        if args.csv or args.parquet:  # the only way a result leaves the database: owner-only files
+            path = args.csv or args.parquet
+            df = cur.df()
+            with open_private(path, "w" if args.csv else "wb") as fh:
+                if args.csv:
+                    df.to_csv(fh, index=False)
+                else:
+                    df.to_parquet(fh, index=False)
+            print(f"{len(df)} rows written to {path} (owner-only)")
+        else:
+            columns = [d[0] for d in cur.description]
+            print(_format_rows(columns, cur.fetchall(), args.max_rows))
+    finally:
+        con.close()
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Commands that run Prefect flows: an unreachable PREFECT_API_URL is reported before they start.
+_FLOW_COMMANDS = {"demo", "audit", "reaudit", "audit-model", "dp-sweep", "scaling"}
+# Commands whose start-up must stay fast: without the discovered modules (some import numpy and pandas).
+_FAST_COMMANDS = {"sql"}
+
+
+def build_parser(discover: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medaudit", description="Patient-level membership-inference privacy audits of medical AI.")
     parser.add_argument("--verbose", action="store_true", help="show Prefect's logs")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -310,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rows", type=int, default=60)
     p.set_defaults(func=cmd_sql)
 
+    if not discover:
+        return parser
     import flows.commands
 
     for mod in sorted(pkgutil.iter_modules(flows.commands.__path__), key=lambda m: m.name):
@@ -350,17 +388,29 @@ def _apply_spec(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(discover=command not in _FAST_COMMANDS)
     args = parser.parse_args(argv)
     _apply_spec(args, parser)
-    configure_prefect(quiet=not args.verbose)
-    from pydantic import ValidationError
+    from tasks.sealed import seal_process
 
+    seal_process()  # results, reports, exports and Prefect's home: owner-only (tasks/sealed.py)
+    configure_prefect(quiet=not args.verbose)
     from tasks.errors import MedauditError
 
     try:
+        if args.command in _FLOW_COMMANDS:
+            from flows.runtime import check_prefect_api
+
+            check_prefect_api()
         return args.func(args)
-    except (MedauditError, ValidationError, KeyError, OSError) as exc:
+    except (MedauditError, KeyError, OSError, ValueError) as exc:
+        # pydantic (a ValueError) is imported only here: `medaudit sql` starts without it
+        from pydantic import ValidationError
+
+        if isinstance(exc, ValueError) and not isinstance(exc, ValidationError):
+            raise
         if isinstance(exc, MedauditError):
             print(f"medaudit: error: {exc}", file=sys.stderr)
         elif isinstance(exc, ValidationError):

@@ -17,17 +17,44 @@ def configure_prefect(quiet: bool = True) -> None:
     home = Path(os.environ.get("MEDAUDIT_HOME", Path.home() / ".medaudit"))
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
     # Prefect does not create its home; without it the ephemeral server cannot open its database
-    # and the client only reports a start-up time-out.
-    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+    # and the client only reports a start-up time-out. Owner-only: its database holds the audits' logs
+    # and artifacts (subgroup tables).
+    from tasks.sealed import make_private, make_private_dir
+
+    prefect_home = make_private_dir(Path(os.environ["PREFECT_HOME"]))
+    for item in prefect_home.iterdir():
+        if item.is_file():
+            make_private(item)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     if quiet:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        # INFO reaches the Prefect API (the run's Logs tab) while the console shows warnings only
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
         # warnings and errors stay on the console, their tracebacks do not (the CLI prints the error itself)
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_CLASS", "flows.console.QuietConsoleHandler")
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+
+
+def check_prefect_api(timeout: float = 5.0) -> None:
+    """With PREFECT_API_URL set, make sure a server answers there before a flow starts: one line naming the
+    URL and what to do, instead of Prefect's client retries and a long traceback."""
+    url = os.environ.get("PREFECT_API_URL")
+    if not url:
+        return
+    import httpx
+
+    from tasks.errors import MedauditError
+
+    try:
+        httpx.get(url.rstrip("/") + "/health", timeout=timeout).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise MedauditError(
+            f"PREFECT_API_URL={url}: no Prefect server answers ({type(exc).__name__}); start one with `medaudit server`, "
+            "or unset PREFECT_API_URL to run with a private, temporary one"
+        ) from exc
 
 
 def dask_task_runner(address: str | None, n_workers: int, threads_per_worker: int, resources: dict[str, float] | None = None):
@@ -74,9 +101,9 @@ def shared_ephemeral_api(local_workers: bool) -> Iterator[None]:
         os.environ.pop("PREFECT_API_URL", None)
 
 
-def run_on_dask(flow_fn: Any, cfg: Any, show_progress: bool = True) -> dict[str, Any]:
-    """Run ``flow_fn(config_dict, show_progress)`` with a Dask task runner from ``cfg.execution``."""
+def run_on_dask(flow_fn: Any, cfg: Any, show_progress: bool = True, **params: Any) -> dict[str, Any]:
+    """Run ``flow_fn(config_dict, show_progress, **params)`` with a Dask task runner from ``cfg.execution``."""
     ex = cfg.execution
     runner = dask_task_runner(ex.dask_address, ex.n_workers, ex.threads_per_worker, ex.training_resources)
     with shared_ephemeral_api(local_workers=not ex.dask_address):
-        return flow_fn.with_options(task_runner=runner)(cfg.model_dump(mode="json"), show_progress=show_progress)
+        return flow_fn.with_options(task_runner=runner)(cfg.model_dump(mode="json"), show_progress=show_progress, **params)

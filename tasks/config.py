@@ -124,6 +124,17 @@ class ReportConfig(_Strict):
     max_interval_width: float = Field(0.2, gt=0, le=1)
 
 
+class AlertConfig(_Strict):
+    """Limits a re-audit is checked against (deployments/reaudit.py); crossing one emits the Prefect event
+    ``medaudit.risk.limit-exceeded`` that an Automation routes to a notification (docs/OPERATIONS.md). None: no limit.
+    Not part of the audit key: changing a limit does not re-audit."""
+
+    max_share_above: float | None = Field(None, ge=0, le=1)  # share of scored patients with risk >= report.risk_threshold
+    max_patients_at_risk: int | None = Field(None, ge=0)  # patients at risk beyond chance (FDR) where known, else above threshold
+    max_rise: float | None = Field(None, ge=0)  # rise of that share since the previous audit of the same data
+    max_lira_auc: float | None = Field(None, ge=0, le=1)  # aggregate LiRA AUC over the held-out targets
+
+
 class ExecutionConfig(_Strict):
     dask_address: str | None = None
     n_workers: int = Field(2, ge=1)
@@ -219,6 +230,7 @@ class AuditConfig(_Strict):
     attack: AttackConfig = AttackConfig()
     report: ReportConfig = ReportConfig()
     execution: ExecutionConfig = ExecutionConfig()
+    alerts: AlertConfig = AlertConfig()
     # Extra per-dataset adapter options (e.g. split seed); validated by the adapter.
     dataset_options: dict[str, Any] = Field(default_factory=dict)
     # Set for `medaudit audit-model`: the pool is then the reference models of that model's audit.

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 from pathlib import Path
 
 import matplotlib
@@ -19,8 +18,10 @@ import numpy as np
 import pandas as pd
 
 from tasks.analysis import SE_REFERENCE, AuditResult
-from tasks.risk.subgroup import suppress_small_cells
+from tasks.report_tables import NULL, SUBGROUP_LEGEND, display_subgroups, opening_paragraph, risk_over_time_plot
+from tasks.risk.subgroup import MISSING_GROUP, suppress_small_cells
 from tasks.risk.survival import survival_curve
+from tasks.sealed import make_private, make_private_dir
 
 
 def _f(value: object, fmt: str = ".3f") -> str:
@@ -233,16 +234,35 @@ def _png_b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def _table_html(df: pd.DataFrame, max_rows: int = 60) -> str:
-    return df.head(max_rows).to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="—", border=0, classes="t")
+def _table_html(df: pd.DataFrame, max_rows: int | None = None, csv_name: str | None = None) -> str:
+    """A table with one null style; every row, or the first ``max_rows`` with a "showing N of M" line linking the CSV."""
+    shown = df if max_rows is None else df.head(max_rows)
+    shown = shown.replace({MISSING_GROUP: "(missing)"})
+    table = shown.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep=NULL, border=0, classes="t")
+    note = ""
+    if len(shown) < len(df):
+        link = f' (all of them in <a href="{html.escape(csv_name)}">{html.escape(csv_name)}</a>)' if csv_name else ""
+        note = f'<p class="n">showing {len(shown)} of {len(df)} rows{link}</p>'
+    return f'<div class="w">{table}</div>{note}'
 
 
 def write_report(
-    result: AuditResult, out_dir: Path, *, dataset: str, pool_key: str, audit_id: str, min_cell: int, threshold: float
+    result: AuditResult,
+    out_dir: Path,
+    *,
+    dataset: str,
+    pool_key: str,
+    audit_id: str,
+    min_cell: int,
+    threshold: float,
+    history: pd.DataFrame | None = None,
 ) -> dict[str, Path]:
-    """Write PNG plots, CSV tables and report.html to ``out_dir`` (owner-only); return their paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(out_dir, 0o700)
+    """Write PNG plots, CSV tables and report.html to ``out_dir`` (owner-only); return their paths.
+
+    history: the finished audits of this dataset so far (see ``risk_over_time_plot``), this one included;
+    with two or more, a risk-over-time plot is added."""
+    for folder in (out_dir.parent.parent, out_dir.parent, out_dir):  # reports/<dataset>/<audit>: medaudit's own folders
+        make_private_dir(folder)
     files = {
         "survival_png": survival_plot(result, out_dir / "risk_survival.png"),
         "roc_png": roc_plot(result, out_dir / "attack_roc.png"),
@@ -262,14 +282,26 @@ def write_report(
         frame.to_csv(out_dir / name, index=False)
         files[key] = out_dir / name
     h = result.headline
-    top_patients = result.patient_stats.sort_values("risk_max", ascending=False).head(20)
+    if history is not None and len(history) >= 2:
+        files["history_png"] = risk_over_time_plot(history, out_dir / "risk_over_time.png", threshold)
+    over_time = (
+        f'<h2>Risk over time</h2><img src="data:image/png;base64,{_png_b64(files["history_png"])}">' if "history_png" in files else ""
+    )
+    key_first = ["patient_key", "risk_max", "risk_mean", "n_records", "n_scored"]
+    patients = result.patient_stats.sort_values("risk_max", ascending=False)
+    patients = patients[[c for c in key_first if c in patients] + [c for c in patients if c not in key_first]]
+    shown_groups = display_subgroups(subgroups, min_cell)
+    legend = SUBGROUP_LEGEND.format(threshold=threshold, top=100 * result.headline.get("top_fraction", 0.01), k=min_cell)
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>medaudit — {html.escape(dataset)}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}} .t{{border-collapse:collapse;font-size:12px}}
-.t td,.t th{{padding:2px 6px;border-bottom:1px solid #ddd}} .k{{display:inline-block;margin:0 1.5em 1em 0}}
-.k b{{font-size:1.6em;display:block}} .warn{{background:#fff3cd;padding:.5em}}</style></head><body>
+<style>body{{font-family:sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#222}}
+.t{{border-collapse:collapse;font-size:12px}} .t td,.t th{{padding:2px 6px;border-bottom:1px solid #ddd;text-align:right}}
+.t td:first-child,.t td:nth-child(2){{text-align:left}} .w{{max-width:100%;overflow-x:auto}} img{{max-width:100%}}
+.k{{display:inline-block;margin:0 1.5em 1em 0}} .k b{{font-size:1.6em;display:block}} .warn{{background:#fff3cd;padding:.5em}}
+.lead{{font-size:1.05em;line-height:1.5}} .n,.legend{{font-size:12px;color:#555}}</style></head><body>
 <h1>Patient-level privacy audit: {html.escape(dataset)}</h1>
 <p>audit {html.escape(audit_id)} · pool {html.escape(pool_key)} · {h["n_models"]} shadow models ({h["n_targets"]} held-out targets) ·
 {h["n_patients"]} patients · {h["n_records"]} records</p>
+<p class="lead">{html.escape(opening_paragraph(dataset, h, subgroups))}</p>
 <p class="warn">Sensitive: patient keys are pseudonymous but linkable by the data steward. Groups with fewer than {min_cell}
 patients are suppressed.</p>
 {"".join(f'<div class="k">{html.escape(k)}<b>{html.escape(v)}</b></div>' for k, v in headline_rows(h))}
@@ -277,7 +309,7 @@ patients are suppressed.</p>
 <h2>Risk survival</h2><img src="data:image/png;base64,{_png_b64(files["survival_png"])}">
 <h2>Subgroups</h2><img src="data:image/png;base64,{_png_b64(files["subgroups_png"])}">
 <img src="data:image/png;base64,{_png_b64(files["subgroup_survival_png"])}">
-{_table_html(subgroups[subgroups["level"] == "patient"].drop(columns=["level"]))}
+{_table_html(shown_groups)}<p class="legend">{html.escape(legend)}</p>
 <h2>Aggregate attacks</h2><img src="data:image/png;base64,{_png_b64(files["roc_png"])}">
 {_table_html(result.attack_summary)}
 <h2>How many models are needed?</h2><img src="data:image/png;base64,{_png_b64(files["se_png"])}">
@@ -285,10 +317,13 @@ patients are suppressed.</p>
 <p>Each record's AUC recomputed from random subsets of its models (half IN, half OUT); the paper's reference is a
 median Hanley-McNeil SE of the top-1% records of at most {SE_REFERENCE}.</p>
 {_table_html(result.model_count_ablation)}
-<h2>Most exposed patients (pseudonymous keys)</h2>{_table_html(top_patients)}
+{over_time}
+<h2>Most exposed patients (pseudonymous keys)</h2>{_table_html(patients, max_rows=20, csv_name="patient_risk.csv")}
 </body></html>"""
     files["report_html"] = out_dir / "report.html"
     files["report_html"].write_text(body)
+    for path in files.values():  # sealed by default (tasks/sealed.py), whatever the process umask
+        make_private(path)
     return files
 
 

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.errors import MedauditError
+from tasks.sealed import PRIVATE_DIR, check_private, make_private
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets (
@@ -58,6 +59,9 @@ CREATE TABLE IF NOT EXISTS audits (
     audit_id VARCHAR PRIMARY KEY, pool_key VARCHAR, dataset VARCHAR, dataset_version VARCHAR,
     n_models INTEGER, n_targets INTEGER, config JSON, headline JSON, started_at TIMESTAMP, finished_at TIMESTAMP,
     flow_run_id VARCHAR);
+CREATE TABLE IF NOT EXISTS reaudit_runs (
+    run_at TIMESTAMP, dataset VARCHAR, decision VARCHAR, reason VARCHAR, dataset_version VARCHAR, pool_key VARCHAR,
+    audit_key VARCHAR, previous_audit_id VARCHAR, audit_id VARCHAR, trained INTEGER, alerts JSON, flow_run_id VARCHAR);
 CREATE TABLE IF NOT EXISTS record_stats (
     audit_id VARCHAR, pool_key VARCHAR, record_idx BIGINT, n_in INTEGER, n_out INTEGER, mu_in DOUBLE,
     mu_out DOUBLE, sd_in DOUBLE, sd_out DOUBLE, auc_raw DOUBLE, auc DOUBLE, auc_se DOUBLE,
@@ -159,6 +163,13 @@ CREATE OR REPLACE VIEW audit_history AS
            headline->>'evidence' AS evidence,
            CAST(headline->>'n_models_needed' AS INTEGER) AS n_models_needed
     FROM audits ORDER BY finished_at;
+CREATE OR REPLACE VIEW reaudit_history AS
+    SELECT r.run_at, r.dataset, r.decision, r.reason, coalesce(r.audit_id, r.previous_audit_id) AS audit_id,
+           r.audit_id IS NOT NULL AS new_audit, r.trained, json_array_length(r.alerts) AS n_alerts,
+           CAST(a.headline->>'share_patients_above_threshold' AS DOUBLE) AS share_patients_above_threshold,
+           CAST(a.headline->>'n_patients_above_threshold' AS BIGINT) AS n_patients_above_threshold,
+           CAST(a.headline->>'lira_auc_mean' AS DOUBLE) AS lira_auc_mean, r.dataset_version, r.pool_key, r.flow_run_id
+    FROM reaudit_runs r LEFT JOIN audits a ON a.audit_id = coalesce(r.audit_id, r.previous_audit_id) ORDER BY r.run_at;
 CREATE OR REPLACE VIEW attack_roc AS
     SELECT a.audit_id, p.dataset, c.pool_key, c.attack, c.level, c.fpr, c.tpr_mean, c.tpr_std
     FROM attack_roc_curves c JOIN latest_audits a USING (audit_id) JOIN pools p ON p.pool_key = c.pool_key;
@@ -166,6 +177,31 @@ CREATE OR REPLACE VIEW model_count_ablation AS
     SELECT a.audit_id, p.dataset, s.pool_key, s.n_models, s.scope, s.n_records, s.se_median, s.se_p90, s.se_max,
            s.auc_median, s.se_median <= 0.05 AS se_median_below_005
     FROM model_count_stats s JOIN latest_audits a USING (audit_id) JOIN pools p ON p.pool_key = s.pool_key;
+CREATE OR REPLACE MACRO compare_audits(audit_a, audit_b) AS TABLE
+    WITH thresholds AS (
+        SELECT audit_id, coalesce(CAST(headline->>'risk_threshold' AS DOUBLE), 0.9) AS threshold FROM audits),
+    a AS (SELECT s.patient_key, s.risk_max AS risk_a, coalesce(s.risk_max >= t.threshold, false) AS at_risk_a, s.attributes AS attrs_a
+          FROM patient_stats s JOIN thresholds t USING (audit_id) WHERE s.audit_id = audit_a),
+    b AS (SELECT s.patient_key, s.risk_max AS risk_b, coalesce(s.risk_max >= t.threshold, false) AS at_risk_b, s.attributes AS attrs_b
+          FROM patient_stats s JOIN thresholds t USING (audit_id) WHERE s.audit_id = audit_b)
+    SELECT patient_key,
+           CASE WHEN a.at_risk_a IS NULL THEN 'only in B' WHEN b.at_risk_b IS NULL THEN 'only in A'
+                WHEN at_risk_b AND NOT at_risk_a THEN 'newly at risk'
+                WHEN at_risk_a AND NOT at_risk_b THEN 'no longer at risk'
+                WHEN at_risk_a AND at_risk_b THEN 'still at risk'
+                ELSE 'not at risk' END AS change,
+           risk_a, risk_b, risk_b - risk_a AS risk_change, coalesce(at_risk_a, false) AS at_risk_a,
+           coalesce(at_risk_b, false) AS at_risk_b, coalesce(attrs_b, attrs_a) AS attributes
+    FROM a FULL OUTER JOIN b USING (patient_key);
+CREATE OR REPLACE MACRO compare_subgroups(audit_a, audit_b) AS TABLE
+    SELECT e.key AS attribute, e.value AS "group", count(*) AS patients,
+           count(*) FILTER (WHERE c.at_risk_a) AS at_risk_a, count(*) FILTER (WHERE c.at_risk_b) AS at_risk_b,
+           count(*) FILTER (WHERE c.change = 'newly at risk') AS newly_at_risk,
+           count(*) FILTER (WHERE c.change = 'no longer at risk') AS no_longer_at_risk,
+           median(c.risk_a) AS median_risk_a, median(c.risk_b) AS median_risk_b
+    FROM compare_audits(audit_a, audit_b) c, unnest(map_entries(c.attributes)) AS u(e)
+    WHERE c.change NOT IN ('only in A', 'only in B')
+    GROUP BY ALL ORDER BY attribute, "group";
 CREATE OR REPLACE VIEW target_record_risk AS
     SELECT t.audit_id, t.target_name, t.dataset, s.record_idx, r.patient_key, r.split, s.member, s.risk,
            s.lira_offline, s.rmia_offline, s.score, s.n_out, r.source_file, r.source_row
@@ -239,13 +275,18 @@ class AuditStore:
         self.read_only = read_only
         if not read_only:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
             except OSError as exc:
                 raise MedauditError(f"{self.path.parent}: cannot create the results folder ({exc.strerror})") from exc
         elif not self.path.exists():
             raise MedauditError(f"{self.path}: no audit database here (run an audit first)")
+        else:
+            check_private(self.path)
         self.con = self._connect(wait_seconds)
         if not read_only:
+            # sealed by default (tasks/sealed.py): the writer tightens the file it owns, whatever the umask
+            make_private(self.path)
+            make_private(Path(f"{self.path}.wal"))
             self._migrate()
             self.con.execute(SCHEMA)
             self.con.execute(VIEWS)
@@ -615,6 +656,49 @@ class AuditStore:
         self.con.execute(
             "UPDATE target_audits SET headline = ?, finished_at = ? WHERE audit_id = ?", [json_dumps(headline), _now(), audit_id]
         )
+
+    # ---- audits over time
+    def record_reaudit(self, run: dict[str, Any]) -> None:
+        """One re-audit run, audited or skipped (``run``: the reaudit_runs columns but run_at; alerts a list)."""
+        cols = ["dataset", "decision", "reason", "dataset_version", "pool_key", "audit_key", "previous_audit_id", "audit_id"]
+        cols += ["trained", "alerts", "flow_run_id"]
+        self.con.execute(
+            f"INSERT INTO reaudit_runs (run_at, {', '.join(cols)}) VALUES (?, {', '.join('?' * len(cols))})",
+            [_now(), *(json_dumps(run[c]) if c == "alerts" else run.get(c) for c in cols)],
+        )
+
+    def audit_row(self, audit_id: str) -> dict[str, Any]:
+        """One finished audit (dataset, pool, models, finished_at; headline and config as dicts); MedauditError if unknown."""
+        rows = self.query(
+            "SELECT audit_id, dataset, dataset_version, pool_key, n_models, finished_at, headline, config FROM audits "
+            "WHERE audit_id = ? AND finished_at IS NOT NULL",
+            [audit_id],
+        )
+        if rows.empty:
+            raise MedauditError(f"{self.path}: no finished audit {audit_id!r} (see `medaudit history`)")
+        row = rows.iloc[0].to_dict()
+        for key in ("headline", "config"):
+            row[key] = json.loads(row[key]) if isinstance(row[key], str) else dict(row[key] or {})
+        return row
+
+    def risk_history(self, dataset: str) -> pd.DataFrame:
+        """Finished audits of ``dataset`` in time order: audit_id, pool_key, n_models, finished_at and headline risk numbers."""
+        return self.query(
+            "SELECT audit_id, pool_key, n_models, finished_at, "
+            "CAST(headline->>'share_patients_above_threshold' AS DOUBLE) AS share_patients_above_threshold, "
+            "CAST(headline->>'n_patients_above_threshold' AS BIGINT) AS n_patients_above_threshold, "
+            "CAST(headline->>'n_patients_at_risk' AS BIGINT) AS n_patients_at_risk "
+            "FROM audits WHERE dataset = ? AND finished_at IS NOT NULL AND headline IS NOT NULL ORDER BY finished_at",
+            [dataset],
+        )
+
+    def compare_patients(self, audit_a: str, audit_b: str) -> pd.DataFrame:
+        """The ``compare_audits`` table: one row per patient key with its change between the two audits."""
+        return self.query("SELECT * EXCLUDE (attributes) FROM compare_audits(?, ?) ORDER BY change, risk_change DESC", [audit_a, audit_b])
+
+    def compare_subgroups(self, audit_a: str, audit_b: str) -> pd.DataFrame:
+        """The ``compare_subgroups`` table: per (attribute, group) counts at risk in A and B, newly / no longer."""
+        return self.query("SELECT * FROM compare_subgroups(?, ?)", [audit_a, audit_b])
 
     def query(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
         return self.con.execute(sql, params or []).df()

@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", type=Path, help="audit configuration file (YAML/JSON) with dataset and raw_dir")
     src.add_argument("--deployments", type=Path, help="a deployments file (see deployments/schedules.yaml)")
+    src.add_argument(
+        "--demo", nargs="?", const="mimic-iv-ed", metavar="DATASET", help="re-audit what `medaudit demo [--dataset DATASET]` audits"
+    )
+    p.add_argument("--patients", type=int, default=None, help="with --demo: as `medaudit demo --patients`")
+    p.add_argument("--models", type=int, default=None, help="with --demo: as `medaudit demo --models` (default 48)")
     when = p.add_mutually_exclusive_group()
     when.add_argument("--cron", default=None, help='cron schedule with --config (default "0 3 * * *": nightly at 03:00)')
     when.add_argument("--interval", type=float, default=None, help="or an interval in seconds")
@@ -180,6 +186,8 @@ def _describe(schedule: Any) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if (args.patients or args.models) and not args.demo:
+        raise ConfigError("--patients/--models go with --demo; a config file names its own pool")
     if args.deployments and (args.cron or args.interval or args.name):
         raise ConfigError("--cron/--interval/--name go with --config; a deployments file names its own schedules")
     api_url = args.api_url or os.environ.get("PREFECT_API_URL")
@@ -200,6 +208,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     with temporary_settings({PREFECT_API_URL: api_url}):
         if args.deployments:
             deps = deployments_from_file(args.deployments, _overrides(args))
+        elif args.demo:
+            cfg = _demo_config(args)
+            deps = [
+                reaudit_deployment(
+                    cfg,
+                    args.name or f"reaudit-demo-{cfg.dataset}",
+                    cron=args.cron if args.cron or args.interval else "0 3 * * *",
+                    interval=args.interval,
+                    timezone=args.timezone,
+                    force=args.force,
+                )
+            ]
         else:
             cfg = load_audit_config(args.config, _overrides(args))
             cron = args.cron if args.cron or args.interval else "0 3 * * *"
@@ -221,6 +241,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"runs show at {api_url.rstrip('/').removesuffix('/api')}/deployments; stop with Ctrl-C", flush=True)
         serve(*deps, limit=args.limit, print_starting_message=False)
     return 0
+
+
+def _demo_config(args: argparse.Namespace) -> Any:
+    """The config `medaudit demo --dataset D [--patients N] [--models M] [--results R]` runs, with absolute paths."""
+    from deployments.reaudit import load_audit_config
+    from flows.cli import demo_config
+
+    unset = dict.fromkeys(("targets", "config", "seed", "arch", "epochs", "dask_address", "workers"))
+    results = (args.results or Path("results")).resolve()
+    demo = argparse.Namespace(dataset=args.demo, patients=args.patients, data_seed=0, models=args.models or 48, results=results, **unset)
+    cfg = demo_config(demo)
+    with tempfile.TemporaryDirectory() as tmp:  # through load_audit_config: the same path handling as --config
+        path = Path(tmp) / "demo.json"
+        path.write_text(cfg.model_dump_json())
+        return load_audit_config(path)
 
 
 def cmd_reaudit(args: argparse.Namespace) -> int:
@@ -333,8 +368,11 @@ def evidence_shortfall(headline: dict[str, Any], min_evidence: str) -> str | Non
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
+    from tasks.attacks import ATTACKS
     from tasks.storage import AuditStore
 
+    if args.attack not in ATTACKS:
+        raise ConfigError(f"--attack {args.attack}: unknown attack; the audits run {', '.join(sorted(ATTACKS))}")
     if args.max_share_above is None and args.max_tpr_at_1e_3 is None and args.max_lira_auc is None:
         args.max_share_above = 0.01
     store = AuditStore(_db(args.results), read_only=True)
@@ -388,15 +426,22 @@ def cmd_history(args: argparse.Namespace) -> int:
 
     from tasks.storage import read_only_query
 
-    sql = "SELECT * FROM audit_history" + (" WHERE dataset = ?" if args.dataset else "")
+    db = _db(args.results)
+    where = ""
     if args.dataset:  # read_only_query takes no parameters: quote the literal
-        sql = sql.replace("?", "'" + args.dataset.replace("'", "''") + "'")
-    df = read_only_query(_db(args.results), sql)
-    if df.empty:
-        print("no audits yet")
-        return 0
-    with pd.option_context("display.max_columns", 20, "display.width", 200):
-        print(df.to_string(index=False))
+        where = " WHERE dataset = '" + args.dataset.replace("'", "''") + "'"
+    df = read_only_query(db, "SELECT * FROM audit_history" + where)
+    has_runs = not read_only_query(db, "SELECT 1 FROM information_schema.tables WHERE table_name = 'reaudit_history'").empty
+    runs = (
+        read_only_query(db, "SELECT * EXCLUDE (dataset_version, pool_key, flow_run_id) FROM reaudit_history" + where) if has_runs else None
+    )
+    with pd.option_context("display.max_columns", 20, "display.width", 200, "display.max_colwidth", 90):
+        print("audits" if not df.empty else "no audits yet")
+        if not df.empty:
+            print(df.to_string(index=False, na_rep="n/a"))
+        if runs is not None and not runs.empty:
+            print("\nre-audit runs (audited and skipped; the numbers are of the run's audit, or of the audit a skipped run kept)")
+            print(runs.to_string(index=False, na_rep="n/a"))
     return 0
 
 

@@ -94,3 +94,10 @@ def test_gate_on_a_real_audit(demo_audit: dict[str, Any], helpers: SimpleNamespa
     assert out.count("PASS") == 3 and "gate passed" in out
     # read-only: a writer could still open the database afterwards
     duckdb.connect(str(demo_audit["results"] / "medaudit.duckdb")).close()
+
+
+def test_gate_rejects_an_unknown_attack(tmp_path: Path, helpers: SimpleNamespace, capsys: pytest.CaptureFixture[str]) -> None:
+    _fake_audit(tmp_path, "a1", [0.95, 0.6], [0.5], [0.0])
+    assert helpers.run_cli(["gate", "--results", str(tmp_path), "--attack", "lira_onlien", "--max-lira-auc", "0.6"])[0] == 2
+    err = capsys.readouterr().err
+    assert "--attack lira_onlien: unknown attack" in err and "lira_online" in err
