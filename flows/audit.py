@@ -231,6 +231,12 @@ def publish_artifacts(result: AuditResult, files: dict[str, Path], cfg: AuditCon
         table=json.loads(table.to_json(orient="records")),
         description="Patient-level subgroup risk (small cells suppressed)",
     )
+    if not result.exposure_tests.empty:
+        create_table_artifact(
+            key="exposure-factors",
+            table=json.loads(result.exposure_tests.round(4).to_json(orient="records")),
+            description="Who is exposed and why: rare labels and the most atypical decile among the exposed (one-sided Fisher)",
+        )
 
 
 @flow(name="medaudit-audit", log_prints=True)

@@ -50,7 +50,49 @@ def headline_rows(h: dict) -> list[tuple[str, str]]:
                 f"({verdict}: reference {SE_REFERENCE})",
             )
         )
+    return rows + exposure_rows(h)
+
+
+def exposure_rows(h: dict) -> list[tuple[str, str]]:
+    """Rarity and atypicality among the exposed patients, each against what chance alone would give."""
+    rows = []
+    if h.get("atypical_decile_exposed") is not None:
+        share, base = (h.get(f"atypical_decile_share_{k}") for k in ("exposed", "all"))
+        rows.append(
+            (
+                "atypical decile",
+                f"{h['atypical_decile_exposed']} (expected by chance {_f(h.get('atypical_decile_expected'), '.1f')}; "
+                f"{_f(share, '.0%')} of the exposed vs {_f(base, '.0%')} of all; "
+                f"one-sided Fisher p {_f(h.get('atypical_decile_p'), '.2g')})",
+            )
+        )
+    if h.get("rare_patients_exposed") is not None:
+        rows.append(
+            (
+                "rare labels (<5%)",
+                f"{h['rare_patients_exposed']} (expected by chance {_f(h.get('rare_patients_expected'), '.1f')}; "
+                f"one-sided Fisher p {_f(h.get('rare_patients_p'), '.2g')})",
+            )
+        )
+    if h.get("atypicality_spearman_rho") is not None:
+        rows.append(
+            (
+                "risk ~ atypicality",
+                f"Spearman rho {_f(h['atypicality_spearman_rho'], '.2f')} "
+                f"[{_f(h.get('atypicality_spearman_lo'), '.2f')}, {_f(h.get('atypicality_spearman_hi'), '.2f')}] "
+                f"(p {_f(h.get('atypicality_spearman_p'), '.2g')})",
+            )
+        )
     return rows
+
+
+def top_patients_table(result: AuditResult, n: int = 20) -> pd.DataFrame:
+    """The ``n`` most exposed patients with why: their labels, rarity (rarest label's training prevalence)
+    and atypicality (of their most atypical record, standardised within its labels)."""
+    top = result.patient_stats.sort_values("risk_max", ascending=False).head(n)
+    if result.patient_factors.empty:
+        return top
+    return top.merge(result.patient_factors, on="patient_key", how="left", validate="one_to_one")
 
 
 def survival_plot(result: AuditResult, path: Path) -> Path:
@@ -227,7 +269,7 @@ def write_report(
         frame.to_csv(out_dir / name, index=False)
         files[key] = out_dir / name
     h = result.headline
-    top_patients = result.patient_stats.sort_values("risk_max", ascending=False).head(20)
+    top_patients = top_patients_table(result)
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>medaudit — {html.escape(dataset)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}} .t{{border-collapse:collapse;font-size:12px}}
 .t td,.t th{{padding:2px 6px;border-bottom:1px solid #ddd}} .k{{display:inline-block;margin:0 1.5em 1em 0}}
@@ -248,7 +290,14 @@ patients are suppressed.</p>
 <p>Each record's AUC recomputed from random subsets of its models (half IN, half OUT); the pool is big enough when the
 median SE of the top-1% records is at most {SE_REFERENCE}.</p>
 {_table_html(result.model_count_ablation)}
+<h2>Who is exposed and why</h2>
+<p>Exposed: {html.escape(str(result.exposure_tests["exposed"].iloc[0]) if not result.exposure_tests.empty else "n/a")}.
+Rarity = training prevalence of the rarest label; atypicality = how badly the models that never saw a record fit it,
+standardised within its labels (a patient: their rarest / most atypical record). Each row tests whether the set is
+over-represented among the exposed (one-sided Fisher exact; expected = exposed × share of all units in the set).</p>
+{_table_html(result.exposure_tests)}
 <h2>Most exposed patients (pseudonymous keys)</h2>{_table_html(top_patients)}
+<p>Run <code>medaudit explain PATIENT_KEY</code> for one patient's records and IN/OUT score distributions.</p>
 </body></html>"""
     files["report_html"] = out_dir / "report.html"
     files["report_html"].write_text(body)
