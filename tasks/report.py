@@ -236,6 +236,13 @@ def export_subgroups(result: AuditResult, min_cell: int) -> pd.DataFrame:
     return suppress_small_cells(result.subgroups, min_cell)
 
 
+def _patient_subgroup_rows(subgroups: pd.DataFrame) -> pd.DataFrame:
+    """Patient-level rows for the report's table, single attributes (demographic, label, rarity, atypicality)
+    before the pairs, so the table's row limit cuts pairs first."""
+    rows = subgroups[subgroups["level"] == "patient"].drop(columns=["level"])
+    return rows.iloc[np.argsort(rows["attribute"].str.contains("×").to_numpy(), kind="stable")]
+
+
 def _png_b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
@@ -283,7 +290,7 @@ patients are suppressed.</p>
 <h2>Risk survival</h2><img src="data:image/png;base64,{_png_b64(files["survival_png"])}">
 <h2>Subgroups</h2><img src="data:image/png;base64,{_png_b64(files["subgroups_png"])}">
 <img src="data:image/png;base64,{_png_b64(files["subgroup_survival_png"])}">
-{_table_html(subgroups[subgroups["level"] == "patient"].drop(columns=["level"]))}
+{_table_html(_patient_subgroup_rows(subgroups))}
 <h2>Aggregate attacks</h2><img src="data:image/png;base64,{_png_b64(files["roc_png"])}">
 {_table_html(result.attack_summary)}
 <h2>How many models are needed?</h2><img src="data:image/png;base64,{_png_b64(files["se_png"])}">

@@ -594,6 +594,9 @@ class AuditStore:
             .iloc[0]
             .to_dict()
         )
+        cols = set(self.query("SELECT column_name FROM information_schema.columns WHERE table_name = 'record_stats'")["column_name"])
+        if "auc_crossfit" not in cols:
+            raise MedauditError(f"{self.path}: written before rarity and atypicality were stored; rerun the audit (no model is retrained)")
         records = self.query(
             "SELECT s.record_idx, r.split, r.source_file, r.source_row, s.label_set, s.auc AS risk, s.auc_se, s.auc_empirical, "
             "s.n_in, s.n_out, s.mu_in, s.mu_out, s.sd_in, s.sd_out, s.flag, s.label_prevalence, s.atypicality, s.auc_crossfit, "
