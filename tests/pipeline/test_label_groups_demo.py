@@ -1,7 +1,8 @@
 """`medaudit demo --dataset chexpert|ptb-xl` (real training): the overlapping label groups reach
 subgroup_risk, the Prefect subgroup artifact and the report; rarity and atypicality rows too.
 
-Heavy: each demo trains its default pool (minutes on 2 cores). Measured numbers are in docs/EXPOSURE.md.
+Small cohorts and pools, few epochs (as in test_demo_datasets.py): this checks the wiring, not the numbers.
+Heavy: two real demos with Prefect and Dask.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ pytestmark = pytest.mark.slow
 def test_label_groups_reach_the_tables_the_artifact_and_the_report(dataset: str, tmp_path: Path) -> None:
     results = tmp_path / "results"
     with redirect_stdout(io.StringIO()):
-        assert main(["demo", "--dataset", dataset, "--results", str(results), "--no-progress"]) == 0
+        argv = ["demo", "--dataset", dataset, "--patients", "40", "--models", "8", "--targets", "2", "--epochs", "2"]
+        assert main([*argv, "--results", str(results), "--no-progress"]) == 0
     labels = set(get_dataset(dataset).task.label_names)
     with duckdb.connect(str(results / "medaudit.duckdb"), read_only=True) as con:
         rows = con.execute('SELECT level, attribute, "group", kind, units, p_holm, chi2_p FROM subgroup_risk').df()
