@@ -26,11 +26,12 @@ from tasks.batched_training import batching_blocker
 from tasks.config import AuditConfig, stable_hash
 from tasks.datasets import get_dataset
 from tasks.datasets.base import InputChunk
-from tasks.errors import MedauditError
+from tasks.errors import ConfigError, MedauditError
 from tasks.masks import model_seed, pool_masks
 from tasks.pseudonym import load_or_create_secret
-from tasks.report import figure_b64, headline_rows, write_report
-from tasks.scores import get_transform
+from tasks.report import chance_sentence, evidence_sentence, figure_b64, headline_rows, write_report
+from tasks.risk.null import minimum_models
+from tasks.scores import score_and_probability
 from tasks.snapshot import Snapshot, build_snapshot
 from tasks.steps import decode_chunk_task, train_shadow_model_task, train_shadow_models_task
 from tasks.storage import AuditStore, PoolRecord
@@ -70,6 +71,8 @@ def ingest_snapshot(cfg: AuditConfig, *, show_progress: bool = True) -> Snapshot
 
 def pool_key_for(cfg: AuditConfig, snapshot: Snapshot) -> tuple[str, int]:
     """The pool key (D3, D7): dataset version, architecture, recipe, mask seed, views, code version."""
+    if cfg.pool.architecture.name is None:
+        raise ConfigError(f"no architecture for {cfg.dataset}: name one (--arch or pool.architecture); see `medaudit architectures`")
     n_views = cfg.pool.eval_views if snapshot.task.modality == "image" else 1
     key = stable_hash(
         {
@@ -90,9 +93,20 @@ def _transform_shard(meta: dict[str, Any], labels: np.ndarray, transform: str) -
 
     col = pq.read_table(meta["shard"], columns=["logits"]).column("logits").combine_chunks()
     logits = col.values.to_numpy(zero_copy_only=False).reshape(len(col), meta["n_views"], meta["n_outputs"])
-    scores, flags = get_transform(transform)(logits, labels)
-    probs, _ = get_transform("rmia_probability")(logits, labels)
-    return scores, probs, flags
+    return score_and_probability(transform, logits, labels)
+
+
+def check_pool_size(cfg: AuditConfig) -> None:
+    """Refuse a pool the statistics cannot work with, before anything is trained (ConfigError naming the minimum)."""
+    need = minimum_models(cfg.attack.min_models_per_side)
+    if cfg.pool.n_models < need:
+        raise ConfigError(
+            f"pool.n_models={cfg.pool.n_models} is too small: at least {need} models are needed. Each record needs "
+            f"{cfg.attack.min_models_per_side} models per side (attack.min_models_per_side) plus one for its spread, and the null "
+            "that says how much risk chance alone produces swaps IN/OUT within complementary pairs: with 2 pairs a record's null "
+            "has 4 patterns, two the mirror images of the other two, so no record can stand out from chance. "
+            "For trustworthy verdicts use 16 or more (docs/STATISTICS.md)"
+        )
 
 
 def train_pool(
@@ -117,6 +131,7 @@ def train_pool(
             snapshot.task.score_transform,
             TRAINING_CODE_VERSION,
             len(order),
+            cfg.pool.recipe_preset,
         ),
         order,
     )
@@ -216,6 +231,7 @@ def publish_artifacts(result: AuditResult, files: dict[str, Path], cfg: AuditCon
         markdown=(
             f"# Privacy audit: {cfg.dataset}\n\npool `{pool_key}` · {h['n_models']} models · {h['n_patients']} patients\n\n"
             "| measure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in headline_rows(h)) + "\n"
+            f"{chance_sentence(h)} {evidence_sentence(h)}\n\n"
             f"![risk survival]({figure_b64(files['survival_png'])})\n\n"
             f"![SE vs number of models]({figure_b64(files['se_png'])})\n"
         ),
@@ -243,6 +259,7 @@ def publish_artifacts(result: AuditResult, files: dict[str, Path], cfg: AuditCon
 def audit_flow(config: dict[str, Any], show_progress: bool = True) -> dict[str, Any]:
     """Audit one dataset end to end; ``config`` is an AuditConfig as a dict. Returns the headline and paths."""
     cfg = AuditConfig.model_validate(config)
+    check_pool_size(cfg)
     logger = get_run_logger()
     snapshot = ingest_snapshot(cfg, show_progress=show_progress)
     logger.info(
@@ -308,4 +325,5 @@ def run_audit(cfg: AuditConfig, show_progress: bool = True) -> dict[str, Any]:
     """Run the audit flow with a Dask task runner built from the config's execution settings."""
     from flows.runtime import run_on_dask
 
+    check_pool_size(cfg)  # before a Dask cluster starts
     return run_on_dask(audit_flow, cfg, show_progress)

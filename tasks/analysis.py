@@ -18,13 +18,14 @@ import pandas as pd
 from tasks.attacks import ATTACK_VERSIONS
 from tasks.attacks.lira import SD_FLOOR_ABS, SD_FLOOR_REL, fit_lira_reference, lira_offline, lira_online
 from tasks.attacks.loss import loss_attack
-from tasks.attacks.record_auc import record_statistics, se_vs_model_count
+from tasks.attacks.record_auc import auc_interval_nct, record_statistics, se_vs_model_count
 from tasks.attacks.rmia import rmia_scores, tune_rmia_a
 from tasks.config import AttackConfig, ReportConfig
 from tasks.risk import exposure_factors as ef
+from tasks.risk.null import SURVIVAL_GRID, NullResult, SwapNull, assess_evidence, calibrated_subgroup_counts, patient_max_z
 from tasks.risk.patient import patient_llr, patient_membership, patient_risk
 from tasks.risk.roc import log_fpr_grid, summarize_attack
-from tasks.risk.subgroup import subgroup_table, suppress_small_cells
+from tasks.risk.subgroup import _group_labels, subgroup_table, suppress_small_cells
 from tasks.snapshot import Snapshot
 from tasks.storage import AuditStore, json_dumps
 
@@ -36,6 +37,8 @@ SE_SAMPLE_RECORDS = 50_000
 SE_TOP_QUANTILE = 0.99
 SE_REFERENCE = 0.05
 SE_SEED = 0
+# The record interval stored with every record (columns auc_nct_lo / auc_nct_hi).
+INTERVAL_METHOD = "95% noncentral-t interval of the equal-variance binormal AUC (exact for normal scores), clipped at 0.5"
 # RMIA settings (paper-method §4.3); the offline ``a`` is tuned on reference model ``RMIA_PSEUDO_TARGET``.
 RMIA_PARAMS: dict[str, Any] = {"gamma": 1.0, "n_population": 500, "trim": 0.01, "seed": 0}
 RMIA_A_GRID = np.linspace(0.0, 1.0, 21)
@@ -65,8 +68,11 @@ class AuditResult:
     attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     # who is exposed and why: rarity / atypicality enrichment tests per level (exposure_factors.exposure_tests)
     exposure_tests: pd.DataFrame = field(default_factory=pd.DataFrame)
-    # one row per training patient: patient_key, label_set, label_prevalence (rarest record), atypicality (most atypical record)
+    # one row per training patient: patient_key, label_set, label_prevalence, atypicality, risk_crossfit (of the most exposed record)
     patient_factors: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # the survival curves under the swap null: level, x (risk), mean, lo, hi (2.5% / 97.5% over swaps)
+    survival_null: pd.DataFrame = field(default_factory=pd.DataFrame)
+    null_params: dict[str, Any] = field(default_factory=dict)
 
 
 def training_patients(records: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -282,6 +288,14 @@ def analyze_pool(
     ablation: pd.DataFrame | None = None
     global_sd: tuple[float, float] | None = None
     scored_models = np.zeros(len(models), dtype=bool)  # models with at least one finite score
+    null = SwapNull(
+        models,
+        n_pat,
+        n_swaps=report.null_swaps,
+        seed=report.null_seed,
+        threshold=report.risk_threshold,
+        min_per_side=attack.min_models_per_side,
+    )
     done = 0
     for recs, scores in store.score_blocks(pool_key, models, train_idx, n_views, block_size):
         pos = np.searchsorted(train_idx, recs)
@@ -290,6 +304,7 @@ def analyze_pool(
         part = part.join(ef.crossfit_statistics(scores, in_mask, attack.min_models_per_side))  # for atypicality
         part.insert(0, "record_idx", recs)
         stats_parts.append(part)
+        null.add(scores, in_mask, codes[pos])
         scored_models |= np.isfinite(scores).any(axis=(1, 2))
         if ablation is None:  # SE vs number of models on the first block's unflagged records (D17)
             ok = (part["flag"] == "").to_numpy()
@@ -331,6 +346,7 @@ def analyze_pool(
     # ---- patients
     patients = patient_risk(stats["auc"].to_numpy(), codes, n_pat)
     patients.insert(0, "patient_key", order)
+    null_res = _add_null_columns(stats, patients, null, codes, report)
     train_rec = records.set_index("record_idx").loc[train_idx]
     attr_names = list(snapshot.attributes)
     add_patient_attributes(patients, train_rec, codes, attr_names)
@@ -382,9 +398,17 @@ def analyze_pool(
             )
 
     # ---- subgroups
-    rec_frame = stats[["record_idx", "auc"]].assign(**{a: train_rec[a].to_numpy() for a in attr_names})
-    sub_p = report_subgroup_table(patients, "risk_max", attr_names, report, records_col="n_records", pairs=True)
-    sub_r = report_subgroup_table(rec_frame, "auc", attr_names, report, records_col=None)
+    rec_frame = stats[["record_idx", "auc", "at_risk", "chance_above"]].assign(**{a: train_rec[a].to_numpy() for a in attr_names})
+    sub_p = _with_calibrated(
+        report_subgroup_table(patients, "risk_max", attr_names, report, records_col="n_records", pairs=True),
+        patients,
+        "risk_max",
+        attr_names,
+        True,
+    )
+    sub_r = _with_calibrated(
+        report_subgroup_table(rec_frame, "auc", attr_names, report, records_col=None), rec_frame, "auc", attr_names, False
+    )
     subgroups = pd.concat([sub_p.assign(level="patient"), sub_r.assign(level="record")], ignore_index=True)
     subgroups, exposure, patient_factors = exposure_analysis(snapshot, subgroups, stats, patients, codes, report)
     subgroups["suppressed"] = suppress_small_cells(subgroups, report.min_cell)["suppressed"].to_numpy()
@@ -411,6 +435,7 @@ def analyze_pool(
         **({f"lira_tpr_at_{f:g}": lira[f"tpr_at_{f:g}"] for f in fprs} if lira else {}),
         **_se_headline(ablation),
         **_exposure_headline(exposure),
+        **_null_headline(stats, patients, null_res, report, len(models)),
     }
     return AuditResult(
         record_stats=stats,
@@ -424,6 +449,8 @@ def analyze_pool(
         attack_params=params,
         exposure_tests=exposure,
         patient_factors=patient_factors,
+        survival_null=_survival_band(null_res),
+        null_params=null_res.params,
     )
 
 
@@ -437,9 +464,8 @@ def store_result(store: AuditStore, result: AuditResult, audit_id: str, pool_key
         if attr_names
         else [{}] * len(patients)
     )
-    store.insert_frame(
-        "patient_stats", patients[["patient_key", "n_records", "n_scored", "risk_max", "risk_mean"]].assign(**keys, attributes=attributes)
-    )
+    cols = ["patient_key", "n_records", "n_scored", "risk_max", "risk_mean", *[c for c in NULL_PATIENT_COLUMNS if c in patients]]
+    store.insert_frame("patient_stats", patients[cols].assign(**keys, attributes=attributes))
     store.insert_frame("subgroup_stats", result.subgroups.assign(**keys))
     if not result.attack_results.empty:
         store.insert_frame("attack_results", result.attack_results.assign(**keys))
@@ -448,6 +474,104 @@ def store_result(store: AuditStore, result: AuditResult, audit_id: str, pool_key
         store.insert_frame("model_count_stats", result.model_count_ablation.assign(**keys))
     if not result.exposure_tests.empty:
         store.insert_frame("exposure_tests", result.exposure_tests.assign(**keys))
+
+
+# Columns the swap null adds to patient_stats (record_stats gains the same plus auc_nct_lo / auc_nct_hi).
+NULL_PATIENT_COLUMNS = ("swap_p", "swap_q", "at_risk", "chance_above")
+
+
+def _add_null_columns(stats: pd.DataFrame, patients: pd.DataFrame, null: SwapNull, codes: np.ndarray, report: ReportConfig) -> NullResult:
+    """Finish the swap null and add its columns to ``stats`` (records) and ``patients`` in place.
+
+    record_stats: auc_nct_lo / auc_nct_hi (:data:`INTERVAL_METHOD`), swap_p, swap_q, at_risk, chance_above;
+    patient_stats: swap_p, swap_q, at_risk (risk >= threshold and q <= fdr), chance_above (share of swaps in
+    which the unit is at or above the threshold by chance; sums to the expected-by-chance count).
+    """
+    lo, hi = auc_interval_nct(*(stats[c].to_numpy() for c in ("mu_in", "mu_out", "sd_in", "sd_out", "n_in", "n_out")))
+    flagged = (stats["flag"] != "").to_numpy()
+    lo[flagged] = np.nan
+    hi[flagged] = np.nan
+    stats["auc_nct_lo"], stats["auc_nct_hi"] = lo, hi
+    record_z = np.concatenate(null.observed) if null.observed else np.empty(0)
+    res = null.finish(patient_max_z(record_z, codes, len(patients)))
+    for frame, p, q, chance, risk in (
+        (stats, res.record_p, res.record_q, res.record_chance, stats["auc"]),
+        (patients, res.patient_p, res.patient_q, res.patient_chance, patients["risk_max"]),
+    ):
+        frame["swap_p"], frame["swap_q"] = p, q
+        frame["at_risk"] = ((risk >= report.risk_threshold) & (frame["swap_q"] <= report.fdr)).to_numpy()
+        frame["chance_above"] = chance
+    return res
+
+
+def _with_calibrated(table: pd.DataFrame, frame: pd.DataFrame, risk_col: str, attributes: list[str], pairs: bool) -> pd.DataFrame:
+    """``table`` (a subgroup table of ``frame``) plus n_at_risk (FDR-controlled) and expected_above (chance) per group."""
+    scored = frame[frame[risk_col].notna()]
+    labels = {a: _group_labels(scored[a]) for a in attributes}
+    cal = calibrated_subgroup_counts(labels, scored["at_risk"].to_numpy(), scored["chance_above"].to_numpy(), pairs=pairs)
+    return table.merge(cal, on=["attribute", "group"], how="left")
+
+
+def _top_interval_width(stats: pd.DataFrame, top_quantile: float = SE_TOP_QUANTILE) -> float | None:
+    """Median 95% interval width of the top (1 - top_quantile) records by risk (at least one record)."""
+    ok = stats[stats["auc_nct_lo"].notna()]
+    if ok.empty:
+        return None
+    k = max(1, int(np.ceil((1.0 - top_quantile) * len(ok))))
+    top = ok.nlargest(k, "auc")
+    return float(np.median(top["auc_nct_hi"] - top["auc_nct_lo"]))
+
+
+def _null_headline(stats: pd.DataFrame, patients: pd.DataFrame, res: NullResult, report: ReportConfig, n_models: int) -> dict[str, Any]:
+    """Headline keys of the swap null: raw vs expected-by-chance vs FDR-controlled counts and the evidence verdict."""
+    n_raw = int((patients["risk_max"] >= report.risk_threshold).sum())
+    ev = assess_evidence(
+        n_raw,
+        res.patient_expected,
+        _top_interval_width(stats),
+        res.patient_null_max,
+        threshold=report.risk_threshold,
+        n_models=n_models,
+        max_noise_share=report.max_noise_share,
+        max_interval_width=report.max_interval_width,
+    )
+    return {
+        "n_patients_expected_by_chance": round(res.patient_expected, 3),
+        "n_patients_at_risk": int(patients["at_risk"].sum()),
+        "n_patients_scored": int(patients["risk_max"].notna().sum()),
+        "fdr": report.fdr,
+        "n_records_above_threshold": int((stats["auc"] >= report.risk_threshold).sum()),
+        "n_records_expected_by_chance": round(res.record_expected, 3),
+        "n_records_at_risk": int(stats["at_risk"].sum()),
+        "noise_share": round(ev.noise_share, 4),
+        "top_interval_width": ev.top_interval_width,
+        "interval_method": INTERVAL_METHOD,
+        "n_models_needed": ev.n_models_needed,
+        "evidence": ev.level,
+        "evidence_reason": ev.reason,
+        "null_swaps": int(res.params["n_swaps"]),
+        "null_seed": int(res.params["seed"]),
+    }
+
+
+def _survival_band(res: NullResult) -> pd.DataFrame:
+    """Null survival band per level: mean and 2.5% / 97.5% quantiles over swaps of the share >= x."""
+    parts = []
+    for level, share in res.survival_null.items():
+        if share.size == 0:
+            continue
+        parts.append(
+            pd.DataFrame(
+                {
+                    "level": level,
+                    "x": SURVIVAL_GRID,
+                    "mean": share.mean(axis=0),
+                    "lo": np.quantile(share, 0.025, axis=0),
+                    "hi": np.quantile(share, 0.975, axis=0),
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["level", "x", "mean", "lo", "hi"])
 
 
 def _rmia(

@@ -46,7 +46,9 @@ class TrainRecipe(_Strict):
 
 
 class ArchitectureSpec(_Strict):
-    name: str = "mlp"
+    # None: the dataset's default architecture (its TaskSpec.default_architecture), filled in when the
+    # AuditConfig is validated; the CLI sets one from the dataset's recipe preset (tasks/recipes.py).
+    name: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -63,6 +65,9 @@ class PoolConfig(_Strict):
     eval_views: int = Field(1, ge=1, le=16)
     # Which model checkpoint scores: the final weights (never selected on the audited split).
     score_split: Literal["train"] = "train"
+    # The recipe preset the pool settings came from (`--recipe`; " (modified)" when overridden). Recorded
+    # in the pools table, not part of the pool key: the key hashes the resulting architecture and recipe.
+    recipe_preset: str | None = None
 
     @field_validator("n_models")
     @classmethod
@@ -92,6 +97,14 @@ class ReportConfig(_Strict):
     top_fraction: float = Field(0.01, gt=0, lt=1)
     min_cell: int = Field(10, ge=1)
     bootstrap_samples: int = Field(1000, ge=100)
+    # The pool's swap null and FDR rule (docs/STATISTICS.md): a patient is at risk when risk >= risk_threshold
+    # and its swap q-value <= fdr; swaps are seeded and recorded with the audit.
+    fdr: float = Field(0.05, gt=0, lt=1)
+    null_swaps: int = Field(100, ge=10, le=10_000)
+    null_seed: int = 0
+    # Evidence targets: chance share of the flagged patients, median 95% interval width of the top records.
+    max_noise_share: float = Field(0.1, gt=0, lt=1)
+    max_interval_width: float = Field(0.2, gt=0, le=1)
 
 
 class ExecutionConfig(_Strict):
@@ -159,6 +172,18 @@ class AuditConfig(_Strict):
     dataset_options: dict[str, Any] = Field(default_factory=dict)
     # Set for `medaudit audit-model`: the pool is then the reference models of that model's audit.
     target: TargetModelConfig | None = None
+
+    @model_validator(mode="after")
+    def _default_architecture(self) -> AuditConfig:
+        """No architecture named: the dataset's default (never an MLP on images or signals)."""
+        if self.pool.architecture.name is None:
+            from tasks.datasets.base import dataset_default_architecture
+
+            name = dataset_default_architecture(self.dataset)
+            if name is not None:  # an unknown dataset fails where it is read, naming the registered ones
+                arch = self.pool.architecture.model_copy(update={"name": name})
+                object.__setattr__(self, "pool", self.pool.model_copy(update={"architecture": arch}))
+        return self
 
     @classmethod
     def from_file(cls, path: Path) -> AuditConfig:

@@ -1,7 +1,8 @@
-"""Pool settings for `medaudit demo --dataset D`: sized to finish in minutes on a 2-core CPU.
+"""Settings of `medaudit demo --dataset D`: sized to finish in minutes on a 2-core CPU.
 
-The paper's recipes (paper-method.md §2.2) need GPUs; these keep each modality's architecture family
-but shrink width and epochs so the demo shows the phenomenon on synthetic data of that modality.
+The demo trains each dataset's ``quick`` recipe preset (tasks/recipes.py, ``DatasetAdapter.default_pools``):
+the paper's recipes (paper-method.md §2.2) need GPUs; ``quick`` keeps each modality's architecture family
+but shrinks width and epochs so the demo shows the phenomenon on synthetic data of that modality.
 Measured wall times and headline numbers of each demo are in docs/DATASETS.md.
 """
 
@@ -9,32 +10,6 @@ from __future__ import annotations
 
 import copy
 from typing import Any
-
-_SMALL_CNN = {"name": "small_cnn", "params": {"width_multiplier": 0.25}}
-# bf16 autocast + channels_last roughly halve a CPU training step of the small CNN (ENVIRONMENT.md).
-_IMAGE_RECIPE = {"epochs": 30, "batch_size": 32, "learning_rate": 0.05, "precision": "bf16", "channels_last": True}
-
-DEMO_POOLS: dict[str, dict[str, Any]] = {
-    # An MLP that memorises atypical stays while generalising on typical ones (tuned on the synthetic
-    # ED cohort: aggregate LiRA AUC about 0.63, highest record AUC about 1.0).
-    "mimic-iv-ed": {
-        "architecture": {"name": "mlp", "params": {"width": 128, "depth": 2}},
-        "recipe": {"epochs": 40, "batch_size": 128, "learning_rate": 0.01, "weight_decay": 5e-4, "momentum": 0.9, "warmup_fraction": 0.05},
-    },
-    # The paper's 1-D ResNet at F=16 (the paper: 128) on 12 x 1000 ECGs. float32: a GroupNorm net trained
-    # under bf16 autocast scores differently in float32, which is how models are scored.
-    "ptb-xl": {
-        "architecture": {"name": "resnet1d", "params": {"filters": 16}},
-        "recipe": {"epochs": 20, "batch_size": 16, "learning_rate": 0.05},
-    },
-    # Images: the paper's small CNN at a quarter of its width, two evaluation views (identity + flip),
-    # 30 epochs: enough to memorise the atypical presentations the synthetic writers plant (3%).
-    "chexpert": {"architecture": _SMALL_CNN, "recipe": _IMAGE_RECIPE, "eval_views": 2},
-    "mimic-cxr": {"architecture": _SMALL_CNN, "recipe": _IMAGE_RECIPE, "eval_views": 2},
-    "fitzpatrick": {"architecture": _SMALL_CNN, "recipe": _IMAGE_RECIPE, "eval_views": 2},
-    "fairvision": {"architecture": _SMALL_CNN, "recipe": _IMAGE_RECIPE, "eval_views": 2},
-    "embed": {"architecture": _SMALL_CNN, "recipe": _IMAGE_RECIPE, "eval_views": 2},
-}
 
 # Default `--patients` of each demo cohort. The image and ECG cohorts are smaller than the ED one:
 # a conv net step costs far more than an MLP step on 2 CPU cores. Records per patient differ (CXR
@@ -62,9 +37,14 @@ DEMO_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+DEMO_RECIPE = "quick"
+
+
 def demo_pool(dataset: str) -> dict[str, Any]:
-    """The demo pool settings of ``dataset`` (empty: the config defaults); a copy, safe to modify."""
-    return copy.deepcopy(DEMO_POOLS.get(dataset, {}))
+    """The demo pool settings of ``dataset``: its ``quick`` preset (empty when it has none); a copy."""
+    from tasks.datasets import get_dataset
+
+    return copy.deepcopy(type(get_dataset(dataset)).default_pools.get(DEMO_RECIPE, {}))
 
 
 def demo_options(dataset: str) -> dict[str, Any]:

@@ -1,4 +1,6 @@
-"""The quarantine ledger: every raw row or file excluded from a snapshot, with its reason (D2)."""
+"""The quarantine ledger: every raw row or file excluded from a snapshot, with its reason (D2), and the
+repairs ledger beside it: every cell an adapter changed while keeping the row (e.g. MIMIC-IV-ED's
+out-of-range vitals, set to missing or clipped as the benchmark does), with the rule applied."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 QUARANTINE_COLUMNS = ["source_file", "source_row", "stage", "column", "reason"]
+# original: the cell as in the raw file; repaired: the value the model sees (after any imputation).
+REPAIR_COLUMNS = ["source_file", "source_row", "column", "rule", "original", "repaired", "reason"]
 
 
 @dataclass
@@ -15,6 +19,7 @@ class Quarantine:
     or -1 for a file-level entry. ``stage`` is contract | cohort | decode | dedupe."""
 
     entries: list[tuple[str, int, str, str, str]] = field(default_factory=list)
+    repairs: list[tuple[str, int, str, str, float, float, str]] = field(default_factory=list)
 
     def add(self, source_file: str, source_row: int, stage: str, column: str, reason: str) -> None:
         self.entries.append((source_file, int(source_row), stage, column, reason))
@@ -35,6 +40,20 @@ class Quarantine:
             column=("column", lambda s: ";".join(dict.fromkeys(s))),
             reason=("reason", lambda s: "; ".join(dict.fromkeys(s))),
         )
+
+    def add_repairs(self, rows: pd.DataFrame, column: str, rule: str, original: pd.Series, repaired: pd.Series, reason: pd.Series) -> None:
+        """Record a repair of ``column`` in every row of ``rows`` (needs ``_source_file``, ``_source_row``);
+        ``original``, ``repaired`` and ``reason`` are aligned with ``rows``."""
+        idx = rows.index
+        cells = zip(rows["_source_file"], rows["_source_row"], original.loc[idx], repaired.loc[idx], reason.loc[idx], strict=True)
+        self.repairs.extend((f, int(r), column, rule, float(o), float(v), why) for f, r, o, v, why in cells)
+
+    def repairs_frame(self) -> pd.DataFrame:
+        """One row per repaired cell, ordered by source file, line and column."""
+        types = {"source_row": "int64", "original": "float64", "repaired": "float64"}
+        if not self.repairs:
+            return pd.DataFrame({c: pd.Series(dtype=types.get(c, "object")) for c in REPAIR_COLUMNS})
+        return pd.DataFrame(self.repairs, columns=REPAIR_COLUMNS).sort_values(["source_file", "source_row", "column"], ignore_index=True)
 
     def rows(self) -> set[tuple[str, int]]:
         return {(f, r) for f, r, *_ in self.entries}

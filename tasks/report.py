@@ -35,13 +35,30 @@ def headline_rows(h: dict) -> list[tuple[str, str]]:
     pct = 100 * h["share_patients_above_threshold"]
     tpr3, tpr2 = h.get("lira_tpr_at_0.001"), h.get("lira_tpr_at_0.01")
     lira = f"{_f(h.get('lira_auc_mean'))} Â± {_f(h.get('lira_auc_std'))} (TPR@1e-3 FPR {_f(tpr3, '.4f')}, TPR@1e-2 FPR {_f(tpr2, '.4f')})"
+    at_risk = f"{h['n_patients_above_threshold']} of {h['n_patients']} ({pct:.1f}%) with risk >= {h['risk_threshold']}"
+    extra: list[tuple[str, str]] = []
+    if h.get("n_patients_at_risk") is not None:  # audits since the swap null: controlled, raw and chance side by side
+        share = 100 * h["n_patients_at_risk"] / max(h.get("n_patients_scored") or 1, 1)
+        at_risk = (
+            f"{h['n_patients_at_risk']} of {h['n_patients']} ({share:.1f}%) with risk >= {h['risk_threshold']} and FDR q <= {h['fdr']:g}"
+        )
+        extra.append(
+            (
+                "flagged before FDR",
+                f"{h['n_patients_above_threshold']} with risk >= {h['risk_threshold']}; chance alone would flag about "
+                f"{_f(h.get('n_patients_expected_by_chance'), '.1f')}",
+            )
+        )
     rows = [
         ("aggregate LiRA AUC", lira),
-        ("patients at risk", f"{h['n_patients_above_threshold']} of {h['n_patients']} ({pct:.1f}%) with risk >= {h['risk_threshold']}"),
+        ("patients at risk", at_risk),
+        *extra,
         ("highest record AUC", f"{_f(h.get('max_record_auc'))} (median {_f(h.get('median_record_auc'))})"),
         ("degenerate records", f"{h['n_degenerate_records']} flagged, never turned into numbers"),
     ]
-    if h.get("se_median_at_pool_size") is not None:
+    if h.get("evidence") is not None:
+        rows.append(("models enough?", f"{h['evidence']} evidence: {h.get('evidence_reason', '')}"))
+    elif h.get("se_median_at_pool_size") is not None:
         verdict = "pool big enough" if h.get("pool_big_enough") else "more models needed"
         rows.append(
             (
@@ -87,26 +104,44 @@ def exposure_rows(h: dict) -> list[tuple[str, str]]:
 
 
 def top_patients_table(result: AuditResult, n: int = 20) -> pd.DataFrame:
-    """The ``n`` most exposed patients with why: their labels, rarity (rarest label's training prevalence)
-    and atypicality (of their most atypical record, standardised within its labels)."""
+    """The ``n`` most exposed patients with why: their labels, and the rarity (rarest label's training
+    prevalence) and atypicality (standardised within its labels) of their most exposed record."""
     top = result.patient_stats.sort_values("risk_max", ascending=False).head(n)
     if result.patient_factors.empty:
         return top
     return top.merge(result.patient_factors, on="patient_key", how="left", validate="one_to_one")
 
 
+def chance_sentence(h: dict) -> str:
+    """One sentence: how many of the flagged patients chance alone would give, and how many remain at risk."""
+    if h.get("n_patients_expected_by_chance") is None:
+        return ""
+    return (
+        f"Chance alone (the pool's own IN/OUT swap null, {h.get('null_swaps')} swaps) would put about "
+        f"{h['n_patients_expected_by_chance']:.1f} of the {h['n_patients_above_threshold']} patients with risk >= {h['risk_threshold']} "
+        f"above that threshold; the {100 * h['fdr']:g}% false-discovery-rate rule keeps {h['n_patients_at_risk']}."
+    )
+
+
 def survival_plot(result: AuditResult, path: Path) -> Path:
-    """Empirical survival of patient (max) and record risk with 95% bands, log y (paper Fig. 1 style)."""
+    """Empirical survival of patient (max) and record risk with 95% bands, log y (paper Fig. 1 style), and the
+    same curves under the swap null (dashed: mean over swaps; shaded: 2.5-97.5% of the swaps)."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    for label, values, colour in (
-        ("patients (max over records)", result.patient_stats["risk_max"].to_numpy(), "tab:red"),
-        ("records", result.record_stats["auc"].to_numpy(), "tab:blue"),
+    band = result.survival_null
+    for label, level, values, colour in (
+        ("patients (max over records)", "patient", result.patient_stats["risk_max"].to_numpy(), "tab:red"),
+        ("records", "record", result.record_stats["auc"].to_numpy(), "tab:blue"),
     ):
         sc = survival_curve(values)
         if sc.empty:
             continue
         ax.step(sc["x"], sc["sf"], where="post", color=colour, label=f"{label} (n={np.isfinite(values).sum()})")
         ax.fill_between(sc["x"], sc["lo"].clip(lower=1e-6), sc["hi"], step="post", color=colour, alpha=0.2)
+        nb = band[band["level"] == level] if len(band) else band
+        if len(nb):
+            ax.plot(nb["x"], nb["mean"].clip(lower=1e-6), ls="--", color=colour, lw=1, label=f"{label}: chance alone (swap null)")
+            floor = 0.5 / max(int(np.isfinite(values).sum()), 1)  # half a unit: below it the band is "none by chance"
+            ax.fill_between(nb["x"], nb["lo"].clip(lower=floor), nb["hi"].clip(lower=floor), color="grey", alpha=0.15, lw=0)
     ax.set_yscale("log")
     ax.set_xlim(0.475, 1.0)
     ax.set_xlabel("membership-inference AUC (risk)")
@@ -287,6 +322,7 @@ def write_report(
 <p class="warn">Sensitive: patient keys are pseudonymous but linkable by the data steward. Groups with fewer than {min_cell}
 patients are suppressed.</p>
 {"".join(f'<div class="k">{html.escape(k)}<b>{html.escape(v)}</b></div>' for k, v in headline_rows(h))}
+<p>{html.escape(chance_sentence(h))}</p>
 <h2>Risk survival</h2><img src="data:image/png;base64,{_png_b64(files["survival_png"])}">
 <h2>Subgroups</h2><img src="data:image/png;base64,{_png_b64(files["subgroups_png"])}">
 <img src="data:image/png;base64,{_png_b64(files["subgroup_survival_png"])}">
@@ -294,8 +330,9 @@ patients are suppressed.</p>
 <h2>Aggregate attacks</h2><img src="data:image/png;base64,{_png_b64(files["roc_png"])}">
 {_table_html(result.attack_summary)}
 <h2>How many models are needed?</h2><img src="data:image/png;base64,{_png_b64(files["se_png"])}">
-<p>Each record's AUC recomputed from random subsets of its models (half IN, half OUT); the pool is big enough when the
-median SE of the top-1% records is at most {SE_REFERENCE}.</p>
+<p>{html.escape(evidence_sentence(h))}</p>
+<p>Each record's AUC recomputed from random subsets of its models (half IN, half OUT); the paper's reference is a
+median Hanley-McNeil SE of the top-1% records of at most {SE_REFERENCE}.</p>
 {_table_html(result.model_count_ablation)}
 <h2>Who is exposed and why</h2>
 <p>Exposed: {html.escape(str(result.exposure_tests["exposed"].iloc[0]) if not result.exposure_tests.empty else "n/a")}.
@@ -309,6 +346,20 @@ over-represented among the exposed (one-sided Fisher exact; expected = exposed Ã
     files["report_html"] = out_dir / "report.html"
     files["report_html"].write_text(body)
     return files
+
+
+def evidence_sentence(h: dict) -> str:
+    """The evidence verdict: share of flagged patients that are noise, top-record interval width, models needed."""
+    if h.get("evidence") is None:
+        return ""
+    width = _f(h.get("top_interval_width"), ".2f")
+    needed = h.get("n_models_needed")
+    more = f"about {needed} models would meet both targets (projected)" if needed else "more than 1024 models would be needed"
+    return (
+        f"Evidence {h['evidence']} at {h['n_models']} models: an expected {100 * h.get('noise_share', 0.0):.0f}% of the raw flagged "
+        f"patients are noise, and the 95% interval of the top 1% records' risk ({h.get('interval_method', '')}) is {width} wide; "
+        f"{more}."
+    )
 
 
 def figure_b64(path: Path) -> str:

@@ -85,6 +85,16 @@ def probability_transform_for(score_transform: str) -> str:
         raise KeyError(f"no probability transform known for {score_transform!r}") from None
 
 
+def score_and_probability(score_transform: str, logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """LiRA scores, their flags and the matching RMIA probabilities (one rule: :func:`probability_transform_for`).
+
+    logits (N, V, C), labels (N, C) -> scores (N, V), probabilities (N, V), flags (N,) of the score transform.
+    """
+    scores, flags = get_transform(score_transform)(logits, labels)
+    probs, _ = get_transform(probability_transform_for(score_transform))(logits, labels)
+    return scores, probs, flags
+
+
 # --------------------------------------------------------------------------------------------------
 # helpers
 

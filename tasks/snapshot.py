@@ -6,10 +6,14 @@ A snapshot folder ``<results>/snapshots/<dataset>/<version>/`` holds
   source_file, source_row (no raw patient id),
 * ``inputs.parquet``: record_idx, x (fixed-size list of float32 = the flattened input),
 * ``quarantine.parquet``: every excluded raw row or file with its stage and reason,
-* ``manifest.json``: task, counts, attribute names, input shape, version.
+* ``repairs.parquet``: every cell changed while its row was kept (rule, original and repaired value),
+* ``manifest.json``: task, counts, attribute names, input shape, version, and the digests of the
+  quarantine and repairs ledgers.
 
-The version is a content hash of records and inputs, so an unchanged dataset gives the same version
-and everything keyed by it is reused. Inputs are decoded and written chunk by chunk (bounded memory).
+The version is a content hash of records and inputs only, so an unchanged dataset gives the same
+version and everything keyed by it is reused, even when only the rejected rows (or their reasons)
+changed; the ledgers of such a re-ingest replace the stored ones and their digests say so. Inputs are
+decoded and written chunk by chunk (bounded memory).
 """
 
 from __future__ import annotations
@@ -62,6 +66,11 @@ class Snapshot:
 
     def quarantine(self) -> pd.DataFrame:
         return pd.read_parquet(self.path / "quarantine.parquet")
+
+    def repairs(self) -> pd.DataFrame:
+        """The repairs ledger (empty for snapshots written before it existed)."""
+        path = self.path / "repairs.parquet"
+        return pd.read_parquet(path) if path.exists() else Quarantine().repairs_frame()
 
     def labels(self) -> np.ndarray:
         """(N, C) float64 label matrix in task.label_names order."""
@@ -175,8 +184,10 @@ def build_snapshot(
                 f"{adapter.name}: {n_raw} raw rows but {len(canon)} accepted + {len(qframe)} quarantined; "
                 "rows were lost without a reason (adapter bug)"
             )
+        rframe = quarantine.repairs_frame()
         canon.to_parquet(tmp / "records.parquet", index=False)
         qframe.to_parquet(tmp / "quarantine.parquet", index=False)
+        rframe.to_parquet(tmp / "repairs.parquet", index=False)
         manifest = {
             "format": SNAPSHOT_FORMAT,
             "dataset": adapter.name,
@@ -188,10 +199,14 @@ def build_snapshot(
             "n_quarantined": len(qframe),
             "splits": canon["split"].value_counts().to_dict(),
             "n_patients": int(canon["patient_key"].nunique()),
+            "n_repairs": len(rframe),
+            "quarantine_digest": frame_digest(qframe),
+            "repairs_digest": frame_digest(rframe),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         final = out_root / version
         if final.exists():
+            _refresh_ledgers(final, tmp, manifest)
             shutil.rmtree(tmp)
         else:
             try:
@@ -204,6 +219,23 @@ def build_snapshot(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def frame_digest(frame: pd.DataFrame) -> str:
+    """Content digest of a ledger frame (row order as stored)."""
+    h = hashlib.sha256(json.dumps(list(frame.columns)).encode())
+    h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _refresh_ledgers(final: Path, fresh: Path, manifest: dict) -> None:
+    """Same accepted data, so the same version: keep its records and inputs, but take the new ingest's
+    quarantine, repairs and manifest when they differ (a reason reworded, a rejected row fixed)."""
+    old = json.loads((final / "manifest.json").read_text())
+    if all(old.get(k) == manifest[k] for k in ("quarantine_digest", "repairs_digest", "n_raw", "n_quarantined")):
+        return
+    for name in ("quarantine.parquet", "repairs.parquet", "manifest.json"):
+        (fresh / name).replace(final / name)  # same filesystem: each file is swapped atomically
 
 
 @dataclass(frozen=True)

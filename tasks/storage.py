@@ -35,10 +35,13 @@ CREATE TABLE IF NOT EXISTS record_attributes (
     dataset_version VARCHAR, record_idx BIGINT, attribute VARCHAR, value VARCHAR);
 CREATE TABLE IF NOT EXISTS quarantine (
     dataset_version VARCHAR, source_file VARCHAR, source_row BIGINT, stage VARCHAR, "column" VARCHAR, reason VARCHAR);
+CREATE TABLE IF NOT EXISTS repairs (
+    dataset_version VARCHAR, source_file VARCHAR, source_row BIGINT, "column" VARCHAR, rule VARCHAR,
+    original DOUBLE, repaired DOUBLE, reason VARCHAR);
 CREATE TABLE IF NOT EXISTS pools (
     pool_key VARCHAR PRIMARY KEY, dataset VARCHAR, dataset_version VARCHAR, architecture VARCHAR,
     arch_params JSON, recipe JSON, mask_seed BIGINT, eval_views INTEGER, n_targets INTEGER,
-    score_transform VARCHAR, code_version VARCHAR, n_patients BIGINT, created_at TIMESTAMP);
+    score_transform VARCHAR, code_version VARCHAR, n_patients BIGINT, created_at TIMESTAMP, recipe_preset VARCHAR);
 CREATE TABLE IF NOT EXISTS pool_patients (pool_key VARCHAR, patient_pos BIGINT, patient_key VARCHAR);
 CREATE TABLE IF NOT EXISTS masks (pool_key VARCHAR, model_idx INTEGER, patient_pos BIGINT, is_in BOOLEAN);
 CREATE TABLE IF NOT EXISTS pool_models (
@@ -58,16 +61,18 @@ CREATE TABLE IF NOT EXISTS audits (
 CREATE TABLE IF NOT EXISTS record_stats (
     audit_id VARCHAR, pool_key VARCHAR, record_idx BIGINT, n_in INTEGER, n_out INTEGER, mu_in DOUBLE,
     mu_out DOUBLE, sd_in DOUBLE, sd_out DOUBLE, auc_raw DOUBLE, auc DOUBLE, auc_se DOUBLE,
-    auc_empirical DOUBLE, flag VARCHAR, label_set VARCHAR, label_prevalence DOUBLE, atypicality DOUBLE,
-    auc_crossfit DOUBLE);
+    auc_empirical DOUBLE, flag VARCHAR, auc_nct_lo DOUBLE, auc_nct_hi DOUBLE, swap_p DOUBLE, swap_q DOUBLE,
+    at_risk BOOLEAN, chance_above DOUBLE, label_set VARCHAR, label_prevalence DOUBLE, atypicality DOUBLE, auc_crossfit DOUBLE);
 CREATE TABLE IF NOT EXISTS patient_stats (
     audit_id VARCHAR, pool_key VARCHAR, patient_key VARCHAR, n_records INTEGER, n_scored INTEGER,
-    risk_max DOUBLE, risk_mean DOUBLE, attributes MAP(VARCHAR, VARCHAR));
+    risk_max DOUBLE, risk_mean DOUBLE, attributes MAP(VARCHAR, VARCHAR), swap_p DOUBLE, swap_q DOUBLE,
+    at_risk BOOLEAN, chance_above DOUBLE);
 CREATE TABLE IF NOT EXISTS subgroup_stats (
     audit_id VARCHAR, pool_key VARCHAR, level VARCHAR, attribute VARCHAR, "group" VARCHAR, units BIGINT,
     records BIGINT, median_risk DOUBLE, median_lo DOUBLE, median_hi DOUBLE, n_above BIGINT,
     share_above DOUBLE, share_lo DOUBLE, share_hi DOUBLE, top_observed BIGINT, top_expected DOUBLE,
-    pearson_residual DOUBLE, p_value DOUBLE, p_holm DOUBLE, chi2_p DOUBLE, suppressed BOOLEAN, kind VARCHAR);
+    pearson_residual DOUBLE, p_value DOUBLE, p_holm DOUBLE, chi2_p DOUBLE, suppressed BOOLEAN,
+    n_at_risk BIGINT, expected_above DOUBLE, kind VARCHAR);
 CREATE TABLE IF NOT EXISTS exposure_tests (
     audit_id VARCHAR, pool_key VARCHAR, level VARCHAR, factor VARCHAR, tested VARCHAR, exposed VARCHAR, n_units BIGINT,
     n_exposed BIGINT, n_in_set BIGINT, observed BIGINT, expected DOUBLE, share_exposed_in_set DOUBLE, share_lo DOUBLE,
@@ -101,6 +106,21 @@ _RENAMED_TABLES = (("attack_roc", "attack_roc_curves"),)
 # Columns added to a table of SCHEMA after database files were written: (table, column, type). SCHEMA's
 # CREATE statement lists them too; older files get them here, so their rows read back with NULLs.
 _ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("pools", "recipe_preset", "VARCHAR"),
+    # issue 13: the swap null, FDR-controlled flags and the noncentral-t record interval
+    ("record_stats", "auc_nct_lo", "DOUBLE"),
+    ("record_stats", "auc_nct_hi", "DOUBLE"),
+    ("record_stats", "swap_p", "DOUBLE"),
+    ("record_stats", "swap_q", "DOUBLE"),
+    ("record_stats", "at_risk", "BOOLEAN"),
+    ("record_stats", "chance_above", "DOUBLE"),
+    ("patient_stats", "swap_p", "DOUBLE"),
+    ("patient_stats", "swap_q", "DOUBLE"),
+    ("patient_stats", "at_risk", "BOOLEAN"),
+    ("patient_stats", "chance_above", "DOUBLE"),
+    ("subgroup_stats", "n_at_risk", "BIGINT"),
+    ("subgroup_stats", "expected_above", "DOUBLE"),
+    # issue 18: rarity, atypicality and the subgroup row kind
     ("record_stats", "label_set", "VARCHAR"),
     ("record_stats", "label_prevalence", "DOUBLE"),
     ("record_stats", "atypicality", "DOUBLE"),
@@ -116,12 +136,14 @@ CREATE OR REPLACE VIEW models AS
 CREATE OR REPLACE VIEW record_risk AS
     SELECT a.audit_id, p.dataset, s.pool_key, s.record_idx, r.patient_key, r.split, s.auc AS risk,
            s.auc_raw, s.auc_se, s.auc_empirical, s.n_in, s.n_out, s.mu_in, s.mu_out, s.sd_in, s.sd_out,
-           s.flag, r.source_file, r.source_row, s.label_set, s.label_prevalence, s.atypicality, s.auc_crossfit
+           s.flag, r.source_file, r.source_row, s.auc_raw AS auc_binormal_raw, s.auc_se AS auc_se_hanley_mcneil,
+           s.auc_nct_lo, s.auc_nct_hi, s.swap_p, s.swap_q, s.at_risk, s.chance_above,
+           s.label_set, s.label_prevalence, s.atypicality, s.auc_crossfit
     FROM record_stats s JOIN latest_audits a USING (audit_id) JOIN pools p ON p.pool_key = s.pool_key
     JOIN records r ON r.dataset_version = p.dataset_version AND r.record_idx = s.record_idx;
 CREATE OR REPLACE VIEW patient_risk AS
     SELECT a.audit_id, p.dataset, s.pool_key, s.patient_key, s.n_records, s.n_scored,
-           s.risk_max AS risk, s.risk_max, s.risk_mean, s.attributes
+           s.risk_max AS risk, s.risk_max, s.risk_mean, s.attributes, s.swap_p, s.swap_q, s.at_risk, s.chance_above
     FROM patient_stats s JOIN latest_audits a USING (audit_id) JOIN pools p ON p.pool_key = s.pool_key;
 CREATE OR REPLACE VIEW subgroup_risk AS
     SELECT a.audit_id, p.dataset, s.* EXCLUDE (audit_id)
@@ -143,7 +165,12 @@ CREATE OR REPLACE VIEW audit_history AS
            CAST(headline->>'lira_auc_mean' AS DOUBLE) AS lira_auc_mean,
            CAST(headline->>'risk_threshold' AS DOUBLE) AS risk_threshold,
            CAST(headline->>'se_median_at_pool_size' AS DOUBLE) AS se_median_at_pool_size,
-           CAST(headline->>'pool_big_enough' AS BOOLEAN) AS pool_big_enough
+           CAST(headline->>'pool_big_enough' AS BOOLEAN) AS pool_big_enough,
+           CAST(headline->>'n_patients_expected_by_chance' AS DOUBLE) AS n_patients_expected_by_chance,
+           CAST(headline->>'n_patients_at_risk' AS BIGINT) AS n_patients_at_risk,
+           CAST(headline->>'fdr' AS DOUBLE) AS fdr,
+           headline->>'evidence' AS evidence,
+           CAST(headline->>'n_models_needed' AS INTEGER) AS n_models_needed
     FROM audits ORDER BY finished_at;
 CREATE OR REPLACE VIEW attack_roc AS
     SELECT a.audit_id, p.dataset, c.pool_key, c.attack, c.level, c.fpr, c.tpr_mean, c.tpr_std
@@ -212,6 +239,7 @@ class PoolRecord:
     score_transform: str
     code_version: str
     n_patients: int
+    recipe_preset: str | None = None  # the --recipe preset the settings came from (not part of the key)
 
 
 class AuditStore:
@@ -298,8 +326,10 @@ class AuditStore:
 
     # ---- datasets
     def register_snapshot(self, snapshot: Any) -> None:
-        """Load a snapshot's records, attributes and quarantine once per version."""
+        """Load a snapshot's records, attributes, quarantine and repairs once per version; when the
+        version is known but its ledgers changed (same accepted data), replace the ledgers."""
         if self._scalar("SELECT count(*) FROM datasets WHERE version = ?", [snapshot.version]):
+            self._refresh_ledgers(snapshot)
             return
         from tasks.snapshot import label_columns
 
@@ -318,16 +348,13 @@ class AuditStore:
         )
         attrs = rec.melt(id_vars=["record_idx"], value_vars=list(snapshot.attributes), var_name="attribute", value_name="value")
         attrs.insert(0, "dataset_version", snapshot.version)
-        quarantine = snapshot.quarantine()
-        quarantine.insert(0, "dataset_version", snapshot.version)
         manifest = json.loads((snapshot.path / "manifest.json").read_text())
         with self.transaction() as con:
             con.register("_records", records)
             con.execute("INSERT INTO records SELECT * FROM _records")
             con.register("_attrs", attrs)
             con.execute("INSERT INTO record_attributes SELECT dataset_version, record_idx, attribute, value FROM _attrs")
-            con.register("_quarantine", quarantine)
-            con.execute('INSERT INTO quarantine SELECT dataset_version, source_file, source_row, stage, "column", reason FROM _quarantine')
+            self._insert_ledgers(con, snapshot)
             con.execute(
                 "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
@@ -342,8 +369,39 @@ class AuditStore:
                     _now(),
                 ],
             )
-            for name in ("_records", "_attrs", "_quarantine"):
+            for name in ("_records", "_attrs"):
                 con.unregister(name)
+
+    @staticmethod
+    def _insert_ledgers(con: Any, snapshot: Any) -> None:
+        quarantine = snapshot.quarantine()
+        quarantine.insert(0, "dataset_version", snapshot.version)
+        repairs = snapshot.repairs()
+        repairs.insert(0, "dataset_version", snapshot.version)
+        con.register("_quarantine", quarantine)
+        con.execute('INSERT INTO quarantine SELECT dataset_version, source_file, source_row, stage, "column", reason FROM _quarantine')
+        con.register("_repairs", repairs)
+        con.execute(
+            'INSERT INTO repairs SELECT dataset_version, source_file, source_row, "column", rule, original, repaired, reason FROM _repairs'
+        )
+        con.unregister("_quarantine")
+        con.unregister("_repairs")
+
+    def _refresh_ledgers(self, snapshot: Any) -> None:
+        manifest = json.loads((snapshot.path / "manifest.json").read_text())
+        stored = self.con.execute("SELECT manifest FROM datasets WHERE version = ?", [snapshot.version]).fetchone()[0]
+        stored = json.loads(stored) if isinstance(stored, str) else stored
+        keys = ("quarantine_digest", "repairs_digest", "n_raw", "n_quarantined")
+        if all(stored.get(k) == manifest.get(k) for k in keys):
+            return
+        with self.transaction() as con:
+            con.execute("DELETE FROM quarantine WHERE dataset_version = ?", [snapshot.version])
+            con.execute("DELETE FROM repairs WHERE dataset_version = ?", [snapshot.version])
+            self._insert_ledgers(con, snapshot)
+            con.execute(
+                "UPDATE datasets SET n_raw = ?, n_quarantined = ?, manifest = ? WHERE version = ?",
+                [snapshot.n_raw, snapshot.n_quarantined, json.dumps(manifest), snapshot.version],
+            )
 
     # ---- pools and masks
     def ensure_pool(self, pool: PoolRecord, patient_order: list[str]) -> None:
@@ -360,7 +418,9 @@ class AuditStore:
         order = pd.DataFrame({"pool_key": pool.pool_key, "patient_pos": np.arange(len(patient_order)), "patient_key": patient_order})
         with self.transaction() as con:
             con.execute(
-                "INSERT INTO pools VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO pools (pool_key, dataset, dataset_version, architecture, arch_params, recipe, mask_seed, eval_views, "
+                "n_targets, score_transform, code_version, n_patients, created_at, recipe_preset) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     pool.pool_key,
                     pool.dataset,
@@ -375,6 +435,7 @@ class AuditStore:
                     pool.code_version,
                     pool.n_patients,
                     _now(),
+                    pool.recipe_preset,
                 ],
             )
             con.register("_order", order)

@@ -19,7 +19,7 @@ from tasks.config import AttackConfig, ReportConfig
 from tasks.risk.patient import patient_risk
 from tasks.risk.subgroup import suppress_small_cells
 from tasks.risk.target import exposure_summary, membership_attack_summary, target_patient_risk, target_record_risk
-from tasks.scores import get_transform
+from tasks.scores import get_transform, probability_transform_for
 from tasks.snapshot import Snapshot
 from tasks.storage import AuditStore
 
@@ -66,7 +66,7 @@ def analyze_target(
     labels = snapshot.labels()
     task = snapshot.task
     scores, _flags = get_transform(task.score_transform)(logits, labels)
-    probs, _ = get_transform("rmia_probability")(logits, labels)
+    probs, _ = get_transform(probability_transform_for(task.score_transform))(logits, labels)
     tr = target_record_risk(scores, ref_scores, ref_in, variance=variance)
 
     # offline RMIA; population z: test-split records the audited model did not see (OUT for every model)

@@ -275,23 +275,18 @@ def cmd_dp_sweep(args: argparse.Namespace) -> int:
 
     from flows.audit import run_audit
     from flows.cli import _build_config
-    from tasks.config import AuditConfig
-    from tasks.demo_pools import demo_options, demo_pool
+    from tasks.demo_pools import DEMO_RECIPE, demo_options
 
-    raw_dir, base = args.raw_dir, {}
-    if raw_dir is None:  # synthetic cohort of the dataset's layout, with the demo's pool and adapter options
+    raw_dir = args.raw_dir
+    if raw_dir is None:  # synthetic cohort of the dataset's layout, with the demo's (quick) pool and adapter options
         raw_dir = args.results / "demo_data" / args.dataset / f"n{args.patients}_seed0"
-        base = demo_pool(args.dataset)
-    base_cfg = _build_config(args, args.dataset, raw_dir, base)  # validated before a cohort is written
-    if args.raw_dir is None:
-        if demo_options(args.dataset):
-            data = base_cfg.model_dump(mode="json")
-            data["dataset_options"] = {**demo_options(args.dataset), **data["dataset_options"]}
-            base_cfg = AuditConfig.model_validate(data)
-        if not raw_dir.exists():
+        base_cfg = _build_config(args, args.dataset, raw_dir, default_recipe=DEMO_RECIPE, base_options=demo_options(args.dataset))
+        if not raw_dir.exists():  # written after the configuration is validated
             from tasks.synthetic import write_cohort_once
 
             write_cohort_once(args.dataset, raw_dir, args.patients)
+    else:
+        base_cfg = _build_config(args, args.dataset, raw_dir)
     points = [(NO_DP, eps) if math.isinf(eps) else (unit, eps) for eps in epsilons for unit in units]
     rows = []
     for unit, eps in dict.fromkeys(points):  # inf once, not once per unit

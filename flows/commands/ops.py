@@ -3,7 +3,8 @@
 * ``medaudit server``: a Prefect server (API + UI) on 127.0.0.1 with its database in the project's folder.
 * ``medaudit serve``: scheduled re-audit deployments (deployments/reaudit.py) on that server.
 * ``medaudit reaudit``: one re-audit now (audits only if the snapshot, pool or settings changed).
-* ``medaudit gate``: a CI/release gate on the latest audit's numbers (exit 1 when a threshold is exceeded).
+* ``medaudit gate``: a CI/release gate on the latest audit's numbers (exit 1 when a threshold is exceeded, 2 when the
+  audit's evidence is too weak to pass or fail: see ``--min-evidence``).
 * ``medaudit history`` / ``medaudit report``: past audits, and where the latest report is.
 
 Prefect is imported inside the commands, after flows.cli has configured its environment.
@@ -58,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     p.set_defaults(func=cmd_reaudit)
 
-    p = sub.add_parser("gate", help="check the latest audit against thresholds: exit 0 pass, 1 exceeded, 2 error")
+    p = sub.add_parser("gate", help="check the latest audit against thresholds: exit 0 pass, 1 exceeded, 2 error or not enough evidence")
     p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
     p.add_argument("--dataset", default=None, help="the latest audit of this dataset (default: the latest audit)")
     p.add_argument("--audit-id", default=None, help="this audit instead of the latest")
@@ -70,6 +71,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-lira-auc", type=float, default=None, help="largest allowed mean AUC of the attack over target models")
     p.add_argument("--attack", default="lira_online", help="attack for the TPR/AUC checks (default %(default)s)")
     p.add_argument("--level", default="record", choices=["record", "patient"], help="attack level (default %(default)s)")
+    p.add_argument(
+        "--min-evidence",
+        choices=["sufficient", "none"],
+        default="sufficient",
+        help="exit 2 (not enough evidence) when the audit's evidence is below this: its flagged patients are mostly what chance "
+        "alone gives or its top risks are imprecise, so a pass or fail would be noise (default %(default)s; docs/STATISTICS.md)",
+    )
     p.add_argument("--json", action="store_true", help="print the checks as JSON")
     p.set_defaults(func=cmd_gate)
 
@@ -314,6 +322,16 @@ def gate_checks(
     return checks
 
 
+def evidence_shortfall(headline: dict[str, Any], min_evidence: str) -> str | None:
+    """Why the audit's evidence is below ``min_evidence`` ('sufficient' or 'none'), or None when it is enough.
+
+    Audits from before the swap null carry no evidence level and are judged on their numbers alone.
+    """
+    if min_evidence == "none" or headline.get("evidence") in (None, "sufficient"):
+        return None
+    return str(headline.get("evidence_reason") or "the audit's evidence is insufficient")
+
+
 def cmd_gate(args: argparse.Namespace) -> int:
     from tasks.storage import AuditStore
 
@@ -336,10 +354,13 @@ def cmd_gate(args: argparse.Namespace) -> int:
         store.close()
     failed = [c for c in checks if c.passed is False]
     missing = [c for c in checks if c.passed is None]
+    weak = evidence_shortfall(audit["headline"], args.min_evidence)
     if args.json:
         summary = {k: audit[k] for k in ("audit_id", "dataset", "dataset_version", "pool_key", "n_models", "finished_at")}
-        passed = not failed and not missing
-        print(json.dumps({"audit": summary, "checks": [asdict(c) for c in checks], "passed": passed}, indent=2, default=str))
+        passed = not failed and not missing and weak is None
+        evidence = {"evidence": audit["headline"].get("evidence"), "required": args.min_evidence, "reason": weak}
+        out = {"audit": summary, "checks": [asdict(c) for c in checks], "evidence": evidence, "passed": passed}
+        print(json.dumps(out, indent=2, default=str))
     else:
         print(
             f"audit {audit['audit_id']} of {audit['dataset']} (dataset version {audit['dataset_version']}, pool {audit['pool_key']}, "
@@ -349,9 +370,14 @@ def cmd_gate(args: argparse.Namespace) -> int:
             status = "n/a " if c.passed is None else ("PASS" if c.passed else "FAIL")
             observed = "not available" if c.observed is None else f"{c.observed:.4f}"
             print(f"  {status}  {c.name:38s} observed {observed:>13s}  threshold <= {c.threshold:g}   ({c.detail})")
-        verdict = "FAILED" if failed else ("INCOMPLETE" if missing else "passed")
-        extra = f", {len(missing)} not evaluable" if missing else ""
-        print(f"gate {verdict}: {len(failed)} of {len(checks)} thresholds exceeded{extra}")
+        if weak is None:
+            verdict = "FAILED" if failed else ("INCOMPLETE" if missing else "passed")
+            extra = f", {len(missing)} not evaluable" if missing else ""
+            print(f"gate {verdict}: {len(failed)} of {len(checks)} thresholds exceeded{extra}")
+        else:
+            print(f"gate: not enough evidence to pass or fail ({weak})")
+    if weak is not None:
+        return 2
     if missing and not failed:
         raise MedauditError(f"the audit has no value for: {', '.join(c.name for c in missing)} (no held-out targets or FPR point?)")
     return 1 if failed else 0

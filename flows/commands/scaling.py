@@ -72,9 +72,9 @@ def scaling_plot(curves: dict[str, np.ndarray], perf: pd.DataFrame, path: Path, 
 
 def cmd_scaling(args: argparse.Namespace) -> int:
     from flows.audit import run_audit
-    from flows.cli import _build_config
+    from flows.cli import _build_config, parse_options
     from tasks.datasets import get_dataset
-    from tasks.demo_pools import demo_pool
+    from tasks.demo_pools import DEMO_RECIPE
     from tasks.errors import ConfigError
     from tasks.storage import read_only_query
     from tasks.synthetic import write_cohort_once
@@ -84,16 +84,16 @@ def cmd_scaling(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     raw_dir = args.raw_dir
-    base = {}
-    if raw_dir is None:  # synthetic cohort of the dataset's layout
+    recipe = "paper"
+    if raw_dir is None:  # synthetic cohort of the dataset's layout, with the demo's (quick) recipe
         raw_dir = args.results / "demo_data" / args.dataset / f"n{args.patients}_seed0"
         write_cohort_once(args.dataset, raw_dir, args.patients)
-        base = demo_pool(args.dataset)
-    task = get_dataset(args.dataset).task
+        recipe = DEMO_RECIPE
+    task = get_dataset(args.dataset, parse_options(args.option)).task
     rows, curves = [], {}
     for arch in archs:
         args.arch = None
-        cfg = _build_config(args, args.dataset, raw_dir, {**base, "architecture": arch})
+        cfg = _build_config(args, args.dataset, raw_dir, {"architecture": arch}, default_recipe=recipe)
         label = arch["name"] + "".join(f" {k}={v}" for k, v in arch["params"].items())
         print(f"== {label}")
         res = run_audit(cfg, show_progress=not args.no_progress)
@@ -122,7 +122,7 @@ def cmd_scaling(args: argparse.Namespace) -> int:
     out = args.results / "reports" / "scaling" / args.dataset
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "scaling.csv", index=False)
-    threshold = _build_config(args, args.dataset, raw_dir, base).report.risk_threshold
+    threshold = cfg.report.risk_threshold
     scaling_plot(curves, table, out / "scaling.png", threshold)
     print()
     print(

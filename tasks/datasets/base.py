@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.contracts import DatasetContract, load_contract
+from tasks.errors import ConfigError
 from tasks.quarantine import Quarantine
 
 TaskKind = Literal["binary", "multiclass", "multilabel"]
@@ -65,9 +66,19 @@ class DatasetAdapter(ABC):
     description: ClassVar[str] = ""
     # Files (relative to raw_dir) whose presence identifies the layout; shown by `medaudit datasets`.
     layout: ClassVar[tuple[str, ...]] = ()
+    # Recipe presets (tasks/recipes.py): name -> PoolConfig fragment {"architecture": {"name", "params"},
+    # "recipe": {TrainRecipe fields}, "eval_views": n}. Every built-in adapter has "paper" and "quick".
+    default_pools: ClassVar[dict[str, dict[str, Any]]] = {}
+    # The options the adapter reads (name -> what it does); any other name is rejected. None: not checked.
+    option_help: ClassVar[dict[str, str] | None] = None
 
     def __init__(self, options: dict[str, Any] | None = None):
         self.options = dict(options or {})
+        if self.option_help is not None:
+            unknown = sorted(set(self.options) - set(self.option_help))
+            if unknown:
+                known = ", ".join(sorted(self.option_help)) or "none"
+                raise ConfigError(f"dataset {self.name!r}: unknown option(s) {', '.join(unknown)}; its options: {known}")
 
     @property
     def contract(self) -> DatasetContract:
@@ -106,6 +117,14 @@ def get_dataset(name: str, options: dict[str, Any] | None = None) -> DatasetAdap
     except KeyError:
         raise KeyError(f"unknown dataset {name!r}; registered: {', '.join(sorted(_DATASETS))}") from None
     return cls(options)
+
+
+def dataset_default_architecture(name: str) -> str | None:
+    """The default architecture of dataset ``name`` (None if it is not registered)."""
+    import tasks.datasets  # noqa: F401  (registers the built-in adapters)
+
+    cls = _DATASETS.get(name)
+    return cls.task.default_architecture if cls is not None else None
 
 
 def list_datasets() -> list[type[DatasetAdapter]]:

@@ -8,8 +8,9 @@
       CheXpert-v1.0/valid.csv         optional, same columns: the test split
       CheXpert-v1.0/train/patient00001/study1/view1_frontal.jpg    (``Path`` is relative to raw_dir)
 
-Option ``release_dir`` (default ``CheXpert-v1.0``) names the release folder, e.g.
-``CheXpert-v1.0-small`` for the downsampled download.
+The release folder is detected: ``CheXpert-v1.0/`` (full resolution) or ``CheXpert-v1.0-small/`` (the
+downsampled download most people get; same CSV columns, ``Path`` starting with ``CheXpert-v1.0-small/``).
+Option ``release_dir`` names another folder.
 
 As the paper (``chex.ipynb``):
 
@@ -35,7 +36,7 @@ MIMIC-CXR adapter.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 
@@ -51,9 +52,12 @@ from tasks.datasets.layout import (
     quarantine_split_overlap,
     records_frame,
 )
+from tasks.datasets.variants import LayoutVariant, detect_variant
 from tasks.quarantine import Quarantine
+from tasks.recipes import QUICK_IMAGE, paper_pool
 
 RELEASE_DIR = "CheXpert-v1.0"
+SMALL_RELEASE_DIR = "CheXpert-v1.0-small"
 TRAIN_CSV = "train.csv"
 VALID_CSV = "valid.csv"
 DEMO_CSV = "CHEXPERT_DEMO.csv"
@@ -98,7 +102,31 @@ def uncertain_ones(labels: pd.DataFrame) -> pd.DataFrame:
 class CheXpert(DatasetAdapter):
     name = "chexpert"
     description = "CheXpert chest X-rays: 14 findings (U-Ones), 64x64 grayscale, one record per image"
-    layout = (f"{RELEASE_DIR}/{TRAIN_CSV}", f"{RELEASE_DIR}/{VALID_CSV}", DEMO_CSV)
+    layout = (f"{RELEASE_DIR}[-small]/{TRAIN_CSV}", f"{RELEASE_DIR}[-small]/{VALID_CSV}", DEMO_CSV)
+    variants = (
+        LayoutVariant("full release", (f"{RELEASE_DIR}/{TRAIN_CSV}",), {"release_dir": RELEASE_DIR}),
+        LayoutVariant("downsampled release", (f"{SMALL_RELEASE_DIR}/{TRAIN_CSV}",), {"release_dir": SMALL_RELEASE_DIR}),
+    )
+    default_pools: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": paper_pool(
+            "wrn_28_2",
+            epochs=60,
+            learning_rate=1.0,
+            weight_decay=1e-4,
+            batch_size=512,
+            momentum=0.9,
+            ema_decay=0.9995,
+            warmup_fraction=0.05,
+            grad_accum_steps=2,
+            augment="medium",
+            eval_views=2,
+        ),
+        "quick": QUICK_IMAGE,
+    }
+    option_help: ClassVar[dict[str, str] | None] = {
+        "image_size": "input side in pixels (default 64; 128 for ViT runs)",
+        "release_dir": "release folder under raw_dir (default: detected, CheXpert-v1.0 or CheXpert-v1.0-small)",
+    }
     task = cxr_task(DEFAULT_IMAGE_SIZE)
 
     def __init__(self, options: dict[str, Any] | None = None):
@@ -106,12 +134,16 @@ class CheXpert(DatasetAdapter):
         # The class attribute stays the paper's 64x64 (what `medaudit datasets` lists); an instance built
         # with image_size=128 (ViT runs) carries its own task, which the snapshot records.
         self.task = cxr_task(int_option(self.options, "image_size", DEFAULT_IMAGE_SIZE, 8))
-        self.release_dir = str(self.options.get("release_dir", RELEASE_DIR))
+        self.release_dir: str | None = None if self.options.get("release_dir") is None else str(self.options["release_dir"])
         self._demo_rejects = SideTableRejects()
 
     def _image_tables(self, raw_dir: Path) -> list[tuple[Path, str]]:
         """(path, split) of the image CSVs present; train.csv is required, valid.csv optional."""
-        base = Path(raw_dir) / self.release_dir
+        release = self.release_dir
+        if release is None:
+            hint = "--option release_dir=<the folder with train.csv>"
+            release = detect_variant(self.name, raw_dir, self.variants, hint).settings["release_dir"]
+        base = Path(raw_dir) / release
         tables = [(base / TRAIN_CSV, "train")]
         if (base / VALID_CSV).exists():
             tables.append((base / VALID_CSV, "test"))

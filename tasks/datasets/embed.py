@@ -1,17 +1,23 @@
 """EMBED (paper-method.md §1.5): screening mammograms -> one record per image, BI-RADS density (4 classes).
 
-``raw_dir`` holds the two tables of the EMBED Open Data release and the images converted to PNG::
+``raw_dir`` holds the two tables of the EMBED Open Data release and the images converted to PNG, in
+either of two layouts (detected)::
 
-    raw_dir/
-      EMBED_OpenData_clinical_reduced.csv   empi_anon, acc_anon, desc, tissueden, asses, RACE_DESC,
-                                            GENDER_DESC, age_at_study, ... (one row per exam finding)
-      EMBED_OpenData_metadata_reduced.csv   empi_anon, acc_anon, anon_dicom_path, ViewPosition, ...
-                                            (one row per DICOM image)
-      png/<empi_anon>/<basename of anon_dicom_path, .dcm -> .png>
+    raw_dir/                                  as released (and as the paper's code reads it)
+      tables/EMBED_OpenData_clinical_reduced.csv   empi_anon, acc_anon, desc, tissueden, asses, RACE_DESC,
+                                                   GENDER_DESC, age_at_study, ... (one row per exam finding)
+      tables/EMBED_OpenData_metadata_reduced.csv   empi_anon, acc_anon, anon_dicom_path, ViewPosition, ...
+                                                   (one row per DICOM image)
+      png/1024x768/<empi_anon>/<basename of anon_dicom_path, .dcm -> .png>
 
-Option ``png_root`` (default ``png``; relative paths are taken from ``raw_dir``) names the PNG folder,
-e.g. ``png/1024x768`` as in the paper. PNGs are expected 8-bit (windowed as in the paper's
-``resize_embed.py``); a 16-bit PNG is a decode failure, not a silently clipped input.
+    raw_dir/                                  a flat copy
+      EMBED_OpenData_clinical_reduced.csv, EMBED_OpenData_metadata_reduced.csv
+      png/<empi_anon>/<...>.png
+
+The PNG folder is ``png/<W>x<H>/`` when ``png/`` holds exactly one such size folder, else ``png/``.
+Options ``tables_dir`` and ``png_root`` (relative to ``raw_dir``, or absolute) name other folders. PNGs
+are expected 8-bit (windowed as in the paper's ``resize_embed.py``); a 16-bit PNG is a decode failure,
+not a silently clipped input.
 
 **Records and reconciliation.** A record is an image, so the primary table is the *metadata* table:
 raw rows = its rows, and every metadata row that is not a record is in the quarantine with the reason
@@ -50,8 +56,9 @@ Inputs: grayscale, 64 (H) x 48 (W) by default (option ``image_height``; width = 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -60,12 +67,17 @@ from tasks.contracts import read_csv_as_strings, validate_table
 from tasks.datasets.base import DatasetAdapter, InputChunk, TaskSpec, register_dataset
 from tasks.datasets.imaging import decode_image_files, image_task
 from tasks.datasets.layout import SideTableRejects, count_csv_rows, int_option, one_hot, records_frame
-from tasks.errors import ConfigError
+from tasks.datasets.variants import LayoutVariant, detect_variant
+from tasks.errors import ConfigError, StructuralError
 from tasks.quarantine import Quarantine
+from tasks.reasons import duplicate, line_of, shown_series
+from tasks.recipes import QUICK_IMAGE, paper_pool
 
 CLINICAL = "EMBED_OpenData_clinical_reduced.csv"
 METADATA = "EMBED_OpenData_metadata_reduced.csv"
 DEFAULT_PNG_ROOT = "png"
+TABLES_DIR = "tables"
+_SIZE_FOLDER_RE = re.compile(r"\d+x\d+")
 DEFAULT_HEIGHT = 64
 DENSITY_LABELS: tuple[str, ...] = ("BIRADS-A", "BIRADS-B", "BIRADS-C", "BIRADS-D")
 VIEWS = ("MLO", "CC")
@@ -88,7 +100,36 @@ def _embed_task(height: int) -> TaskSpec:
 class Embed(DatasetAdapter):
     name = "embed"
     description = "EMBED screening mammograms: BI-RADS density A-D, 64x48 grayscale, one record per image"
-    layout = (CLINICAL, METADATA)
+    layout = (f"[{TABLES_DIR}/]{CLINICAL}", f"[{TABLES_DIR}/]{METADATA}", f"{DEFAULT_PNG_ROOT}/[<size>/]")
+    variants = (
+        LayoutVariant("as released", (f"{TABLES_DIR}/{CLINICAL}", f"{TABLES_DIR}/{METADATA}"), {"tables_dir": TABLES_DIR}),
+        LayoutVariant("flat copy", (CLINICAL, METADATA), {"tables_dir": "."}),
+    )
+    # The paper's EMBED augmentation (rotation, contrast, brightness; no flip or shift) is not a registered
+    # policy: the paper preset trains without augmentation (docs/DATASETS.md).
+    default_pools: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": paper_pool(
+            "wrn_28_2",
+            epochs=30,
+            learning_rate=0.1,
+            weight_decay=1e-8,
+            batch_size=512,
+            momentum=0.9,
+            ema_decay=0.995,
+            warmup_fraction=0.1,
+            grad_accum_steps=2,
+            augment="none",
+            eval_views=2,
+        ),
+        "quick": QUICK_IMAGE,
+    }
+    option_help: ClassVar[dict[str, str] | None] = {
+        "image_height": "input height in pixels, width = 3/4 of it (default 64)",
+        "split_seed": "seed of the test-patient draw (default 420)",
+        "n_test_patients": "test patients (default min(500, 10% of patients))",
+        "png_root": "PNG folder, absolute or under raw_dir (default: detected, png/<size> or png)",
+        "tables_dir": "folder of the two CSVs, under raw_dir (default: detected, tables or raw_dir)",
+    }
     task = _embed_task(DEFAULT_HEIGHT)
 
     def __init__(self, options: dict[str, Any] | None = None):
@@ -98,32 +139,53 @@ class Embed(DatasetAdapter):
         self.n_test_patients: int | None = None
         if self.options.get("n_test_patients") is not None:
             self.n_test_patients = int_option(self.options, "n_test_patients", 500, 0)
-        self.png_root = str(self.options.get("png_root", DEFAULT_PNG_ROOT))
-        if not self.png_root.strip():
-            raise ConfigError("option png_root must name a folder (absolute, or relative to the raw folder)")
+        for key in ("png_root", "tables_dir"):
+            if key in self.options and not str(self.options[key] or "").strip():
+                raise ConfigError(f"option {key} must name a folder (absolute, or relative to the raw folder)")
+        self.png_root: str | None = None if self.options.get("png_root") is None else str(self.options["png_root"])
+        self.tables_dir: str | None = None if self.options.get("tables_dir") is None else str(self.options["tables_dir"])
         self._clinical_rejects = SideTableRejects()
 
     def _png_root(self, raw_dir: Path) -> Path:
-        root = Path(self.png_root)
-        return root if root.is_absolute() else Path(raw_dir) / root
+        if self.png_root is not None:
+            root = Path(self.png_root)
+            return root if root.is_absolute() else Path(raw_dir) / root
+        base = Path(raw_dir) / DEFAULT_PNG_ROOT
+        sizes = sorted(p for p in base.iterdir() if p.is_dir() and _SIZE_FOLDER_RE.fullmatch(p.name)) if base.is_dir() else []
+        if len(sizes) > 1:
+            raise StructuralError(
+                base,
+                f"several image sizes ({', '.join(p.name for p in sizes)})",
+                expected=f"one; choose with --option png_root={DEFAULT_PNG_ROOT}/<size>",
+            )
+        return sizes[0] if sizes else base
+
+    def _table(self, raw_dir: Path, name: str) -> Path:
+        """Path of one of the two tables: under ``tables_dir`` if set, else where the detected layout keeps it."""
+        folder = self.tables_dir
+        if folder is None:
+            hint = "--option tables_dir=<the folder with both CSVs>"
+            folder = detect_variant(self.name, raw_dir, self.variants, hint).settings["tables_dir"]
+        path = Path(folder)
+        return (path if path.is_absolute() else Path(raw_dir) / path) / name
 
     def n_raw_rows(self, raw_dir: Path) -> int:
         """Metadata rows (one per image) plus the clinical rows that failed the contract (those are in
         the quarantine under the clinical file, so they must be counted)."""
         raw_dir = Path(raw_dir)
-        rejected = self._clinical_rejects.count([raw_dir / CLINICAL], lambda q: self._validate_clinical(raw_dir, q))
-        return count_csv_rows(raw_dir / METADATA) + rejected
+        rejected = self._clinical_rejects.count([self._table(raw_dir, CLINICAL)], lambda q: self._validate_clinical(raw_dir, q))
+        return count_csv_rows(self._table(raw_dir, METADATA)) + rejected
 
     def _validate_clinical(self, raw_dir: Path, quarantine: Quarantine) -> pd.DataFrame:
-        clin = validate_table(read_csv_as_strings(Path(raw_dir) / CLINICAL), self.contract, CLINICAL, quarantine)
+        clin = validate_table(read_csv_as_strings(self._table(raw_dir, CLINICAL)), self.contract, CLINICAL, quarantine)
         return clin[[*KEYS, *_CLINICAL_COLUMNS]].assign(_clin_row=clin["_source_row"].to_numpy())
 
     def read_records(self, raw_dir: Path, quarantine: Quarantine) -> pd.DataFrame:
         """One row per accepted image: raw_patient_id (empi_anon), split, y_birads_a..d, race, view,
         density, assessment, age_band, image (path under png_root), _source_file, _source_row."""
         raw_dir = Path(raw_dir)
-        meta = validate_table(read_csv_as_strings(raw_dir / METADATA), self.contract, METADATA, quarantine)
-        clin = self._clinical_rejects.read([raw_dir / CLINICAL], quarantine, lambda q: self._validate_clinical(raw_dir, q))
+        meta = validate_table(read_csv_as_strings(self._table(raw_dir, METADATA)), self.contract, METADATA, quarantine)
+        clin = self._clinical_rejects.read([self._table(raw_dir, CLINICAL)], quarantine, lambda q: self._validate_clinical(raw_dir, q))
         meta = meta[[*KEYS, "anon_dicom_path", "ViewPosition", "_source_file", "_source_row"]]
 
         # 1-2: screening exams, joined to their images. The join is done image-first so every metadata
@@ -143,12 +205,10 @@ class Embed(DatasetAdapter):
             joined[diag],
             "cohort",
             "desc",
-            "desc: not a screening exam (acc_anon "
-            + joined.loc[diag, "acc_anon"].astype(str)
-            + ", desc "
+            "desc: not a screening exam (desc "
             + joined.loc[diag, "desc"].map(repr).astype(str)
-            + f", {CLINICAL} line "
-            + joined.loc[diag, "_clin_row"].map(_line).astype(str)
+            + ", "
+            + joined.loc[diag, "_clin_row"].map(lambda r: line_of(CLINICAL, r)).astype(str)
             + "); the paper keeps screening exams only",
         )
         orphan = first_of_image & ~has_clin
@@ -157,11 +217,7 @@ class Embed(DatasetAdapter):
             joined[orphan],
             "cohort",
             "acc_anon",
-            "acc_anon: the exam (empi_anon "
-            + joined.loc[orphan, "empi_anon"].astype(str)
-            + ", acc_anon "
-            + joined.loc[orphan, "acc_anon"].astype(str)
-            + f") has no row in {CLINICAL}; the join drops it",
+            f"acc_anon: the image's exam (empi_anon, acc_anon) has no row in {CLINICAL}; the join drops it",
         )
         df = joined[joined["_screen"]].reset_index(drop=True)
 
@@ -175,11 +231,7 @@ class Embed(DatasetAdapter):
             df[listed],
             "dedupe",
             "anon_dicom_path",
-            "anon_dicom_path: the same image "
-            + df.loc[listed, "anon_dicom_path"].map(repr).astype(str)
-            + f" as {METADATA} line "
-            + first_line[listed].astype(str)
-            + "; the first row is kept",
+            duplicate("anon_dicom_path", "image", first_line[listed]),
         )
         df = df[~df["anon_dicom_path"].duplicated(keep="first")].reset_index(drop=True)
 
@@ -190,8 +242,8 @@ class Embed(DatasetAdapter):
             df[no_race],
             "cohort",
             "RACE_DESC",
-            f"RACE_DESC: missing ({CLINICAL} line "
-            + df.loc[no_race, "_clin_row"].map(_line).astype(str)
+            "RACE_DESC: missing ("
+            + df.loc[no_race, "_clin_row"].map(lambda r: line_of(CLINICAL, r)).astype(str)
             + "); the paper drops images without race",
         )
         df = df[~no_race].reset_index(drop=True)
@@ -204,7 +256,7 @@ class Embed(DatasetAdapter):
             df[odd_view],
             "cohort",
             "ViewPosition",
-            "ViewPosition: " + df.loc[odd_view, "ViewPosition"].map(_shown).astype(str) + " is not MLO or CC",
+            "ViewPosition: " + shown_series(df.loc[odd_view, "ViewPosition"]) + " is not MLO or CC",
         )
         df = df[~odd_view].reset_index(drop=True)
 
@@ -216,10 +268,10 @@ class Embed(DatasetAdapter):
             df[den5],
             "cohort",
             "tissueden",
-            f"tissueden: 5 ({CLINICAL} line "
-            + df.loc[den5, "_clin_row"].map(_line).astype(str)
+            "tissueden: 5 ("
+            + df.loc[den5, "_clin_row"].map(lambda r: line_of(CLINICAL, r)).astype(str)
             + ", GENDER_DESC "
-            + df.loc[den5, "GENDER_DESC"].map(_shown).astype(str)
+            + shown_series(df.loc[den5, "GENDER_DESC"])
             + "); the paper drops density 5 and male patients",
         )
         self._quarantine(
@@ -227,8 +279,8 @@ class Embed(DatasetAdapter):
             df[male & ~den5],
             "cohort",
             "GENDER_DESC",
-            f"GENDER_DESC: 'Male' ({CLINICAL} line "
-            + df.loc[male & ~den5, "_clin_row"].map(_line).astype(str)
+            "GENDER_DESC: 'Male' ("
+            + df.loc[male & ~den5, "_clin_row"].map(lambda r: line_of(CLINICAL, r)).astype(str)
             + "); the paper drops density 5 and male patients",
         )
         df = df[~(den5 | male)].reset_index(drop=True)
@@ -240,7 +292,9 @@ class Embed(DatasetAdapter):
             df[no_density],
             "cohort",
             "tissueden",
-            f"tissueden: missing ({CLINICAL} line " + df.loc[no_density, "_clin_row"].map(_line).astype(str) + "); no density label",
+            "tissueden: missing ("
+            + df.loc[no_density, "_clin_row"].map(lambda r: line_of(CLINICAL, r)).astype(str)
+            + "); no density label",
         )
         df = df[~no_density].reset_index(drop=True)
 
@@ -279,11 +333,3 @@ class Embed(DatasetAdapter):
             mode="L",
             accepted_modes=frozenset({"L", "RGB"}),
         )
-
-
-def _line(value: Any) -> str:
-    return "?" if pd.isna(value) else str(int(value))
-
-
-def _shown(value: Any) -> str:
-    return "empty" if pd.isna(value) else repr(str(value))

@@ -2,12 +2,13 @@
 (= one patient) per image, 7-class unified eye-disease label.
 
 ``raw_dir`` is the FairVision root as downloaded (the OCT ``data_<id>.npz`` volumes may be present;
-they are not used)::
+they are not used), with the summaries in either of two places (detected)::
 
     raw_dir/
       Glaucoma/ReadMe/data_summary_glaucoma.csv   filename, age, gender, race, ethnicity, language,
       DR/ReadMe/data_summary_dr.csv               maritalstatus, md, <glaucoma|dr|amd>, use
-      AMD/ReadMe/data_summary_amd.csv
+      AMD/ReadMe/data_summary_amd.csv             (each sub-dataset's ReadMe/, as the paper reads them)
+      data_summary_{glaucoma,dr,amd}.csv          (or next to the three folders, as the dataset's README shows)
       <Disease>/<Training|Validation|Test>/slo_fundus_<id>.jpg    (folder = the row's ``use``)
 
 ``filename`` is ``data_<5-digit id>.npz``; the SLO image of that row is ``slo_fundus_<id>.jpg`` in the
@@ -36,7 +37,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -46,8 +47,10 @@ from tasks.contracts import read_csv_as_strings, validate_table
 from tasks.datasets.base import DatasetAdapter, InputChunk, TaskSpec, register_dataset
 from tasks.datasets.imaging import decode_image_files, image_task
 from tasks.datasets.layout import count_csv_rows, int_option, one_hot, quarantine_unmatched, records_frame
+from tasks.datasets.variants import LayoutVariant, detect_variant
 from tasks.errors import ConfigError
 from tasks.quarantine import Quarantine
+from tasks.recipes import QUICK_IMAGE, paper_pool
 
 DEFAULT_IMAGE_SIZE = 64
 FAIRVISION_LABELS: tuple[str, ...] = (
@@ -88,9 +91,10 @@ _FILENAME_RE = r"data_(\d{5})\.npz"
 _ACCEPTED_MODES = frozenset({"RGB", "L"})
 
 
-def summary_path(subset: str) -> str:
-    """Path of a sub-dataset's summary CSV relative to the FairVision root."""
-    return f"{SUBSETS[subset][0]}/ReadMe/data_summary_{subset}.csv"
+def summary_path(subset: str, flat: bool = False) -> str:
+    """Path of a sub-dataset's summary CSV relative to the FairVision root: in ``<Disease>/ReadMe/``, or
+    (``flat``) next to the disease folders."""
+    return f"data_summary_{subset}.csv" if flat else f"{SUBSETS[subset][0]}/ReadMe/data_summary_{subset}.csv"
 
 
 def image_stats(path: Path) -> tuple[float, float] | None:
@@ -119,7 +123,28 @@ def _fairvision_task(image_size: int) -> TaskSpec:
 class FairVision(DatasetAdapter):
     name = "fairvision"
     description = "Harvard FairVision SLO fundus: 7-class glaucoma/DR/AMD label, 64x64 channel 0, one patient per image"
-    layout = tuple(summary_path(s) for s in SUBSETS)
+    layout = tuple(f"[{SUBSETS[s][0]}/ReadMe/]data_summary_{s}.csv" for s in SUBSETS)
+    default_pools: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": paper_pool(
+            "wrn_28_2",
+            epochs=100,
+            learning_rate=1e-4,
+            weight_decay=1e-6,
+            batch_size=256,
+            momentum=0.9,
+            ema_decay=0.99,
+            warmup_fraction=0.1,
+            grad_accum_steps=1,
+            augment="weak",
+            eval_views=2,
+        ),
+        "quick": QUICK_IMAGE,
+    }
+    option_help: ClassVar[dict[str, str] | None] = {
+        "image_size": "input side in pixels (default 64)",
+        "subsets": "sub-datasets to read (default [glaucoma, dr, amd])",
+        "qc_workers": "threads of the automatic image QC",
+    }
     task = _fairvision_task(DEFAULT_IMAGE_SIZE)
 
     def __init__(self, options: dict[str, Any] | None = None):
@@ -130,15 +155,23 @@ class FairVision(DatasetAdapter):
             raise ConfigError(f"option subsets must be a non-empty list drawn from {list(SUBSETS)}, got {subsets!r}")
         self.subsets = [s for s in SUBSETS if s in subsets]  # fixed order: record order does not depend on the option
         self.qc_workers = int_option(self.options, "qc_workers", min(8, os.cpu_count() or 1), 1)
+        self.variants = (
+            LayoutVariant("summaries in <Disease>/ReadMe/", tuple(summary_path(s) for s in self.subsets), {"flat": ""}),
+            LayoutVariant("summaries next to the disease folders", tuple(summary_path(s, flat=True) for s in self.subsets), {"flat": "1"}),
+        )
+
+    def _summary(self, raw_dir: Path, subset: str) -> Path:
+        variant = detect_variant(self.name, raw_dir, self.variants, "--option subsets=[...] to read only the sub-datasets present")
+        return Path(raw_dir) / summary_path(subset, flat=bool(variant.settings["flat"]))
 
     def n_raw_rows(self, raw_dir: Path) -> int:
         """Sum of the rows of the selected summary CSVs."""
-        return sum(count_csv_rows(Path(raw_dir) / summary_path(s)) for s in self.subsets)
+        return sum(count_csv_rows(self._summary(raw_dir, s)) for s in self.subsets)
 
     def _read_subset(self, raw_dir: Path, subset: str, quarantine: Quarantine) -> pd.DataFrame:
         folder, prefix, label_map = SUBSETS[subset]
         table = f"data_summary_{subset}.csv"
-        raw = read_csv_as_strings(Path(raw_dir) / summary_path(subset))
+        raw = read_csv_as_strings(self._summary(raw_dir, subset))
         df = validate_table(raw, self.contract, table, quarantine)
         df = quarantine_unmatched(df, "filename", _FILENAME_RE, "data_<5 digits>.npz", quarantine)
         pid = df["filename"].str.strip().str.extract(_FILENAME_RE, expand=False)
@@ -166,10 +199,11 @@ class FairVision(DatasetAdapter):
         mean = np.array([s[0] if s else np.nan for s in stats])
         std = np.array([s[1] if s else np.nan for s in stats])
         fail = (std <= QC_MAX_STD) | (mean <= QC_MAX_MEAN)  # NaN (not measurable) compares False
+        # the image's file name is the patient's number: the reason does not name it
         reasons = [
-            f"automatic QC: image {img} has mean {m:.2f} and std {s:.2f} grey levels "
+            f"automatic QC: the image has mean {m:.2f} and std {s:.2f} grey levels "
             f"(excluded when std <= {QC_MAX_STD:g} or mean <= {QC_MAX_MEAN:g})"
-            for img, m, s in zip(df.loc[fail, "image"], mean[fail], std[fail], strict=True)
+            for m, s in zip(mean[fail], std[fail], strict=True)
         ]
         quarantine.add_rows(df[fail], "cohort", "filename", pd.Series(reasons, index=df.index[fail], dtype=object))
         df = df[~fail].reset_index(drop=True)

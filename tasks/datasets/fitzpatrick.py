@@ -7,7 +7,8 @@ repository and the images from its ``url`` column::
       fitzpatrick17k.csv      md5hash, fitzpatrick_scale, fitzpatrick_centaur, label,
                               nine_partition_label, three_partition_label, qc, url, url_alphanum
       <md5hash>.jpg           one image per row (the layout the paper's downloader writes) ...
-      images/<md5hash>.jpg    ... or in an ``images/`` subfolder; both are looked up, the top level first
+      images/<md5hash>.jpg    ... or in ``images/`` (the dataset repository's download script); both are
+                              looked up, the top level first. Option ``image_dir`` names another folder.
 
 As the paper (``fitzpatrick.ipynb``):
 
@@ -33,7 +34,7 @@ would convert lossily (CMYK, 16-bit) are decode failures rather than silently al
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -42,8 +43,10 @@ from tasks.contracts import read_csv_as_strings, validate_table
 from tasks.datasets.base import DatasetAdapter, InputChunk, TaskSpec, register_dataset
 from tasks.datasets.imaging import decode_image_files, image_task
 from tasks.datasets.layout import count_csv_rows, int_option, one_hot, quarantine_duplicates, quarantine_unmatched, records_frame
+from tasks.datasets.variants import LayoutVariant, detect_variant
 from tasks.errors import ConfigError
 from tasks.quarantine import Quarantine
+from tasks.recipes import QUICK_IMAGE, paper_pool
 
 CSV_NAME = "fitzpatrick17k.csv"
 IMAGE_SUBDIR = "images"
@@ -68,7 +71,32 @@ def _fitz_task(image_size: int) -> TaskSpec:
 class Fitzpatrick17k(DatasetAdapter):
     name = "fitzpatrick"
     description = "Fitzpatrick17k skin images: 3-class coarse diagnosis, 64x64 RGB, one patient per image"
-    layout = (CSV_NAME,)
+    layout = (CSV_NAME, "[images/]<md5hash>.jpg")
+    variants = (
+        LayoutVariant("the paper's downloader (images next to the CSV)", (CSV_NAME,)),
+        LayoutVariant("the repository's download script (images/)", (CSV_NAME, IMAGE_SUBDIR)),
+    )
+    default_pools: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": paper_pool(
+            "wrn_28_2",
+            epochs=100,
+            learning_rate=5e-3,
+            weight_decay=1e-4,
+            batch_size=256,
+            momentum=0.9,
+            ema_decay=0.99,
+            warmup_fraction=0.05,
+            grad_accum_steps=1,
+            augment="medium",
+            eval_views=2,
+        ),
+        "quick": QUICK_IMAGE,
+    }
+    option_help: ClassVar[dict[str, str] | None] = {
+        "image_size": "input side in pixels (default 64)",
+        "exclude_hashes": "md5 hashes excluded as non-dermatology images (default: the paper's three)",
+        "image_dir": "folder of the <md5hash>.jpg images, absolute or under raw_dir (default: raw_dir, then images/)",
+    }
     task = _fitz_task(DEFAULT_IMAGE_SIZE)
 
     def __init__(self, options: dict[str, Any] | None = None):
@@ -79,28 +107,33 @@ class Fitzpatrick17k(DatasetAdapter):
         if isinstance(excl, str) or not all(isinstance(h, str) for h in excl):
             raise ConfigError(f"option exclude_hashes must be a list of md5 hashes, got {excl!r}")
         self.exclude_hashes = frozenset(h.strip().lower() for h in excl)
+        self.image_dir: str | None = None if self.options.get("image_dir") is None else str(self.options["image_dir"])
+
+    def _csv(self, raw_dir: Path) -> Path:
+        detect_variant(
+            self.name, raw_dir, self.variants, "--option image_dir=<folder> for the images (the CSV is always fitzpatrick17k.csv)"
+        )
+        return Path(raw_dir) / CSV_NAME
 
     def n_raw_rows(self, raw_dir: Path) -> int:
-        return count_csv_rows(Path(raw_dir) / CSV_NAME)
+        return count_csv_rows(self._csv(raw_dir))
 
     def read_records(self, raw_dir: Path, quarantine: Quarantine) -> pd.DataFrame:
         """One row per accepted image: raw_patient_id (= md5hash), split, y_non_neoplastic,
         y_malignant, y_benign, skin_type, disease, image (file name), _source_file, _source_row."""
-        raw = read_csv_as_strings(Path(raw_dir) / CSV_NAME)
+        raw = read_csv_as_strings(self._csv(raw_dir))
         df = validate_table(raw, self.contract, CSV_NAME, quarantine)
 
         df = quarantine_unmatched(df, "md5hash", _MD5_RE, "32 hexadecimal digits (the image file name)", quarantine)
         df["md5hash"] = df["md5hash"].str.strip().str.lower()
-        df = quarantine_duplicates(df, "md5hash", "image", quarantine, show_value=True)
+        df = quarantine_duplicates(df, "md5hash", "image", quarantine)
 
         flagged = df["md5hash"].isin(self.exclude_hashes)
         quarantine.add_rows(
             df[flagged],
             "cohort",
             "md5hash",
-            "md5hash: "
-            + df.loc[flagged, "md5hash"].map(repr).astype(str)
-            + " is a non-dermatology image excluded by the paper (option exclude_hashes)",
+            "md5hash: a non-dermatology image (MRI / X-ray) excluded by the paper (option exclude_hashes)",
         )
         df = df[~flagged].reset_index(drop=True)
 
@@ -121,6 +154,9 @@ class Fitzpatrick17k(DatasetAdapter):
         def locate(name: str) -> Path:
             # top level first (the paper's downloader); images/ when only there; else the top-level
             # path, which decoding reports as missing
+            if self.image_dir is not None:
+                folder = Path(self.image_dir)
+                return (folder if folder.is_absolute() else raw_dir / folder) / name
             top, sub = raw_dir / name, raw_dir / IMAGE_SUBDIR / name
             return sub if not top.exists() and sub.exists() else top
 

@@ -12,6 +12,7 @@ from PIL import Image, UnidentifiedImageError
 
 from tasks.datasets.base import InputChunk, TaskKind, TaskSpec
 from tasks.datasets.layout import decode_each
+from tasks.reasons import decode_failure, exception_text
 
 
 class DecodeError(Exception):
@@ -40,11 +41,12 @@ def load_image(path: Path, size: tuple[int, int], mode: Literal["L", "RGB"] = "L
     """Decode ``path`` and return float32 (H, W, C) in [-1, 1]; ``size`` is (height, width).
 
     ``mode='L'`` gives C=1, ``'RGB'`` C=3; ``channel0`` keeps only the first channel of a colour file
-    (FairVision). Raises DecodeError with a reason naming the file.
+    (FairVision). Raises DecodeError with the reason; it never names the file, whose name or folders can
+    hold the patient id (the quarantine row's source_file + line say which record it is).
     """
     path = Path(path)
     if not path.exists():
-        raise DecodeError(f"{path.name}: image file listed but missing")
+        raise DecodeError(decode_failure("image listed but missing"))
     try:
         with Image.open(path) as img:
             img.load()
@@ -55,8 +57,8 @@ def load_image(path: Path, size: tuple[int, int], mode: Literal["L", "RGB"] = "L
             img = img.resize((size[1], size[0]))
             arr = np.asarray(img, dtype=np.float32)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        # Some PIL messages carry the full path, whose folders can hold the raw patient id (D4).
-        raise DecodeError(f"{path.name}: cannot decode image ({type(exc).__name__}: {exc})".replace(str(path), path.name)) from exc
+        # Some PIL messages carry the path, whose name or folders can hold the raw patient id (D4).
+        raise DecodeError(decode_failure(f"cannot decode image ({exception_text(exc, path)})", path)) from exc
     if arr.ndim == 2:
         arr = arr[..., None]
     return arr / 127.5 - 1.0
@@ -93,7 +95,7 @@ def decode_image_files(
         path = Path(path)
         stored = image_mode(path) if accepted_modes is not None and path.exists() else None
         if stored is not None and accepted_modes is not None and stored not in accepted_modes:
-            raise DecodeError(f"{path.name}: unsupported image mode {stored!r} (expected one of {sorted(accepted_modes)})")
+            raise DecodeError(decode_failure(f"unsupported image mode {stored!r} (expected one of {sorted(accepted_modes)})"))
         return load_image(path, size, mode=mode, channel0=channel0).transpose(2, 0, 1)
 
     return decode_each(positions, paths, load, (DecodeError,), (channels, *size))

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
+from tasks import reasons
 from tasks.contracts import DatasetContract
 from tasks.datasets.base import InputChunk
 from tasks.errors import ConfigError, StructuralError
@@ -76,18 +77,15 @@ def int_option(options: Mapping[str, Any], key: str, default: int, minimum: int)
     return value
 
 
-def quarantine_duplicates(df: pd.DataFrame, key: str, what: str, quarantine: Quarantine, *, show_value: bool = False) -> pd.DataFrame:
+def quarantine_duplicates(df: pd.DataFrame, key: str, what: str, quarantine: Quarantine) -> pd.DataFrame:
     """Keep the first row of each ``key`` value; later copies go to the quarantine (stage 'dedupe').
 
-    The reason names the first row's line; ``show_value`` also quotes the value (only for keys that
-    carry nothing identifying beyond the file name).
+    The reason names the first row's line, never the value (keys are identifiers or file names).
     """
     dup = df[key].duplicated(keep="first")
     if dup.any():
         first = df.groupby(key, sort=False)["_source_row"].transform("first")
-        shown = " " + df.loc[dup, key].map(repr).astype(str) if show_value else ""
-        reasons = f"{key}: the same {what}" + shown + " as line " + first[dup].astype(str) + "; the first row is kept"
-        quarantine.add_rows(df[dup], "dedupe", key, reasons)
+        quarantine.add_rows(df[dup], "dedupe", key, reasons.duplicate(key, what, first[dup]))
     return df[~dup].reset_index(drop=True)
 
 
@@ -95,9 +93,10 @@ def quarantine_unmatched(df: pd.DataFrame, column: str, pattern: str, expected: 
     """Rows whose ``column`` (stripped) does not fully match ``pattern`` -> quarantine (stage 'contract').
 
     For cells that become file names: a value outside the pattern could point outside ``raw_dir``.
+    The value is not quoted: such a cell names a patient's file.
     """
     bad = ~df[column].str.strip().str.fullmatch(pattern).fillna(False).astype(bool)
-    quarantine.add_rows(df[bad], "contract", column, f"{column}: expected {expected}, found " + df.loc[bad, column].map(repr).astype(str))
+    quarantine.add_rows(df[bad], "contract", column, reasons.unmatched(column, expected))
     return df[~bad].reset_index(drop=True)
 
 

@@ -30,7 +30,7 @@ Inputs: as CheXpert (``image_size`` option, default 64): float32 (1, S, S) in [-
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 
@@ -49,6 +49,7 @@ from tasks.datasets.layout import (
 )
 from tasks.errors import ConfigError, StructuralError
 from tasks.quarantine import Quarantine
+from tasks.recipes import QUICK_IMAGE, paper_pool
 
 METADATA = "mimic-cxr-2.0.0-metadata.csv"
 SPLIT = "mimic-cxr-2.0.0-split.csv"
@@ -93,6 +94,26 @@ class MimicCXR(DatasetAdapter):
     name = "mimic-cxr"
     description = "MIMIC-CXR-JPG chest X-rays: 14 findings (U-Ones), 64x64 grayscale, one record per image"
     layout = (METADATA, LABELS["negbio"], SPLIT, ADMISSIONS, PATIENTS, "files/")
+    default_pools: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": paper_pool(
+            "wrn_28_2",
+            epochs=60,
+            learning_rate=0.25,
+            weight_decay=1e-3,
+            batch_size=512,
+            momentum=0.99,
+            ema_decay=0.95,
+            warmup_fraction=0.2,
+            grad_accum_steps=2,
+            augment="medium",
+            eval_views=2,
+        ),
+        "quick": QUICK_IMAGE,
+    }
+    option_help: ClassVar[dict[str, str] | None] = {
+        "image_size": "input side in pixels (default 64)",
+        "labeler": "label table: negbio (default, the paper) or chexpert",
+    }
     task = cxr_task(DEFAULT_IMAGE_SIZE)
 
     def __init__(self, options: dict[str, Any] | None = None):

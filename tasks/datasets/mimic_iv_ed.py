@@ -1,7 +1,10 @@
 """MIMIC-IV-ED (paper-method.md §1.7): the benchmark's master_dataset.csv -> one record per ED stay.
 
-Follows the benchmark's general processing (Xie et al. 2022): adults only (age >= 18), triage
-temperature converted from °F to °C, missing triage vitals imputed with the training-split mean.
+Follows the benchmark's general processing (Xie et al. 2022, ``data_general_processing.py``), in its
+order: adults only (age >= 18, else quarantined 'cohort'); a triage acuity is required (else 'cohort');
+triage temperature converted from °F to °C; out-of-range triage vitals set to missing or clipped by the
+benchmark's limits (tasks/datasets/ed_outliers.py; each repair is in the snapshot's repairs ledger, the
+stay is kept); missing triage vitals imputed with the training split's median.
 Deliberate difference (DECISIONS.md: patient-level audit): the 80/20 train/test split is drawn over
 *patients* (seeded), not over stays, so no test patient was ever a training member.
 """
@@ -9,6 +12,7 @@ Deliberate difference (DECISIONS.md: patient-level audit): the 80/20 train/test 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -16,7 +20,9 @@ import pandas as pd
 from tasks.contracts import read_csv_as_strings, validate_table
 from tasks.datasets.base import DatasetAdapter, InputChunk, TaskSpec, register_dataset
 from tasks.datasets.ed_features import ED_FEATURES, TRIAGE
+from tasks.datasets.ed_outliers import fahrenheit_to_celsius, repair_and_impute
 from tasks.quarantine import Quarantine
+from tasks.recipes import QUICK_TABULAR, paper_pool
 
 MASTER = "master_dataset.csv"
 
@@ -26,6 +32,25 @@ class MimicIVED(DatasetAdapter):
     name = "mimic-iv-ed"
     description = "MIMIC-IV-ED benchmark: hospitalisation at ED triage from 64 tabular features"
     layout = (MASTER,)
+    default_pools: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": paper_pool(
+            "tabresnet",
+            params={"width": 300, "blocks": 6},
+            epochs=100,
+            learning_rate=0.1,
+            weight_decay=1e-7,
+            batch_size=512,
+            momentum=0.9,
+            ema_decay=0.995,
+            warmup_fraction=0.05,
+            grad_accum_steps=2,
+        ),
+        "quick": QUICK_TABULAR,
+    }
+    option_help: ClassVar[dict[str, str] | None] = {
+        "test_fraction": "share of patients in the test split (default 0.2)",
+        "split_seed": "seed of the patient split (default 10)",
+    }
     task = TaskSpec(
         kind="binary",
         label_names=("outcome_hospitalization",),
@@ -46,8 +71,12 @@ class MimicIVED(DatasetAdapter):
         minors = df["age"] < 18
         quarantine.add_rows(df[minors], "cohort", "age", "cohort filter: age < 18 (benchmark includes adults only)")
         df = df[~minors].reset_index(drop=True)
+        no_acuity = df["triage_acuity"].isna()
+        quarantine.add_rows(df[no_acuity], "cohort", "triage_acuity", "triage_acuity: missing (the benchmark keeps stays with an acuity)")
+        df = df[~no_acuity].reset_index(drop=True)
 
-        df["triage_temperature"] = (df["triage_temperature"] - 32.0) * 5.0 / 9.0
+        df["_raw_triage_temperature"] = df["triage_temperature"].astype("float64")
+        df["triage_temperature"] = fahrenheit_to_celsius(df["triage_temperature"].astype("float64"))
         df["gender_binarized"] = (df["gender"] == "F").astype("float64")
 
         test_fraction = float(self.options.get("test_fraction", 0.2))
@@ -56,9 +85,8 @@ class MimicIVED(DatasetAdapter):
         test_patients = rng.choice(patients, size=round(test_fraction * len(patients)), replace=False)
         split = np.where(df["subject_id"].isin(test_patients), "test", "train")
 
-        train = split == "train"
-        for col in TRIAGE:
-            df[col] = df[col].astype("float64").fillna(float(df.loc[train, col].mean()))
+        df[list(TRIAGE)] = df[list(TRIAGE)].astype("float64")
+        df = repair_and_impute(df, split == "train", quarantine)
 
         records = pd.DataFrame(
             {

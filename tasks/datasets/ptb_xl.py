@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -49,6 +49,8 @@ from tasks.datasets.layout import (
 )
 from tasks.errors import StructuralError
 from tasks.quarantine import Quarantine
+from tasks.reasons import decode_failure, exception_text, unmatched
+from tasks.recipes import QUICK_SIGNAL, paper_pool
 
 DATABASE = "ptbxl_database.csv"
 STATEMENTS = "scp_statements.csv"
@@ -85,18 +87,18 @@ def read_ecg(path: Path) -> np.ndarray:
     try:
         signal, fields = wfdb.rdsamp(str(path))
     except FileNotFoundError:
-        raise _RecordError(f"{path.name}: WFDB record listed but its .hea/.dat file is missing") from None
+        raise _RecordError(decode_failure("WFDB record listed but its .hea/.dat file is missing")) from None
     except Exception as exc:  # wfdb raises many exception types for a damaged header or signal file
-        raise _RecordError(f"{path.name}: cannot read WFDB record ({type(exc).__name__}: {exc})") from exc
+        raise _RecordError(decode_failure(f"cannot read WFDB record ({exception_text(exc, path)})", path)) from exc
     if fields["fs"] != SAMPLING_RATE:
-        raise _RecordError(f"{path.name}: sampling rate {fields['fs']} Hz, expected {SAMPLING_RATE} Hz")
+        raise _RecordError(decode_failure(f"sampling rate {fields['fs']} Hz, expected {SAMPLING_RATE} Hz"))
     names = [str(n).upper() for n in fields["sig_name"]]
     if sorted(names) != sorted(LEADS):
-        raise _RecordError(f"{path.name}: leads {names}, expected the 12 standard leads {list(LEADS)}")
+        raise _RecordError(decode_failure(f"leads {names}, expected the 12 standard leads {list(LEADS)}"))
     if signal.shape != (N_SAMPLES, len(LEADS)):
-        raise _RecordError(f"{path.name}: signal shape {signal.shape}, expected ({N_SAMPLES}, {len(LEADS)}) (10 s at 100 Hz)")
+        raise _RecordError(decode_failure(f"signal shape {signal.shape}, expected ({N_SAMPLES}, {len(LEADS)}) (10 s at 100 Hz)"))
     if not np.isfinite(signal).all():
-        raise _RecordError(f"{path.name}: {int((~np.isfinite(signal)).sum())} missing (NaN) samples")
+        raise _RecordError(decode_failure(f"{int((~np.isfinite(signal)).sum())} missing (NaN) samples"))
     order = [names.index(lead) for lead in LEADS]
     return np.ascontiguousarray(signal[:, order].T, dtype=np.float32)
 
@@ -106,6 +108,21 @@ class PTBXL(DatasetAdapter):
     name = "ptb-xl"
     description = "PTB-XL 12-lead ECGs: 5 diagnostic superclasses, 100 Hz x 10 s, one record per ECG"
     layout = (DATABASE, STATEMENTS, "records100/")
+    default_pools: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": paper_pool(
+            "resnet1d_128",
+            epochs=100,
+            learning_rate=0.25,
+            weight_decay=5e-3,
+            batch_size=512,
+            momentum=0.9,
+            ema_decay=0.995,
+            warmup_fraction=0.05,
+            grad_accum_steps=2,
+        ),
+        "quick": QUICK_SIGNAL,
+    }
+    option_help: ClassVar[dict[str, str] | None] = {}
     task = TaskSpec(
         kind="multilabel",
         label_names=SUPERCLASSES,
@@ -160,7 +177,7 @@ class PTBXL(DatasetAdapter):
             df[bad_file],
             "contract",
             "filename_lr",
-            "filename_lr: expected records100/<NNNNN>/<NNNNN>_lr, found " + df.loc[bad_file, "filename_lr"].astype(str),
+            unmatched("filename_lr", "records100/<NNNNN>/<NNNNN>_lr"),
         )
         keep = ~bad & ~bad_file
         df = df[keep].assign(codes=codes[keep]).reset_index(drop=True)

@@ -52,6 +52,7 @@ from tasks.synthetic.cohort import (
 )
 
 RELEASE = "CheXpert-v1.0"
+VARIANTS = {"full": RELEASE, "small": RELEASE + "-small"}
 IMAGE_SHAPE = (120, 100)  # (H, W): portrait and non-square, as radiographs are; the adapter resizes
 
 # Approximate CheXpert prevalences (positive or uncertain) of the 13 findings after No Finding.
@@ -229,13 +230,24 @@ def write_broken_image(path: Path, kind: str, pixels: np.ndarray) -> None:
 
 
 @register_synthetic("chexpert")
-def write_chexpert(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: bool = True, atypical: float = ATYPICAL_SHARE) -> Path:
+def write_chexpert(
+    raw_dir: Path,
+    n_patients: int = 200,
+    seed: int = 0,
+    awkward: bool = True,
+    atypical: float = ATYPICAL_SHARE,
+    variant: str = "full",
+) -> Path:
     """Write a CheXpert-layout cohort of ``n_patients`` patients into ``raw_dir``; returns ``raw_dir``.
 
-    About one patient in eight goes to valid.csv (the test split), the rest to train.csv.
+    About one patient in eight goes to valid.csv (the test split), the rest to train.csv. ``variant``:
+    ``full`` (``CheXpert-v1.0/``) or ``small`` (the downsampled download, ``CheXpert-v1.0-small/``).
     """
+    if variant not in VARIANTS:
+        raise ValueError(f"CheXpert variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+    release = VARIANTS[variant]
     raw_dir, rng = start_cohort(raw_dir, n_patients, seed, 20)
-    (raw_dir / RELEASE).mkdir(parents=True, exist_ok=True)
+    (raw_dir / release).mkdir(parents=True, exist_ok=True)
     painter = CXRPainter()
     n_valid = max(3, n_patients // 8)
     sex = rng.choice(["Male", "Female"], size=n_patients, p=[0.59, 0.41])
@@ -260,7 +272,7 @@ def write_chexpert(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward:
                 lateral = view == "lateral"
                 rows.append(
                     {
-                        "Path": f"{RELEASE}/{folder}/patient{p + 1:05d}/study{s}/view{v}_{view}.jpg",
+                        "Path": f"{release}/{folder}/patient{p + 1:05d}/study{s}/view{v}_{view}.jpg",
                         "Sex": sex[p],
                         "Age": int(base_age[p]) + (s - 1) // 2,
                         "Frontal/Lateral": "Lateral" if lateral else "Frontal",
@@ -306,7 +318,7 @@ def write_chexpert(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward:
     truth = []
     for split, name in (("train", "train.csv"), ("valid", "valid.csv")):
         part = df[df["_split"] == split].reset_index(drop=True)
-        part[columns].to_csv(raw_dir / RELEASE / name, index=False)
+        part[columns].to_csv(raw_dir / release / name, index=False)
         truth.append(
             pd.DataFrame(
                 {

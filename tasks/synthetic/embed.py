@@ -47,6 +47,8 @@ from tasks.synthetic.cohort import ATYPICAL, ATYPICAL_SHARE, TRUTH_FILE, another
 
 CLINICAL = "EMBED_OpenData_clinical_reduced.csv"
 METADATA = "EMBED_OpenData_metadata_reduced.csv"
+# variant -> (folder of the two tables, folder of the PNGs)
+VARIANTS = {"flat": (".", "png"), "released": ("tables", "png/1024x768")}
 H, W = 128, 96
 _YY, _XX = np.mgrid[0:H, 0:W].astype(np.float32)
 RACES = (
@@ -106,10 +108,23 @@ def _mammogram(rng: np.random.Generator, density: int, laterality: str, view: st
 
 
 @register_synthetic("embed")
-def write_embed(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: bool = True, atypical: float = ATYPICAL_SHARE) -> Path:
+def write_embed(
+    raw_dir: Path,
+    n_patients: int = 200,
+    seed: int = 0,
+    awkward: bool = True,
+    atypical: float = ATYPICAL_SHARE,
+    variant: str = "flat",
+) -> Path:
     """Write the EMBED tables and PNGs for ``n_patients`` patients into ``raw_dir``; returns the metadata
     CSV path. ``_synthetic_truth.csv`` lists every metadata row (and the clinical contract failure) with
-    source_file, source_row, empi_anon, acc_anon, density, plant and expected fate."""
+    source_file, source_row, empi_anon, acc_anon, density, plant and expected fate.
+
+    ``variant``: ``flat`` (the tables at the top level, PNGs under ``png/``) or ``released`` (the tables
+    under ``tables/``, PNGs under ``png/1024x768/``, as EMBED is released).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"EMBED variant must be one of {sorted(VARIANTS)}, got {variant!r}")
     raw_dir, rng = start_cohort(raw_dir, n_patients, seed, 20 if awkward else 1)
 
     empi = 10_000_000 + rng.choice(90_000_000, size=n_patients, replace=False)  # no 90M-element array
@@ -243,7 +258,8 @@ def write_embed(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: bo
     meta["plant_"] = plant
 
     # ---- images
-    png_root = raw_dir / "png"
+    tables_dir, png_sub = VARIANTS[variant]
+    png_root = raw_dir / png_sub
     for row in meta.itertuples(index=False):
         if row.anon_dicom_path is None or pd.isna(row.anon_dicom_path) or row.plant_ in ("missing_png", "duplicate_path"):
             continue
@@ -265,8 +281,9 @@ def write_embed(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: bo
         else:
             Image.fromarray(arr, "L").save(path, compress_level=1)
 
-    meta.drop(columns=["plant_", "density_"]).to_csv(raw_dir / METADATA, index=False)
-    clinical.drop(columns=["plant_"]).to_csv(raw_dir / CLINICAL, index=False)
+    (raw_dir / tables_dir).mkdir(parents=True, exist_ok=True)
+    meta.drop(columns=["plant_", "density_"]).to_csv(raw_dir / tables_dir / METADATA, index=False)
+    clinical.drop(columns=["plant_"]).to_csv(raw_dir / tables_dir / CLINICAL, index=False)
     truth = pd.DataFrame(
         {
             "source_file": METADATA,
@@ -297,4 +314,4 @@ def write_embed(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: bo
         ignore_index=True,
     )
     truth.to_csv(raw_dir / TRUTH_FILE, index=False)
-    return raw_dir / METADATA
+    return raw_dir / tables_dir / METADATA

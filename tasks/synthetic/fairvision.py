@@ -152,12 +152,23 @@ def _demographics(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
 
 
 @register_synthetic("fairvision")
-def write_fairvision(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: bool = True, atypical: float = ATYPICAL_SHARE) -> Path:
-    """Write the three FairVision summaries and SLO images for ``n_patients`` patients into ``raw_dir``.
+def write_fairvision(
+    raw_dir: Path,
+    n_patients: int = 200,
+    seed: int = 0,
+    awkward: bool = True,
+    atypical: float = ATYPICAL_SHARE,
+    variant: str = "readme",
+) -> Path:
+    """Write the three FairVision summaries and SLO images for ``n_patients`` patients into ``raw_dir``
+    (``variant`` ``readme``: summaries in ``<Disease>/ReadMe/``, as the paper reads them; ``flat``: next
+    to the disease folders, as the dataset's README shows).
 
     Returns ``raw_dir`` (the FairVision root). ``_synthetic_truth.csv`` lists every summary row
     (source_file, source_row = line number, patient_id, subset, label, use, plant, fate).
     """
+    if variant not in ("readme", "flat"):
+        raise ValueError(f"FairVision variant must be readme or flat, got {variant!r}")
     raw_dir, rng = start_cohort(raw_dir, n_patients, seed, 30 if awkward else 3)
     sizes = [n_patients // 3 + (1 if k < n_patients % 3 else 0) for k in range(3)]
     plant_all = np.full(n_patients, "", dtype=object)
@@ -218,8 +229,9 @@ def write_fairvision(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkwar
             if not save_planted_jpeg(img, path, kind):
                 img.save(path, "JPEG", quality=92)
 
-        (raw_dir / folder / "ReadMe").mkdir(parents=True, exist_ok=True)
-        df.to_csv(raw_dir / folder / "ReadMe" / f"data_summary_{subset}.csv", index=False)
+        summary = raw_dir / (f"data_summary_{subset}.csv" if variant == "flat" else f"{folder}/ReadMe/data_summary_{subset}.csv")
+        summary.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(summary, index=False)
         truth.append(
             pd.DataFrame(
                 {

@@ -144,14 +144,27 @@ def _hash(rng: np.random.Generator) -> str:
 
 
 @register_synthetic("fitzpatrick")
-def write_fitzpatrick(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkward: bool = True, atypical: float = ATYPICAL_SHARE) -> Path:
-    """Write ``fitzpatrick17k.csv`` and ``<md5hash>.jpg`` images for ``n_patients`` images into ``raw_dir``.
+def write_fitzpatrick(
+    raw_dir: Path,
+    n_patients: int = 200,
+    seed: int = 0,
+    awkward: bool = True,
+    atypical: float = ATYPICAL_SHARE,
+    variant: str = "flat",
+) -> Path:
+    """Write ``fitzpatrick17k.csv`` and ``<md5hash>.jpg`` images for ``n_patients`` images into ``raw_dir``
+    (``variant`` ``flat``: next to the CSV, as the paper's downloader; ``images``: in ``images/``, as the
+    dataset repository's download script).
 
     With ``awkward`` the CSV has ``n_patients + 1`` rows (the planted duplicate row is extra). Returns the
     CSV path; ``_synthetic_truth.csv`` lists every CSV row (source_row = line number) with its plant and
     expected fate (accepted | contract | dedupe | cohort | decode).
     """
+    if variant not in ("flat", "images"):
+        raise ValueError(f"Fitzpatrick17k variant must be flat or images, got {variant!r}")
     raw_dir, rng = start_cohort(raw_dir, n_patients, seed, 20 if awkward else 1)
+    image_dir = raw_dir / "images" if variant == "images" else raw_dir
+    image_dir.mkdir(parents=True, exist_ok=True)
 
     nine_names = list(_NINE)
     weights = np.array([_NINE[k][2] for k in nine_names])
@@ -197,7 +210,7 @@ def write_fitzpatrick(raw_dir: Path, n_patients: int = 200, seed: int = 0, awkwa
                 "url_alphanum": f"httpwwwdermaamincomsiteimagesclinicalpic{hashes[i][:8]}jpg",
             }
         )
-        path = raw_dir / f"{hashes[i]}.jpg"
+        path = image_dir / f"{hashes[i]}.jpg"
         size = [(128, 96), (112, 112), (96, 128), (120, 90)][int(rng.integers(0, 4))]
         kind = plant[i]
         if write_unreadable_file(path, kind):

@@ -61,7 +61,11 @@ def test_bad_rows_are_quarantined_with_reasons_and_counts_reconcile(tmp_path: Pa
         assert q.loc[line(i), "stage"] == "cohort"
     assert set(q["source_file"]) == {"master_dataset.csv"}
     assert snap.n_raw == len(df) == snap.n_accepted + snap.n_quarantined
-    assert snap.n_quarantined == 4 + len(minors)
+    # the benchmark also drops adult stays without a triage acuity
+    no_acuity = df.index[(df["age"].astype(float) >= 18) & df["triage_acuity"].isna() & ~df.index.isin([bad_vital, bad_age, dup_a, dup_b])]
+    for i in no_acuity:
+        assert q.loc[line(i), "column"] == "triage_acuity" and q.loc[line(i), "stage"] == "cohort"
+    assert snap.n_quarantined == 4 + len(minors) + len(no_acuity)
 
 
 def test_snapshot_is_pseudonymous_and_patient_split(tmp_path: Path, cohort: pd.DataFrame) -> None:

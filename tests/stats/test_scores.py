@@ -155,3 +155,33 @@ def test_softmax_mass_is_finite_and_consistent_with_probability(seed, scale, c):
     # the score is the logit of the probability (checked where log1p(-p) is still accurate)
     ok = normal[:, None] & (p > 1e-6) & (p < 1 - 1e-6)
     np.testing.assert_allclose(s[ok], np.log(p[ok]) - np.log1p(-p[ok]), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("dataset", ["chexpert", "mimic-cxr"])
+def test_chest_xray_rmia_applies_the_no_finding_rule(dataset: str, tmp_path) -> None:
+    # one rule pairs LiRA scores and RMIA probabilities: the flow's shard transform and the model audit use it
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from flows.audit import _transform_shard
+    from tasks.datasets import get_dataset
+    from tasks.scores import score_and_probability
+
+    task = get_dataset(dataset).task
+    transform, n_lab = task.score_transform, task.n_outputs
+    assert transform == "softmax_mass_cxr"
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(3, 1, n_lab))
+    y = np.zeros((3, n_lab))
+    y[1, 3] = 1.0  # row 0 and 2: no positive finding -> the 'No Finding' rule
+    _scores, probs, flags = score_and_probability(transform, z, y)
+    expected, _ = get_transform("rmia_probability_cxr")(z, y)
+    np.testing.assert_array_equal(probs, expected)
+    plain, _ = get_transform("rmia_probability")(z, y)
+    assert not np.allclose(probs[0], plain[0])  # the rule changes the probability of a no-finding record
+    assert flags.tolist() == ["no_finding_rule", "", "no_finding_rule"]
+    shard = tmp_path / "model_0.parquet"
+    pq.write_table(pa.table({"logits": pa.array(list(z.reshape(3, -1).astype(np.float32)), type=pa.list_(pa.float32()))}), shard)
+    _s2, p2, f2 = _transform_shard({"shard": str(shard), "n_views": 1, "n_outputs": n_lab}, y, transform)
+    np.testing.assert_allclose(p2, get_transform("rmia_probability_cxr")(z.astype(np.float32), y)[0])
+    assert f2.tolist() == flags.tolist()
