@@ -281,6 +281,12 @@ def publish_artifacts(result: AuditResult, files: dict[str, Path], cfg: AuditCon
             markdown=f"# Risk over time: {cfg.dataset}\n\n![risk over time]({figure_b64(files['history_png'])})\n",
             description="Share of patients at risk over the audits of this dataset",
         )
+    if not result.exposure_tests.empty:
+        create_table_artifact(
+            key="exposure-factors",
+            table=json.loads(result.exposure_tests.round(4).to_json(orient="records")),
+            description="Who is exposed and why: rare labels and the most atypical decile among the exposed (one-sided Fisher)",
+        )
 
 
 @flow(name="medaudit-audit", log_prints=True, flow_run_name=audit_run_name)

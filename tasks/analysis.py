@@ -21,6 +21,7 @@ from tasks.attacks.loss import loss_attack
 from tasks.attacks.record_auc import auc_interval_nct, record_statistics, se_vs_model_count
 from tasks.attacks.rmia import rmia_scores, tune_rmia_a
 from tasks.config import AttackConfig, ReportConfig
+from tasks.risk import exposure_factors as ef
 from tasks.risk.null import SURVIVAL_GRID, NullResult, SwapNull, assess_evidence, calibrated_subgroup_counts, patient_max_z
 from tasks.risk.patient import patient_llr, patient_membership, patient_risk
 from tasks.risk.roc import log_fpr_grid, summarize_attack
@@ -65,6 +66,10 @@ class AuditResult:
     model_count_ablation: pd.DataFrame = field(default_factory=pd.DataFrame)
     # parameters of each attack as run (JSON-able), also stored with every attack_results row
     attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # who is exposed and why: rarity / atypicality enrichment tests per level (exposure_factors.exposure_tests)
+    exposure_tests: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # one row per training patient: patient_key, label_set, label_prevalence, atypicality, risk_crossfit (of the most exposed record)
+    patient_factors: pd.DataFrame = field(default_factory=pd.DataFrame)
     # the survival curves under the swap null: level, x (risk), mean, lo, hi (2.5% / 97.5% over swaps)
     survival_null: pd.DataFrame = field(default_factory=pd.DataFrame)
     null_params: dict[str, Any] = field(default_factory=dict)
@@ -151,6 +156,109 @@ def add_patient_attributes(patients: pd.DataFrame, records: pd.DataFrame, codes:
             patients[a] = per_patient[a].to_numpy()
 
 
+def exposed_units(frame: pd.DataFrame, risk_col: str, threshold: float) -> np.ndarray:
+    """Exposed units: the statistics' calibrated ``at_risk`` flag where the frame has one, else risk >= threshold."""
+    if "at_risk" in frame.columns:
+        return frame["at_risk"].fillna(False).to_numpy(dtype=bool)
+    return (frame[risk_col] >= threshold).fillna(False).to_numpy(dtype=bool)
+
+
+def exposure_analysis(
+    snapshot: Snapshot, subgroups: pd.DataFrame, stats: pd.DataFrame, patients: pd.DataFrame, codes: np.ndarray, report: ReportConfig
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Who is exposed and why (tasks/risk/exposure_factors.py), added in place where noted.
+
+    Adds ``label_set``, ``label_prevalence`` (rarity) and ``atypicality`` to ``stats`` (one row per training
+    record, record_idx order; the atypicality from its ``mu_out_half`` column, which is dropped); returns
+    (subgroups with a ``kind`` column plus label-group rows for
+    multi-label tasks and rarity / atypicality bin rows, at patient and record level; the enrichment
+    tests; one row of factors per patient). A patient is in a label group if any of their records has
+    the label; their rarity and atypicality are those of their most exposed record (exposure_factors).
+    """
+    records = snapshot.records
+    labels = snapshot.labels()
+    train = (records["split"] == "train").to_numpy()
+    rec_idx = stats["record_idx"].to_numpy()
+    lab = labels[rec_idx]
+    names = list(snapshot.task.label_names)
+    stats["label_set"] = ef.label_sets(lab, names)
+    stats["label_prevalence"] = ef.label_prevalence(labels, train)[rec_idx]
+    stats["atypicality"] = ef.atypicality(stats.pop("mu_out_half").to_numpy(), lab)
+    n_pat = len(patients)
+    risk_x = stats["auc_crossfit"].to_numpy()
+    label_set = stats[["label_set"]].groupby(codes)["label_set"].agg(lambda v: " | ".join(sorted(set(v))))
+    factors = pd.DataFrame(
+        {
+            "patient_key": patients["patient_key"].to_numpy(),
+            "label_set": label_set.reindex(range(n_pat)).to_numpy(),
+            "label_prevalence": ef.value_at_max(codes, stats["auc"].to_numpy(), stats["label_prevalence"].to_numpy(), n_pat),
+            "atypicality": ef.value_at_max(codes, risk_x, stats["atypicality"].to_numpy(), n_pat),
+            "risk_crossfit": ef.value_at_max(codes, risk_x, risk_x, n_pat),
+        }
+    )
+    subgroups = subgroups.assign(kind=[ef.attribute_kind(a) for a in subgroups["attribute"]])
+    kw = {"risk_threshold": report.risk_threshold, "top_fraction": report.top_fraction, "n_boot": report.bootstrap_samples}
+    extra = []
+    if snapshot.task.kind == "multilabel":
+        mem_p = np.zeros((n_pat, len(names)), dtype=bool)
+        np.logical_or.at(mem_p, codes, lab > 0.5)
+        extra.append(ef.label_group_table(patients["risk_max"], mem_p, names, records=patients["n_records"], **kw).assign(level="patient"))
+        extra.append(ef.label_group_table(stats["auc"], lab > 0.5, names, **kw).assign(level="record"))
+    # rarity bins against the audit's risk; atypicality bins against the cross-fitted risk (exposure_factors)
+    levels = (("patient", patients, "risk_max", "n_records", factors), ("record", stats, "auc", None, stats))
+    for level, frame, risk_col, rec_col, crossfit in levels:
+        rec = {rec_col: frame[rec_col].to_numpy()} if rec_col else {}
+        risk_x = crossfit["risk_crossfit" if level == "patient" else "auc_crossfit"].to_numpy()
+        for name, risk, bins in (
+            ("rarity", frame[risk_col].to_numpy(), ef.rarity_bins(crossfit["label_prevalence"])),
+            ("atypicality", risk_x, ef.atypicality_bins(crossfit["atypicality"])),
+        ):
+            binned = pd.DataFrame({"risk": risk, name: bins, **rec})
+            extra.append(report_subgroup_table(binned, "risk", [name], report, records_col=rec_col).assign(level=level))
+    kinds = {ef.RARITY_ATTRIBUTE: ef.KIND_RARITY, ef.ATYPICALITY_ATTRIBUTE: ef.KIND_ATYPICALITY}
+    subgroups = pd.concat([subgroups, *(t.assign(kind=t["attribute"].map(kinds).fillna(ef.KIND_LABEL)) for t in extra)], ignore_index=True)
+    thr = report.risk_threshold
+    tests = pd.concat(
+        [
+            ef.exposure_tests(
+                level,
+                frame[risk_col],
+                exposed_units(frame, risk_col, thr),
+                f["label_prevalence"],
+                f["atypicality"],
+                f[x_col],
+                (f[x_col] >= thr).to_numpy(),
+            )
+            for level, frame, risk_col, f, x_col in (
+                ("patient", patients, "risk_max", factors, "risk_crossfit"),
+                ("record", stats, "auc", stats, "auc_crossfit"),
+            )
+        ],
+        ignore_index=True,
+    )
+    rarity_exposed = "at_risk flag (FDR-controlled)" if "at_risk" in patients.columns else f"risk >= {thr:g}"
+    tests["exposed"] = np.where(tests["factor"] == ef.KIND_RARITY, rarity_exposed, f"cross-fitted risk >= {thr:g}")
+    return subgroups, tests, factors
+
+
+def _exposure_headline(tests: pd.DataFrame) -> dict[str, Any]:
+    """Patient-level rarity / atypicality enrichment and the risk-atypicality rank correlation."""
+    pat = tests[tests["level"] == "patient"].set_index("factor")
+    out: dict[str, Any] = {}
+    for factor, prefix in ((ef.KIND_RARITY, "rare_patients"), (ef.KIND_ATYPICALITY, "atypical_decile")):
+        if factor in pat.index:
+            row = pat.loc[factor]
+            out[f"{prefix}_exposed"] = int(row["observed"])
+            out[f"{prefix}_expected"] = float(row["expected"])
+            out[f"{prefix}_share_exposed"] = float(row["share_exposed_in_set"])
+            out[f"{prefix}_share_all"] = float(row["share_all_in_set"])
+            out[f"{prefix}_p"] = float(row["p_value"])
+    if ef.KIND_ATYPICALITY in pat.index:
+        row = pat.loc[ef.KIND_ATYPICALITY]
+        out.update({f"atypicality_spearman_{k}": float(row[f"spearman_{k}"]) for k in ("rho", "lo", "hi", "p")})
+    return out
+
+
 def analyze_pool(
     store: AuditStore,
     snapshot: Snapshot,
@@ -193,6 +301,7 @@ def analyze_pool(
         pos = np.searchsorted(train_idx, recs)
         in_mask = masks[:, codes[pos]]
         part = record_statistics(scores, in_mask, attack.min_models_per_side)
+        part = part.join(ef.crossfit_statistics(scores, in_mask, attack.min_models_per_side))  # for atypicality
         part.insert(0, "record_idx", recs)
         stats_parts.append(part)
         null.add(scores, in_mask, codes[pos])
@@ -301,6 +410,7 @@ def analyze_pool(
         report_subgroup_table(rec_frame, "auc", attr_names, report, records_col=None), rec_frame, "auc", attr_names, False
     )
     subgroups = pd.concat([sub_p.assign(level="patient"), sub_r.assign(level="record")], ignore_index=True)
+    subgroups, exposure, patient_factors = exposure_analysis(snapshot, subgroups, stats, patients, codes, report)
     subgroups["suppressed"] = suppress_small_cells(subgroups, report.min_cell)["suppressed"].to_numpy()
 
     risk = patients["risk_max"]
@@ -324,6 +434,7 @@ def analyze_pool(
         "lira_auc_std": lira["auc_std"] if lira else None,
         **({f"lira_tpr_at_{f:g}": lira[f"tpr_at_{f:g}"] for f in fprs} if lira else {}),
         **_se_headline(ablation),
+        **_exposure_headline(exposure),
         **_null_headline(stats, patients, null_res, report, len(models)),
     }
     return AuditResult(
@@ -336,6 +447,8 @@ def analyze_pool(
         headline=headline,
         model_count_ablation=ablation,
         attack_params=params,
+        exposure_tests=exposure,
+        patient_factors=patient_factors,
         survival_null=_survival_band(null_res),
         null_params=null_res.params,
     )
@@ -359,6 +472,8 @@ def store_result(store: AuditStore, result: AuditResult, audit_id: str, pool_key
         store.insert_frame("attack_roc_curves", result.attack_roc.assign(**keys))
     if not result.model_count_ablation.empty:
         store.insert_frame("model_count_stats", result.model_count_ablation.assign(**keys))
+    if not result.exposure_tests.empty:
+        store.insert_frame("exposure_tests", result.exposure_tests.assign(**keys))
 
 
 # Columns the swap null adds to patient_stats (record_stats gains the same plus auc_nct_lo / auc_nct_hi).

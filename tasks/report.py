@@ -68,7 +68,49 @@ def headline_rows(h: dict) -> list[tuple[str, str]]:
                 f"({verdict}: reference {SE_REFERENCE})",
             )
         )
+    return rows + exposure_rows(h)
+
+
+def exposure_rows(h: dict) -> list[tuple[str, str]]:
+    """Rarity and atypicality among the exposed patients, each against what chance alone would give."""
+    rows = []
+    if h.get("atypical_decile_exposed") is not None:
+        share, base = (h.get(f"atypical_decile_share_{k}") for k in ("exposed", "all"))
+        rows.append(
+            (
+                "atypical decile",
+                f"{h['atypical_decile_exposed']} (expected by chance {_f(h.get('atypical_decile_expected'), '.1f')}; "
+                f"{_f(share, '.0%')} of the exposed vs {_f(base, '.0%')} of all; "
+                f"one-sided Fisher p {_f(h.get('atypical_decile_p'), '.2g')})",
+            )
+        )
+    if h.get("rare_patients_exposed") is not None:
+        rows.append(
+            (
+                "rare labels (<5%)",
+                f"{h['rare_patients_exposed']} (expected by chance {_f(h.get('rare_patients_expected'), '.1f')}; "
+                f"one-sided Fisher p {_f(h.get('rare_patients_p'), '.2g')})",
+            )
+        )
+    if h.get("atypicality_spearman_rho") is not None:
+        rows.append(
+            (
+                "risk ~ atypicality",
+                f"Spearman rho {_f(h['atypicality_spearman_rho'], '.2f')} "
+                f"[{_f(h.get('atypicality_spearman_lo'), '.2f')}, {_f(h.get('atypicality_spearman_hi'), '.2f')}] "
+                f"(p {_f(h.get('atypicality_spearman_p'), '.2g')})",
+            )
+        )
     return rows
+
+
+def top_patients_table(result: AuditResult, n: int = 20) -> pd.DataFrame:
+    """The ``n`` most exposed patients with why: their labels, and the rarity (rarest label's training
+    prevalence) and atypicality (standardised within its labels) of their most exposed record."""
+    top = result.patient_stats.sort_values("risk_max", ascending=False).head(n)
+    if result.patient_factors.empty:
+        return top
+    return top.merge(result.patient_factors, on="patient_key", how="left", validate="one_to_one")
 
 
 def chance_sentence(h: dict) -> str:
@@ -271,10 +313,13 @@ def write_report(
         "se_png": se_plot(result, out_dir / "se_vs_models.png"),
     }
     subgroups = export_subgroups(result, min_cell)
+    key_first = ["patient_key", "risk_max", "risk_mean", "n_records", "n_scored"]
+    patients = top_patients_table(result, n=len(result.patient_stats))
+    patients = patients[[c for c in key_first if c in patients] + [c for c in patients if c not in key_first]]
     tables = {
         "subgroup_csv": (subgroups, "subgroup_risk.csv"),
         "attack_csv": (result.attack_summary, "attack_summary.csv"),
-        "patient_csv": (result.patient_stats.sort_values("risk_max", ascending=False), "patient_risk.csv"),
+        "patient_csv": (patients, "patient_risk.csv"),
         "record_csv": (result.record_stats.sort_values("auc", ascending=False), "record_risk.csv"),
         "se_csv": (result.model_count_ablation, "se_vs_models.csv"),
     }
@@ -287,9 +332,6 @@ def write_report(
     over_time = (
         f'<h2>Risk over time</h2><img src="data:image/png;base64,{_png_b64(files["history_png"])}">' if "history_png" in files else ""
     )
-    key_first = ["patient_key", "risk_max", "risk_mean", "n_records", "n_scored"]
-    patients = result.patient_stats.sort_values("risk_max", ascending=False)
-    patients = patients[[c for c in key_first if c in patients] + [c for c in patients if c not in key_first]]
     shown_groups = display_subgroups(subgroups, min_cell)
     legend = SUBGROUP_LEGEND.format(threshold=threshold, top=100 * result.headline.get("top_fraction", 0.01), k=min_cell)
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>medaudit — {html.escape(dataset)}</title>
@@ -318,7 +360,14 @@ patients are suppressed.</p>
 median Hanley-McNeil SE of the top-1% records of at most {SE_REFERENCE}.</p>
 {_table_html(result.model_count_ablation)}
 {over_time}
+<h2>Who is exposed and why</h2>
+<p>Exposed: {html.escape(str(result.exposure_tests["exposed"].iloc[0]) if not result.exposure_tests.empty else "n/a")}.
+Rarity = training prevalence of the rarest label; atypicality = how badly the models that never saw a record fit it,
+standardised within its labels (a patient: their rarest / most atypical record). Each row tests whether the set is
+over-represented among the exposed (one-sided Fisher exact; expected = exposed × share of all units in the set).</p>
+{_table_html(result.exposure_tests)}
 <h2>Most exposed patients (pseudonymous keys)</h2>{_table_html(patients, max_rows=20, csv_name="patient_risk.csv")}
+<p>Run <code>medaudit explain PATIENT_KEY</code> for one patient's records and IN/OUT score distributions.</p>
 </body></html>"""
     files["report_html"] = out_dir / "report.html"
     files["report_html"].write_text(body)

@@ -66,7 +66,7 @@ CREATE TABLE IF NOT EXISTS record_stats (
     audit_id VARCHAR, pool_key VARCHAR, record_idx BIGINT, n_in INTEGER, n_out INTEGER, mu_in DOUBLE,
     mu_out DOUBLE, sd_in DOUBLE, sd_out DOUBLE, auc_raw DOUBLE, auc DOUBLE, auc_se DOUBLE,
     auc_empirical DOUBLE, flag VARCHAR, auc_nct_lo DOUBLE, auc_nct_hi DOUBLE, swap_p DOUBLE, swap_q DOUBLE,
-    at_risk BOOLEAN, chance_above DOUBLE);
+    at_risk BOOLEAN, chance_above DOUBLE, label_set VARCHAR, label_prevalence DOUBLE, atypicality DOUBLE, auc_crossfit DOUBLE);
 CREATE TABLE IF NOT EXISTS patient_stats (
     audit_id VARCHAR, pool_key VARCHAR, patient_key VARCHAR, n_records INTEGER, n_scored INTEGER,
     risk_max DOUBLE, risk_mean DOUBLE, attributes MAP(VARCHAR, VARCHAR), swap_p DOUBLE, swap_q DOUBLE,
@@ -76,7 +76,12 @@ CREATE TABLE IF NOT EXISTS subgroup_stats (
     records BIGINT, median_risk DOUBLE, median_lo DOUBLE, median_hi DOUBLE, n_above BIGINT,
     share_above DOUBLE, share_lo DOUBLE, share_hi DOUBLE, top_observed BIGINT, top_expected DOUBLE,
     pearson_residual DOUBLE, p_value DOUBLE, p_holm DOUBLE, chi2_p DOUBLE, suppressed BOOLEAN,
-    n_at_risk BIGINT, expected_above DOUBLE);
+    n_at_risk BIGINT, expected_above DOUBLE, kind VARCHAR);
+CREATE TABLE IF NOT EXISTS exposure_tests (
+    audit_id VARCHAR, pool_key VARCHAR, level VARCHAR, factor VARCHAR, tested VARCHAR, exposed VARCHAR, n_units BIGINT,
+    n_exposed BIGINT, n_in_set BIGINT, observed BIGINT, expected DOUBLE, share_exposed_in_set DOUBLE, share_lo DOUBLE,
+    share_hi DOUBLE, share_all_in_set DOUBLE, odds_ratio DOUBLE, p_value DOUBLE, spearman_n BIGINT, spearman_rho DOUBLE,
+    spearman_lo DOUBLE, spearman_hi DOUBLE, spearman_p DOUBLE);
 CREATE TABLE IF NOT EXISTS attack_results (
     audit_id VARCHAR, pool_key VARCHAR, attack VARCHAR, attack_version VARCHAR, level VARCHAR,
     params JSON, target_model INTEGER, auc DOUBLE, tpr_at_fpr MAP(DOUBLE, DOUBLE));
@@ -121,6 +126,12 @@ _ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("patient_stats", "chance_above", "DOUBLE"),
     ("subgroup_stats", "n_at_risk", "BIGINT"),
     ("subgroup_stats", "expected_above", "DOUBLE"),
+    # issue 18: rarity, atypicality and the subgroup row kind
+    ("record_stats", "label_set", "VARCHAR"),
+    ("record_stats", "label_prevalence", "DOUBLE"),
+    ("record_stats", "atypicality", "DOUBLE"),
+    ("record_stats", "auc_crossfit", "DOUBLE"),
+    ("subgroup_stats", "kind", "VARCHAR"),
 )
 
 VIEWS = """
@@ -132,7 +143,8 @@ CREATE OR REPLACE VIEW record_risk AS
     SELECT a.audit_id, p.dataset, s.pool_key, s.record_idx, r.patient_key, r.split, s.auc AS risk,
            s.auc_raw, s.auc_se, s.auc_empirical, s.n_in, s.n_out, s.mu_in, s.mu_out, s.sd_in, s.sd_out,
            s.flag, r.source_file, r.source_row, s.auc_raw AS auc_binormal_raw, s.auc_se AS auc_se_hanley_mcneil,
-           s.auc_nct_lo, s.auc_nct_hi, s.swap_p, s.swap_q, s.at_risk, s.chance_above
+           s.auc_nct_lo, s.auc_nct_hi, s.swap_p, s.swap_q, s.at_risk, s.chance_above,
+           s.label_set, s.label_prevalence, s.atypicality, s.auc_crossfit
     FROM record_stats s JOIN latest_audits a USING (audit_id) JOIN pools p ON p.pool_key = s.pool_key
     JOIN records r ON r.dataset_version = p.dataset_version AND r.record_idx = s.record_idx;
 CREATE OR REPLACE VIEW patient_risk AS
@@ -142,6 +154,9 @@ CREATE OR REPLACE VIEW patient_risk AS
 CREATE OR REPLACE VIEW subgroup_risk AS
     SELECT a.audit_id, p.dataset, s.* EXCLUDE (audit_id)
     FROM subgroup_stats s JOIN latest_audits a USING (audit_id) JOIN pools p ON p.pool_key = s.pool_key;
+CREATE OR REPLACE VIEW exposure_risk AS
+    SELECT a.audit_id, p.dataset, e.* EXCLUDE (audit_id)
+    FROM exposure_tests e JOIN latest_audits a USING (audit_id) JOIN pools p ON p.pool_key = e.pool_key;
 CREATE OR REPLACE VIEW attack_summary AS
     SELECT a.audit_id, p.dataset, r.pool_key, r.attack, r.attack_version, r.level, count(*) AS n_targets,
            avg(r.auc) AS auc_mean, coalesce(stddev_pop(r.auc), 0) AS auc_std,
@@ -699,6 +714,61 @@ class AuditStore:
     def compare_subgroups(self, audit_a: str, audit_b: str) -> pd.DataFrame:
         """The ``compare_subgroups`` table: per (attribute, group) counts at risk in A and B, newly / no longer."""
         return self.query("SELECT * FROM compare_subgroups(?, ?)", [audit_a, audit_b])
+
+    def patient_explanation(self, patient_key: str, audit_id: str | None = None) -> dict[str, Any]:
+        """What `medaudit explain` shows for one patient of a pool audit (the latest one holding the patient,
+        or ``audit_id``): ``audit`` (dict), ``patient`` (dict: the patient_stats row, ``rank`` among the
+        audit's patients by risk, ``n_patients``), ``records`` (frame: record stats with rarity, atypicality
+        and its percentile among the audit's records, split, source_file + source_row), ``attributes`` (frame:
+        record_idx, attribute, value) and ``scores`` (frame: model_idx, record_idx, is_in, score = view mean,
+        over the audit's models). Raises MedauditError when the patient is not in the audit."""
+        audit = self.query(
+            "SELECT a.audit_id, a.pool_key, a.dataset, a.dataset_version, a.n_models, a.n_targets, a.finished_at, a.headline "
+            "FROM audits a JOIN patient_stats s USING (audit_id) WHERE s.patient_key = ? AND a.finished_at IS NOT NULL "
+            "AND (CAST(? AS VARCHAR) IS NULL OR a.audit_id = ?) ORDER BY a.finished_at DESC LIMIT 1",
+            [patient_key, audit_id, audit_id],
+        )
+        if audit.empty:
+            where = f"audit {audit_id}" if audit_id else "any finished pool audit"
+            raise MedauditError(f"patient key {patient_key!r} is not in {where} of {self.path}")
+        a = audit.iloc[0].to_dict()
+        aid, pool_key = a["audit_id"], a["pool_key"]
+        patient = (
+            self.query(
+                "SELECT s.*, (SELECT count(*) FROM patient_stats o WHERE o.audit_id = s.audit_id AND o.risk_max > s.risk_max) + 1 AS rank, "
+                "(SELECT count(*) FROM patient_stats o WHERE o.audit_id = s.audit_id) AS n_patients "
+                "FROM patient_stats s WHERE s.audit_id = ? AND s.patient_key = ?",
+                [aid, patient_key],
+            )
+            .iloc[0]
+            .to_dict()
+        )
+        cols = set(self.query("SELECT column_name FROM information_schema.columns WHERE table_name = 'record_stats'")["column_name"])
+        if "auc_crossfit" not in cols:
+            raise MedauditError(f"{self.path}: written before rarity and atypicality were stored; rerun the audit (no model is retrained)")
+        records = self.query(
+            "SELECT s.record_idx, r.split, r.source_file, r.source_row, s.label_set, s.auc AS risk, s.auc_se, s.auc_empirical, "
+            "s.n_in, s.n_out, s.mu_in, s.mu_out, s.sd_in, s.sd_out, s.flag, s.label_prevalence, s.atypicality, s.auc_crossfit, "
+            "(SELECT count(*) FROM record_stats o WHERE o.audit_id = s.audit_id AND o.atypicality < s.atypicality)::DOUBLE "
+            "/ nullif((SELECT count(atypicality) FROM record_stats o WHERE o.audit_id = s.audit_id), 0) AS atypicality_percentile "
+            "FROM record_stats s JOIN records r ON r.dataset_version = ? AND r.record_idx = s.record_idx "
+            "WHERE s.audit_id = ? AND r.patient_key = ? ORDER BY s.auc DESC NULLS LAST, s.record_idx",
+            [a["dataset_version"], aid, patient_key],
+        )
+        idx = [int(i) for i in records["record_idx"]]
+        attributes = self.query(
+            "SELECT record_idx, attribute, value FROM record_attributes WHERE dataset_version = ? AND record_idx IN (SELECT unnest(?)) "
+            "ORDER BY record_idx, attribute",
+            [a["dataset_version"], idx],
+        )
+        scores = self.query(
+            "SELECT sc.model_idx, sc.record_idx, m.is_in, avg(sc.score) AS score FROM scores sc "
+            "JOIN pool_patients pp ON pp.pool_key = sc.pool_key AND pp.patient_key = ? "
+            "JOIN masks m ON m.pool_key = sc.pool_key AND m.model_idx = sc.model_idx AND m.patient_pos = pp.patient_pos "
+            "WHERE sc.pool_key = ? AND sc.model_idx < ? AND sc.record_idx IN (SELECT unnest(?)) GROUP BY ALL ORDER BY ALL",
+            [patient_key, pool_key, int(a["n_models"]), idx],
+        )
+        return {"audit": a, "patient": patient, "records": records, "attributes": attributes, "scores": scores}
 
     def query(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
         return self.con.execute(sql, params or []).df()

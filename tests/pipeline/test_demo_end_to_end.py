@@ -134,3 +134,31 @@ def test_no_raw_patient_id_in_results_logs_or_artifacts(demo: dict) -> None:
         assert not leaked(str(a.data)), a.key
     for log in logs:
         assert not leaked(log.message)
+
+
+def test_record_risk_carries_rarity_and_atypicality_and_explain_shows_why(demo: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue #18: rarity and cross-fitted atypicality per record; `medaudit explain` on the most exposed patient."""
+    rr = _q(demo["db"], "SELECT source_row, risk, label_prevalence, atypicality, auc_crossfit FROM record_risk")
+    assert rr["label_prevalence"].between(0, 1).all() and rr["atypicality"].notna().mean() > 0.99
+    truth = pd.read_csv(demo["results"] / "demo_data" / "mimic-iv-ed" / "n800_seed0" / "_synthetic_truth.csv")
+    atypical = rr.merge(truth[truth["plant"] == "atypical_stay"], on="source_row")
+    # the planted atypical stays are what the OUT models fit worst for their outcome
+    assert atypical["atypicality"].median() > rr["atypicality"].quantile(0.9)
+    tests = _q(demo["db"], "SELECT level, factor, observed, expected, p_value FROM exposure_risk").set_index(["level", "factor"])
+    assert len(tests) == 4
+    rec = tests.loc[("record", "atypicality")]
+    assert rec["observed"] > 2 * rec["expected"] and rec["p_value"] < 0.01, rec.to_dict()
+
+    top = _q(demo["db"], "SELECT patient_key FROM patient_risk ORDER BY risk DESC, patient_key LIMIT 1")["patient_key"][0]
+    capsys.readouterr()
+    assert main(["explain", top, "--results", str(demo["results"])]) == 0
+    out = capsys.readouterr().out
+    assert f"patient {top}" in out and "rank 1 of " in out
+    assert "rarest label prevalence" in out and re.search(r"atypicality [+-]\d+\.\d\d SD", out) and "separation" in out
+    assert "master_dataset.csv, row " in out
+    plot = Path(re.search(r"IN/OUT score plot \(owner-only\): (\S+)", out).group(1))
+    assert plot.stat().st_size > 0 and (plot.stat().st_mode & 0o077) == 0
+    cohort = demo["results"] / "demo_data" / "mimic-iv-ed" / "n800_seed0"
+    raw = pd.read_csv(cohort / "master_dataset.csv", usecols=["subject_id", "stay_id"])
+    raw_ids = set(raw["subject_id"].astype(str)) | set(raw["stay_id"].astype(str))
+    assert not set(re.findall(r"(?<![\d.])\d{8}(?![\d.])", out)) & raw_ids
