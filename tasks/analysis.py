@@ -355,7 +355,7 @@ def analyze_pool(
     fprs = list(attack.fpr_points)
     grid = log_fpr_grid(200, 1e-5)
     results, rocs, summary = [], [], []
-    for name, sc in attacks.items():
+    for name, sc in attacks.items() if T else ():  # no held-out target: no aggregate attack to summarise
         levels = [("record", sc, membership)]
         if name.startswith("lira"):
             levels.append(("patient", patient_llr(sc, codes, n_pat), patient_membership(membership, codes, n_pat)))

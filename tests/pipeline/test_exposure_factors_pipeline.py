@@ -42,7 +42,7 @@ from tasks.synthetic import get_synthetic_writer
 from tasks.synthetic.cohort import ATYPICAL, TRUTH_FILE
 
 N_MODELS = 24
-N_TARGETS = 2  # analyze_pool needs held-out targets for its aggregate attacks
+N_TARGETS = 2  # held-out targets for the aggregate attacks
 POOL = "exposure-pool"
 # patients per cohort, adapter options; ED stays are one record each, CXR patients have several images
 COHORTS = {"mimic-iv-ed": (400, {}), "chexpert": (60, {"image_size": 16}), "ptb-xl": (150, {})}
@@ -83,7 +83,7 @@ def cohort(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     return {"dataset": dataset, "snap": snap, "atypical": atypical, "tmp": tmp}
 
 
-def _audit(cohort: dict, planted: bool, folder: str) -> dict:
+def _audit(cohort: dict, planted: bool, folder: str, n_targets: int = N_TARGETS) -> dict:
     """Simulated pool on the real snapshot -> analyze_pool -> store -> report; returns the pieces."""
     snap = cohort["snap"]
     rec = snap.records
@@ -103,7 +103,7 @@ def _audit(cohort: dict, planted: bool, folder: str) -> dict:
     results = cohort["tmp"] / folder
     store = AuditStore(results / "medaudit.duckdb")
     store.register_snapshot(snap)
-    pool = PoolRecord(POOL, snap.dataset, snap.version, "simulated", {}, {}, 0, 1, N_TARGETS, "simulated", "test", len(order))
+    pool = PoolRecord(POOL, snap.dataset, snap.version, "simulated", {}, {}, 0, 1, n_targets, "simulated", "test", len(order))
     store.ensure_pool(pool, order)
     store.store_masks(POOL, masks)
     shard = cohort["tmp"] / f"{folder}_logits.parquet"
@@ -126,8 +126,8 @@ def _audit(cohort: dict, planted: bool, folder: str) -> dict:
         prob = 1.0 / (1.0 + np.exp(-score))
         assert store.load_model_shard(POOL, m, shard, meta, score[:, None], prob[:, None], np.full(n, "", dtype=object))
     report = ReportConfig(bootstrap_samples=100, min_cell=5, top_fraction=0.1)
-    result = analyze_pool(store, snap, POOL, list(range(N_MODELS)), N_TARGETS, 1, AttackConfig(), report)
-    store.start_audit("a-" + folder, POOL, snap.dataset, snap.version, N_MODELS, N_TARGETS, {}, None)
+    result = analyze_pool(store, snap, POOL, list(range(N_MODELS)), n_targets, 1, AttackConfig(), report)
+    store.start_audit("a-" + folder, POOL, snap.dataset, snap.version, N_MODELS, n_targets, {}, None)
     store_result(store, result, "a-" + folder, POOL, list(snap.attributes))
     store.finish_audit("a-" + folder, result.headline)
     store.close()
@@ -198,3 +198,13 @@ def test_nothing_planted_gives_no_signal_beyond_chance(cohort: dict) -> None:
     assert len(p) >= 2 and (p > 0.01).all(), (cohort["dataset"], tests.to_dict("records"))
     atyp = tests[tests["factor"] == "atypicality"]
     assert ((atyp["spearman_lo"] <= 0.05) & (atyp["spearman_hi"] >= -0.05)).all(), atyp
+
+
+def test_a_pool_without_held_out_targets_still_audits(cohort: dict) -> None:
+    """n_targets = 0 (every model a reference): record, patient and subgroup risk, no aggregate-attack rows."""
+    if cohort["dataset"] != "mimic-iv-ed":
+        pytest.skip("one cohort is enough for the wiring")
+    res = _audit(cohort, planted=True, folder="no-targets", n_targets=0)["result"]
+    assert res.attack_results.empty and res.attack_summary.empty
+    assert res.headline["n_targets"] == 0 and res.headline["lira_auc_mean"] is None
+    assert res.patient_stats["risk_max"].notna().all() and not res.subgroups.empty
