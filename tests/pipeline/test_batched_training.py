@@ -29,7 +29,7 @@ RECIPE = TrainRecipe(epochs=12, batch_size=32, learning_rate=0.05)
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp = tmp_path_factory.mktemp("batched")
-    write_ed_cohort(tmp / "raw", 250, seed=5)
+    write_ed_cohort(tmp / "raw", 400, seed=5)
     snap = build_snapshot(get_dataset("mimic-iv-ed"), tmp / "raw", tmp / "results", b"batched-training-test-secret-012")
     train_idx, order, codes = training_patients(snap.records)
     masks = pool_masks(len(order), 0, N_MODELS)
