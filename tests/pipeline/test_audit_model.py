@@ -38,6 +38,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     train_patients = rec.loc[rec["split"] == "train", "raw_patient_id"].drop_duplicates()
     members = train_patients.sample(frac=0.5, random_state=1)
     member = rec["raw_patient_id"].isin(set(members)).to_numpy()
+    # standardised in float64 as medaudit feeds --model (tasks/target_inputs.py), so the exported logits
+    # come from exactly the inputs the other three ways see
+    x = x.astype(np.float64)
     mu, sd = x[member].mean(0), x[member].std(0)
     xs = ((x - mu) / np.where(sd > 0, sd, 1)).astype(np.float32)
     y = rec[["y_outcome_hospitalization"]].to_numpy()
