@@ -12,7 +12,7 @@ import duckdb
 import pytest
 import yaml
 
-from deployments.reaudit import audit_key_of, decide, deployments_from_file, load_audit_config
+from deployments.reaudit import audit_key_of, decide, deployments_from_file, load_audit_config, reusable_audit
 from tasks.config import AuditConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,6 +110,11 @@ def test_serve_needs_a_server(tmp_path: Path, helpers: SimpleNamespace, monkeypa
     assert "PREFECT_API_URL" not in os.environ  # a failed serve leaves this process as it was
 
 
+def _audit_count(db: Path) -> int:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute("SELECT count(*) FROM audits").fetchall()[0][0]
+
+
 def _models(db: Path) -> dict[str, list[int]]:
     with duckdb.connect(str(db), read_only=True) as con:
         rows = con.execute("SELECT pool_key, model_idx FROM models ORDER BY pool_key, model_idx").fetchall()
@@ -140,6 +145,18 @@ def test_reaudits_train_only_what_changed(demo_audit: dict[str, Any], helpers: S
     assert (r["ran"], r["trained"], r["audit"]) == (False, 0, None), r["reason"]
     assert r["pool_key"] == demo_audit["pool_key"] and r["previous_audit_id"] == demo_audit["audit_id"]
     assert _models(db) == {demo_audit["pool_key"]: list(range(8))}
+
+    # 1b. the same demo command again: the same rule reuses the demo's audit, no audit row added, nothing recomputed
+    n_audits = _audit_count(db)
+    code, out = helpers.run_cli([*helpers.demo_args, "--results", str(results)])
+    assert code == 0, out
+    again = helpers.json_tail(out)
+    assert again["reused"] and again["audit_id"] == demo_audit["audit_id"] and again["headline"]["trained"] == 0
+    assert again["headline"]["n_patients"] == demo_audit["result"]["headline"]["n_patients"]
+    assert _audit_count(db) == n_audits
+    changed = load_audit_config(cfg_file).model_dump(mode="json")
+    changed["report"]["min_cell"] += 1  # a changed setting is audited again
+    assert reusable_audit(load_audit_config(cfg_file)) is not None and reusable_audit(AuditConfig.model_validate(changed)) is None
 
     # 2. one recipe field changed: a new pool, all its 8 models trained; the old pool untouched
     epochs = 5 if config["pool"]["recipe"]["epochs"] != 5 else 6
