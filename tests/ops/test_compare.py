@@ -146,12 +146,21 @@ def test_compare_after_a_real_retrain_lists_the_planted_atypical_patients(tmp_pa
                 [b["audit_id"], b["dataset_version"], rows],
             ).fetchall()
         }
-        risk = dict(con.execute("SELECT patient_key, risk_max FROM patient_stats WHERE audit_id = ?", [a["audit_id"]]).fetchall())
+        risk = {
+            name: dict(con.execute("SELECT patient_key, risk_max FROM patient_stats WHERE audit_id = ?", [r["audit_id"]]).fetchall())
+            for name, r in audits.items()
+        }
     assert len(planted) >= 3, planted
-    exposed_before = {k for k in planted if risk[k] >= doc["risk_threshold"][0]}
+    exposed_before = {k for k in planted if risk["a"][k] >= doc["risk_threshold"][0]}
     candidates = planted - exposed_before  # planted patients not yet at risk in A: the retrain can make them newly at risk
     found = candidates & newly
-    share_planted, share_others = len(found) / len(candidates), len(newly - planted) / (len(risk) - len(planted))
-    print(f"planted {len(planted)}, at risk in A {len(exposed_before)}, newly at risk {len(found)}; others {share_others:.1%} newly")
-    assert len(found) >= 0.5 * len(candidates), (found, candidates, doc["counts"])
-    assert share_planted >= 3 * share_others, (share_planted, share_others)
+    share_planted, share_others = len(found) / len(candidates), len(newly - planted) / (len(risk["b"]) - len(planted))
+    rank_b = pd.Series(risk["b"]).rank(pct=True)
+    print(
+        f"planted {len(planted)}, at risk in A {len(exposed_before)}, newly at risk {len(found)} ({share_planted:.0%}); "
+        f"others {share_others:.1%} newly; planted median risk percentile in B {rank_b[list(planted)].median():.2f}"
+    )
+    # 100 epochs expose many patients (the retrain's price); the planted ones at least twice as often, and on top
+    assert len(found) >= 2 and len(found) >= 0.5 * len(candidates), (found, candidates, doc["counts"])
+    assert share_planted >= 2 * share_others, (share_planted, share_others)
+    assert rank_b[list(planted)].median() >= 0.75
