@@ -107,6 +107,46 @@ def decide(cfg: AuditConfig, pool_key: str, dataset_version: str, latest: dict[s
     return True, "changed since audit " + latest["audit_id"] + ": " + ("; ".join(changes) or "audit key")
 
 
+def reusable_audit(cfg: AuditConfig) -> dict[str, Any] | None:
+    """The latest finished audit of ``cfg`` as run_audit returns it, when nothing its numbers depend on changed.
+
+    The same rule as a scheduled re-audit (``decide``: the audit key), checked without a flow run or a
+    decode: the raw folder's fingerprint must name a recorded snapshot (tasks/ingest_cache.py), else the
+    data may have changed and None is returned. The result carries ``reused: True`` and the reason;
+    ``headline["trained"]`` is 0 (nothing was trained now)."""
+    from flows.audit import pool_key_for
+    from tasks.datasets import get_dataset
+    from tasks.ingest_cache import cached_snapshot, raw_fingerprint
+    from tasks.pseudonym import load_or_create_secret
+
+    latest = latest_audit_of(cfg.db_path, cfg.dataset, cfg.raw_dir)
+    if latest is None:
+        return None
+    adapter = get_dataset(cfg.dataset, cfg.dataset_options)
+    snapshot = cached_snapshot(cfg.results_dir, adapter.name, raw_fingerprint(adapter, cfg.raw_dir, load_or_create_secret()))
+    if snapshot is None:
+        return None
+    pool_key, _ = pool_key_for(cfg, snapshot)
+    run, reason = decide(cfg, pool_key, snapshot.version, latest, force=False)
+    if run:
+        return None
+    report_dir = cfg.results_dir / "reports" / snapshot.dataset / latest["audit_id"]
+    return {
+        "audit_id": latest["audit_id"],
+        "pool_key": pool_key,
+        "dataset_version": snapshot.version,
+        "headline": {**latest["headline"], "trained": 0, "recovered": 0},
+        "n_raw": snapshot.n_raw,
+        "n_accepted": snapshot.n_accepted,
+        "n_quarantined": snapshot.n_quarantined,
+        "db_path": str(cfg.db_path),
+        "report_dir": str(report_dir),
+        "files": {"report_html": str(report_dir / "report.html")},
+        "reused": True,
+        "reason": reason,
+    }
+
+
 @flow(name=FLOW_NAME, log_prints=True)
 def reaudit_flow(config: dict[str, Any], force: bool = False, show_progress: bool = False) -> dict[str, Any]:
     """Audit ``config`` (an AuditConfig as a dict) again if its dataset snapshot, pool or settings changed."""

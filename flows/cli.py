@@ -169,10 +169,15 @@ def demo_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from deployments.reaudit import reusable_audit
     from flows.audit import run_audit
 
     cfg = demo_config(args)
-    _print_result(run_audit(cfg, show_progress=not args.no_progress), args.json)
+    # a rerun with the same data, pool and settings shows the stored audit instead of adding a duplicate
+    stored = None if args.force else reusable_audit(cfg)
+    if stored is not None and not args.json:
+        print(f"reused audit {stored['audit_id']}: {stored['reason']} (--force audits again)")
+    _print_result(stored or {**run_audit(cfg, show_progress=not args.no_progress), "reused": False}, args.json)
     return 0
 
 
@@ -317,6 +322,7 @@ def build_parser(discover: bool = True) -> argparse.ArgumentParser:
     )
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic cohort")
     _add_run_options(p, models_default=48)
+    p.add_argument("--force", action="store_true", help="audit again even when an audit with the same data, pool and settings is stored")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("audit", help="audit a dataset end to end from its raw layout")

@@ -126,4 +126,6 @@ def wait_for(
 @pytest.fixture(scope="session")
 def helpers() -> SimpleNamespace:
     """The functions above for the test modules (pytest's importlib mode does not let them import this file)."""
-    return SimpleNamespace(run_cli=run_cli, json_tail=json_tail, free_port=free_port, wait_for=wait_for, Processes=Processes)
+    return SimpleNamespace(
+        run_cli=run_cli, json_tail=json_tail, free_port=free_port, wait_for=wait_for, Processes=Processes, demo_args=DEMO_ARGS
+    )

@@ -106,3 +106,61 @@ def test_compare_view_in_sql(two_audits: dict[str, Any], helpers: SimpleNamespac
 def test_compare_errors(two_audits: dict[str, Any], helpers: SimpleNamespace, capsys) -> None:
     assert helpers.run_cli(["compare", "auditA", "nope", "--results", str(two_audits["results"])])[0] == 2
     assert "no finished audit 'nope'" in capsys.readouterr().err
+
+
+RETRAIN_DEMO = ["demo", "--patients", "300", "--models", "16", "--targets", "2", "--no-progress", "--json"]
+
+
+@pytest.mark.heavy
+@pytest.mark.slow
+def test_compare_after_a_real_retrain_lists_the_planted_atypical_patients(tmp_path: Path, helpers: SimpleNamespace) -> None:
+    """End to end: audit A of a synthetic ED cohort with a recipe that barely memorises (1 epoch), then a
+    "retrain" with the demo's recipe run to 100 epochs on the same data and results folder; `medaudit compare A B`
+    lists the patients of the planted atypical stays (tasks/synthetic/mimic_iv_ed.py: an outcome only
+    memorising predicts) among those newly at risk, far more often than the other patients."""
+    import duckdb
+    import pandas as pd
+
+    results = tmp_path / "results"
+    audits = {}
+    for name, extra in (("a", ["--epochs", "1"]), ("b", ["--epochs", "100"])):
+        code, out = helpers.run_cli([*RETRAIN_DEMO, *extra, "--results", str(results)])
+        assert code == 0, out
+        audits[name] = helpers.json_tail(out)
+    a, b = audits["a"], audits["b"]
+    assert not b["reused"] and a["dataset_version"] == b["dataset_version"] and a["pool_key"] != b["pool_key"]
+    code, out = helpers.run_cli(["compare", a["audit_id"], b["audit_id"], "--results", str(results), "--json"])
+    assert code == 0, out
+    doc = json.loads(out)
+    newly = set(doc["newly_at_risk"])
+
+    # planted stays -> patient keys through the snapshot's records table (source_row), never through raw ids
+    truth = pd.read_csv(results / "demo_data" / "mimic-iv-ed" / "n300_seed0" / "_synthetic_truth.csv")
+    rows = [int(r) for r in truth.loc[truth["plant"] == "atypical_stay", "source_row"]]
+    with duckdb.connect(str(results / "medaudit.duckdb"), read_only=True) as con:
+        planted = {
+            k
+            for (k,) in con.execute(
+                "SELECT DISTINCT r.patient_key FROM records r JOIN patient_stats s ON s.patient_key = r.patient_key AND s.audit_id = ? "
+                "WHERE r.dataset_version = ? AND list_contains(?, r.source_row)",
+                [b["audit_id"], b["dataset_version"], rows],
+            ).fetchall()
+        }
+        risk = {
+            name: dict(con.execute("SELECT patient_key, risk_max FROM patient_stats WHERE audit_id = ?", [r["audit_id"]]).fetchall())
+            for name, r in audits.items()
+        }
+    assert len(planted) >= 3, planted
+    exposed_before = {k for k in planted if risk["a"][k] >= doc["risk_threshold"][0]}
+    candidates = planted - exposed_before  # planted patients not yet at risk in A: the retrain can make them newly at risk
+    found = candidates & newly
+    share_planted, share_others = len(found) / len(candidates), len(newly - planted) / (len(risk["b"]) - len(planted))
+    rank_b = pd.Series(risk["b"]).rank(pct=True)
+    print(
+        f"planted {len(planted)}, at risk in A {len(exposed_before)}, newly at risk {len(found)} ({share_planted:.0%}); "
+        f"others {share_others:.1%} newly; planted median risk percentile in B {rank_b[list(planted)].median():.2f}"
+    )
+    # 100 epochs expose many patients (the retrain's price); the planted ones at least twice as often, and on top
+    assert len(found) >= 2 and len(found) >= 0.5 * len(candidates), (found, candidates, doc["counts"])
+    assert share_planted >= 2 * share_others, (share_planted, share_others)
+    assert rank_b[list(planted)].median() >= 0.75

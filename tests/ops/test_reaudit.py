@@ -12,7 +12,7 @@ import duckdb
 import pytest
 import yaml
 
-from deployments.reaudit import audit_key_of, decide, deployments_from_file, load_audit_config
+from deployments.reaudit import audit_key_of, decide, deployments_from_file, load_audit_config, reusable_audit
 from tasks.config import AuditConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,6 +110,11 @@ def test_serve_needs_a_server(tmp_path: Path, helpers: SimpleNamespace, monkeypa
     assert "PREFECT_API_URL" not in os.environ  # a failed serve leaves this process as it was
 
 
+def _audit_count(db: Path) -> int:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute("SELECT count(*) FROM audits").fetchall()[0][0]
+
+
 def _models(db: Path) -> dict[str, list[int]]:
     with duckdb.connect(str(db), read_only=True) as con:
         rows = con.execute("SELECT pool_key, model_idx FROM models ORDER BY pool_key, model_idx").fetchall()
@@ -119,15 +124,40 @@ def _models(db: Path) -> dict[str, list[int]]:
     return out
 
 
-@pytest.mark.slow
-def test_reaudits_train_only_what_changed(demo_audit: dict[str, Any], helpers: SimpleNamespace, tmp_path: Path) -> None:
-    results = demo_audit["results"]
-    db = results / "medaudit.duckdb"
-    with duckdb.connect(str(db), read_only=True) as con:
+def _stored_config(demo_audit: dict[str, Any], tmp_path: Path) -> tuple[dict[str, Any], Path]:
+    """The demo audit's stored config, as a dict and written to a YAML file."""
+    with duckdb.connect(str(demo_audit["results"] / "medaudit.duckdb"), read_only=True) as con:
         stored = con.execute("SELECT config FROM audits WHERE audit_id = ?", [demo_audit["audit_id"]]).fetchall()[0][0]
     config = json.loads(stored) if isinstance(stored, str) else stored
     cfg_file = tmp_path / "audit.yaml"
     cfg_file.write_text(yaml.safe_dump(config))
+    return config, cfg_file
+
+
+@pytest.mark.slow
+def test_a_demo_rerun_reuses_its_audit(demo_audit: dict[str, Any], helpers: SimpleNamespace, tmp_path: Path) -> None:
+    """The same `medaudit demo` again (before the heavy test below audits other settings into this folder): the
+    re-audit rule finds nothing changed, so the demo's audit is shown, no audit row added, nothing recomputed."""
+    results = demo_audit["results"]
+    db = results / "medaudit.duckdb"
+    n_audits = _audit_count(db)
+    code, out = helpers.run_cli([*helpers.demo_args, "--results", str(results)])
+    assert code == 0, out
+    again = helpers.json_tail(out)
+    assert again["reused"] and again["audit_id"] == demo_audit["audit_id"] and again["headline"]["trained"] == 0
+    assert again["headline"]["n_patients"] == demo_audit["result"]["headline"]["n_patients"]
+    assert _audit_count(db) == n_audits
+    _config, cfg_file = _stored_config(demo_audit, tmp_path)
+    changed = load_audit_config(cfg_file).model_dump(mode="json")
+    changed["report"]["min_cell"] += 1  # a changed setting is audited again
+    assert reusable_audit(load_audit_config(cfg_file)) is not None and reusable_audit(AuditConfig.model_validate(changed)) is None
+
+
+@pytest.mark.slow
+def test_reaudits_train_only_what_changed(demo_audit: dict[str, Any], helpers: SimpleNamespace, tmp_path: Path) -> None:
+    results = demo_audit["results"]
+    db = results / "medaudit.duckdb"
+    config, cfg_file = _stored_config(demo_audit, tmp_path)
     assert load_audit_config(cfg_file).results_dir == results.resolve()
 
     def reaudit(*extra: str) -> dict[str, Any]:

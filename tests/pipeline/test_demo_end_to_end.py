@@ -45,11 +45,14 @@ def test_demo_prints_headline_numbers_and_where_results_are(demo: dict) -> None:
     assert "trained now: 32" in out
 
 
-def test_rerun_trains_no_model(demo: dict) -> None:
+def test_rerun_reuses_the_audit(demo: dict) -> None:
+    """The same demo again: nothing changed, so the stored audit is shown; no model trained, no audit row added."""
+    audit_id = _q(demo["db"], "SELECT audit_id FROM audits")["audit_id"][0]
+    assert f"reused audit {audit_id}: unchanged since audit {audit_id}" in demo["second"]
     assert "trained now: 0" in demo["second"]
     models = _q(demo["db"], "SELECT pool_key, model_idx, count(*) AS n FROM models GROUP BY ALL")
     assert len(models) == 32 and (models["n"] == 1).all()
-    assert _q(demo["db"], "SELECT count(*) AS n FROM audits")["n"][0] == 2
+    assert _q(demo["db"], "SELECT count(*) AS n FROM audits")["n"][0] == 1
 
 
 def test_the_papers_phenomenon(demo: dict) -> None:

@@ -427,6 +427,7 @@ def test_two_audits_of_the_same_pool_at_once_store_each_model_once(tmp_path: Pat
     results = tmp_path / "results"
     n_models = 8
     argv = ["demo", "--patients", "300", "--models", str(n_models), "--targets", "2", "--epochs", "3", "--workers", "1", "--json"]
+    argv.append("--force")  # two audits, even when the second only reaches the database after the first finished
     started = time.monotonic()
     # the same command, results folder and MEDAUDIT_HOME twice
     first, second = _start_together(procs, {"a": _demo_cmd(argv, results), "b": _demo_cmd(argv, results)}, _env(tmp_path))
