@@ -184,7 +184,10 @@ def subgroup_survival_plot(result: AuditResult, path: Path, min_cell: int) -> Pa
         ax.axvline(0.9, ls=":", color="grey")
         ax.set_title(str(attr), fontsize=9)
         ax.set_xlabel("patient risk (max record AUC)", fontsize=8)
-        ax.legend(fontsize=6)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+        else:  # every group of the attribute is a small cell: nothing drawn, say why instead of an empty legend
+            ax.text(0.5, 0.5, f"every group < {min_cell} patients (suppressed)", ha="center", fontsize=7, transform=ax.transAxes)
     for ax in axes.ravel()[len(attrs) :]:
         ax.axis("off")
     if not attrs:
