@@ -96,15 +96,24 @@ class Workload:
     arch_params: dict[str, Any] = field(default_factory=dict)
     batch_size: int | None = None  # None: the recipe's
     grad_accum: int | None = None
+    variants: bool = False  # also time the fast path without cuDNN autotuning, and count host syncs
 
 
 WORKLOADS = [
-    Workload("wrn_28_2/chexpert", "chexpert", "wrn_28_2"),
+    Workload("wrn_28_2/chexpert", "chexpert", "wrn_28_2", variants=True),
     Workload("wrn_28_2/fitzpatrick", "fitzpatrick", "wrn_28_2"),
     Workload("resnet1d_128/ptb-xl", "ptb-xl", "resnet1d_128"),
     Workload("vit_b_16/chexpert", "chexpert", "vit_b_16", batch_size=256, grad_accum=4),  # the paper's ViT batch at 64 px
     Workload("tabresnet/mimic-iv-ed", "mimic-iv-ed", "tabresnet"),
 ]
+
+
+# --smoke: small variants of the same code paths, on tiny shapes (the CI test)
+SMOKE_WORKLOADS = [
+    Workload("wrn_16_1/chexpert", "chexpert", "wrn", {"depth": 16, "width": 1}),
+    Workload("resnet1d_32/ptb-xl", "ptb-xl", "resnet1d_32"),
+]
+SMOKE_SHAPES: dict[int, tuple[int, ...]] = {3: (1, 16, 16), 2: (12, 64), 1: (64,)}
 
 
 def _sync(device: torch.device) -> None:
@@ -184,7 +193,7 @@ def bench_workload(w: Workload, args: argparse.Namespace, device: torch.device, 
     from tasks.training import train_model
 
     p = PAPER[w.dataset]
-    shape = tuple(args.smoke_shapes.get(len(p["shape"]), p["shape"])) if args.smoke else p["shape"]
+    shape = SMOKE_SHAPES[len(p["shape"])] if args.smoke else p["shape"]
     task = _task(w.dataset, shape)
     image = len(shape) == 3
     rec = dict(RECIPES[p["recipe"]])
@@ -243,6 +252,22 @@ def bench_workload(w: Workload, args: argparse.Namespace, device: torch.device, 
         res["first_model_seconds_incl_compile"] = first
         out[label] = res
         print(f"  {w.name} {label}: {res['records_per_s']:,.0f}/s (first model {first:.1f} s)", file=sys.stderr, flush=True)
+    if w.variants and args.compile:  # cheap: the compiled module is reused, only a setting changes
+        import tasks.fast_training as ft
+
+        def one_model(seed: int, compile_: bool = True) -> Any:
+            return train_model_fast(data, members, y, task, w.arch, w.arch_params, recipe, seed, compile=compile_)
+
+        ft.CUDNN_BENCHMARK = False
+        try:
+            out["fast_no_cudnn_benchmark"] = res = rate(timed(lambda: one_model(1)))
+        finally:
+            ft.CUDNN_BENCHMARK = True
+        print(f"  {w.name} fast, cuDNN autotuning off: {res['records_per_s']:,.0f}/s", file=sys.stderr, flush=True)
+    if w.variants and device.type == "cuda":
+        out["host_syncs"] = host_syncs(
+            lambda: train_model_fast(data, members, y, task, w.arch, w.arch_params, recipe, 2, compile=args.compile)
+        )
     torch.manual_seed(0)
     model = build_model(w.arch, shape, task.n_outputs, task.modality, **w.arch_params).to(device)
     if image:
@@ -258,6 +283,86 @@ def bench_workload(w: Workload, args: argparse.Namespace, device: torch.device, 
         flush=True,
     )
     return out
+
+
+def host_syncs(fn: Any) -> dict[str, Any]:
+    """Host synchronisations ``fn`` makes on CUDA (torch's sync debug mode): the fast path should make a few per model, not per step."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    msgs = [str(c.message).splitlines()[0][:160] for c in caught if "synchroniz" in str(c.message).lower()]
+    return {"count": len(msgs), "first": sorted(set(msgs))[:5]}
+
+
+def concurrent_processes(w: Workload, procs: int, args: argparse.Namespace) -> dict[str, Any]:
+    """``procs`` processes on one GPU, each training ``w`` on the fast path, timed together after a barrier.
+
+    The question of "fill the GPU": does more than one compiled model per GPU add throughput for a small
+    architecture? Each worker compiles (Inductor's cache on disk makes that quick after the main process did),
+    warms up, waits at the barrier, then trains one model; the aggregate rate is all records over the span
+    from the go signal to the last worker's end.
+    """
+    import subprocess
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-gpu-procs-"))
+    go = tmp / "go"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", w.name, "--steps", str(args.steps), "--go", str(go)]
+    cmd += ["--device", str(args.device_used)] + (["--no-compile"] if not args.compile else []) + (["--smoke"] if args.smoke else [])
+    logs = [(tmp / f"w{i}.err").open("w") for i in range(procs)]  # files, not pipes: a full pipe would stall a worker
+    workers = [subprocess.Popen([*cmd, "--out", str(tmp / f"w{i}.json")], stderr=logs[i]) for i in range(procs)]
+    deadline = time.time() + 240
+    while time.time() < deadline and not all((tmp / f"w{i}.json.ready").exists() for i in range(procs)):
+        if any(p.poll() not in (None, 0) for p in workers):
+            break
+        time.sleep(0.2)
+    t_go = time.time()
+    go.write_text("go")
+    codes = [p.wait(timeout=300) for p in workers]
+    for f in logs:
+        f.close()
+    if any(codes):
+        return {"procs": procs, "error": (tmp / f"w{codes.index(next(c for c in codes if c))}.err").read_text()[-1500:]}
+    res = [json.loads((tmp / f"w{i}.json").read_text()) for i in range(procs)]
+    span = max(r["end"] for r in res) - t_go
+    total = sum(r["records"] for r in res)
+    return {"procs": procs, "records_per_s_all": total / span, "per_process": [r["records"] / (r["end"] - r["start"]) for r in res]}
+
+
+def worker_main(args: argparse.Namespace, device: torch.device) -> int:
+    """One process of ``concurrent_processes``: compile and warm up, signal ready, wait for go, train, report."""
+    from tasks.config import TrainRecipe
+    from tasks.fast_training import resident_inputs, train_model_fast
+
+    w = next(x for x in WORKLOADS + SMOKE_WORKLOADS if x.name == args.worker)
+    p = PAPER[w.dataset]
+    shape = SMOKE_SHAPES[len(p["shape"])] if args.smoke else p["shape"]
+    task = _task(w.dataset, shape)
+    rec = dict(RECIPES[p["recipe"]], epochs=1, precision="bf16", channels_last=len(shape) == 3)
+    rec.update({k: v for k, v in (("batch_size", w.batch_size), ("grad_accum_steps", w.grad_accum)) if v})
+    if args.smoke:
+        rec["batch_size"] = min(rec["batch_size"], 8)
+    recipe = TrainRecipe(**rec)
+    n = recipe.batch_size * args.steps
+    x, y = _data(task, n, seed=os.getpid())
+    data, members = resident_inputs(x, device), np.arange(n)
+    warm = recipe.batch_size * 2 * recipe.grad_accum_steps
+    train_model_fast(data, members[:warm], y[:warm], task, w.arch, w.arch_params, recipe, 0, compile=args.compile)
+    _sync(device)
+    Path(str(args.out) + ".ready").write_text("ready")
+    while not Path(args.go).exists():
+        time.sleep(0.01)
+    start = time.time()
+    train_model_fast(data, members, y, task, w.arch, w.arch_params, recipe, 1, compile=args.compile)
+    _sync(device)
+    args.out.write_text(json.dumps({"records": n, "start": start, "end": time.time()}))
+    return 0
 
 
 def dp_check(device: torch.device, smoke: bool) -> dict[str, Any]:
@@ -307,46 +412,78 @@ def projections(results: dict[str, Any], peak: float) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU, no compile (the CI test)")
-    ap.add_argument("--steps", type=int, default=None, help="timed optimizer batches per path (default 40; 2 with --smoke)")
+    ap.add_argument("--steps", type=int, default=None, help="timed batches per path (default 100 on CUDA, 40 elsewhere; 2 with --smoke)")
     ap.add_argument("--only", default=None, help="comma list of workload names (default: all)")
     ap.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile path")
     ap.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     ap.add_argument("--out", type=Path, default=None, help="output folder (bench_gpu.json) or .json file")
+    ap.add_argument("--budget-s", type=float, default=480.0, help="start no further workload after this many seconds")
+    ap.add_argument("--procs", default=None, help="comma list of process counts for the one-GPU concurrency check ('' skips it)")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # one process of the concurrency check
+    ap.add_argument("--go", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    args.procs = args.procs if args.procs is not None else ("2" if args.smoke else "4")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    args.steps = args.steps or (2 if args.smoke else 40)
-    args.smoke_shapes = {3: (1, 16, 16), 2: (12, 64), 1: (64,)}
+    args.steps = args.steps or (2 if args.smoke else 100 if device.type == "cuda" else 40)
+    args.device_used = device
     if args.smoke:
         args.compile = False
-    workloads = [w for w in WORKLOADS if args.only is None or w.name in args.only.split(",")]
-    if args.smoke:  # small variants of the same code paths
-        workloads = [
-            Workload("wrn_16_1/chexpert", "chexpert", "wrn", {"depth": 16, "width": 1}),
-            Workload("resnet1d_32/ptb-xl", "ptb-xl", "resnet1d_32"),
-        ]
+    if args.worker:
+        return worker_main(args, device)
+    workloads = [w for w in (SMOKE_WORKLOADS if args.smoke else WORKLOADS) if args.only is None or w.name in args.only.split(",")]
+    out = args.out or ROOT / "bench" / "results" / ("gpu_smoke.json" if args.smoke else "gpu.json")
+    out = out / "bench_gpu.json" if out.suffix != ".json" else out
+    out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     peak = matmul_peak(device, 512 if args.smoke or device.type == "cpu" else 8192, 3 if args.smoke else 10)
     print(f"bf16 matmul peak on {device}: {peak / 1e9:,.1f} GFLOP/s", file=sys.stderr, flush=True)
-    results = {w.name: bench_workload(w, args, device, peak) for w in workloads}
-    report = {
+    report: dict[str, Any] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__,
         "smoke": args.smoke,
         "bf16_matmul_peak_flops": peak,
-        "workloads": results,
-        "dp_sgd": dp_check(device, args.smoke),
-        "pool_projections_200_models": projections(results, peak),
-        "total_seconds": time.perf_counter() - t0,
+        "steps_timed": args.steps,
+        "workloads": {},
         "command": " ".join(["bench/bench_gpu.py", *(argv if argv is not None else sys.argv[1:])]),
-        "load_average": os.getloadavg(),
     }
-    text = json.dumps(report, indent=2, default=float)
-    out = args.out or ROOT / "bench" / "results" / ("gpu_smoke.json" if args.smoke else "gpu.json")
-    out = out / "bench_gpu.json" if out.suffix != ".json" else out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
-    print(text)
-    return 0 if report["dp_sgd"]["ok"] else 1
+
+    def save() -> None:  # after every step: a run cut short by the machine's time limit still leaves its numbers
+        report["total_seconds"] = time.perf_counter() - t0
+        report["load_average"] = os.getloadavg()
+        out.write_text(json.dumps(report, indent=2, default=float) + "\n")
+
+    def guarded(label: str, fn: Any) -> Any:
+        if time.perf_counter() - t0 > args.budget_s:
+            print(f"  {label}: skipped (over the {args.budget_s:.0f} s budget)", file=sys.stderr, flush=True)
+            return {"skipped": f"over the {args.budget_s:.0f} s budget"}
+        try:
+            return fn()
+        except Exception as exc:  # one failing workload must not cost the others' numbers on a short lease
+            import traceback
+
+            print(f"  {label}: FAILED {exc!r}", file=sys.stderr, flush=True)
+            return {"error": repr(exc), "traceback": traceback.format_exc()[-3000:]}
+
+    for i, w in enumerate(workloads):
+        report["workloads"][w.name] = guarded(w.name, lambda w=w: bench_workload(w, args, device, peak))
+        if i == 0:  # right after the headline workload: the DP-SGD check must run even on a short lease
+            report["dp_sgd"] = guarded("dp_sgd", lambda: dp_check(device, args.smoke))
+        save()
+    if "dp_sgd" not in report:
+        report["dp_sgd"] = guarded("dp_sgd", lambda: dp_check(device, args.smoke))
+    ok = {k: v for k, v in report["workloads"].items() if "error" not in v and "skipped" not in v}
+    report["pool_projections_200_models"] = projections(ok, peak)
+    save()
+    small = next(w for w in (SMOKE_WORKLOADS if args.smoke else WORKLOADS) if w.dataset == "ptb-xl")
+    if args.procs:
+        counts = [int(n) for n in args.procs.split(",")]
+        report["concurrent_processes"] = {
+            small.name: [guarded(f"{small.name} x{n}", lambda n=n: concurrent_processes(small, n, args)) for n in counts]
+        }
+    save()
+    print(json.dumps(report, indent=2, default=float))
+    dp = report["dp_sgd"]
+    return 0 if dp.get("ok") and not any("error" in v for v in report["workloads"].values()) else 1
 
 
 if __name__ == "__main__":
