@@ -390,7 +390,9 @@ def affine_warp(t: Any, x: torch.Tensor, theta: torch.Tensor, window: tuple[int,
     ys = torch.linspace((1.0 - h_in) * 0.5, (h_in - 1.0) * 0.5, steps=h_in, dtype=x.dtype, device=x.device)[top : top + h]
     base = torch.ones(1, h, w, 3, dtype=x.dtype, device=x.device)
     base[..., 0], base[..., 1] = xs, ys.unsqueeze(-1)
-    scaled = theta.transpose(1, 2) / torch.tensor([0.5 * w_in, 0.5 * h_in], dtype=x.dtype, device=x.device)  # (B, 3, 2)
+    # (B, 3, 2): x and y columns over half the width and height; Python scalars, not a small tensor uploaded per
+    # batch (a pageable host-to-device copy synchronises the host with the GPU, once per batch)
+    scaled = torch.stack((theta[:, 0] / (0.5 * w_in), theta[:, 1] / (0.5 * h_in)), dim=2)
     grid = base.view(1, h * w, 3).expand(b, -1, -1).bmm(scaled).view(b, h, w, 2)
     # v2's _apply_grid_transform: sample with a ones channel that marks where the image (not the fill) lands
     fill = _fill(t, x)
@@ -400,7 +402,8 @@ def affine_warp(t: Any, x: torch.Tensor, theta: torch.Tensor, window: tuple[int,
     if fill is None:
         return out
     out, mask = out[:, :c], out[:, c:].expand(b, c, h, w)
-    fill_img = torch.tensor(fill if isinstance(fill, list | tuple) else [float(fill)], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    values = [float(v) for v in fill] if isinstance(fill, list | tuple) else [float(fill)]
+    fill_img = torch.cat([torch.full((1, 1, 1, 1), v, dtype=x.dtype, device=x.device) for v in values], dim=1)  # no host copy
     if mode == "nearest":
         return torch.where(mask < 0.5, fill_img.expand_as(out), out)
     return (out - fill_img).mul_(mask).add_(fill_img)

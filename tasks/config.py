@@ -150,8 +150,9 @@ class ExecutionConfig(_Strict):
     models_per_task: int = Field(1, ge=1)
     # The fast training path (tasks/fast_training.py: inputs resident on the device, augmentation drawn
     # there, no per-step host sync, foreach/fused updates; a worker keeps data and model across the pool's
-    # models) and torch.compile within it ("auto": on for CUDA). Same recipe semantics: not part of the pool key.
-    fast_path: bool = False
+    # models) and torch.compile within it; "auto": both on where training runs on CUDA (3.2x today's loop for
+    # WRN-28-2 on an H200, docs/PERFORMANCE.md), off on the CPU. Same recipe semantics: not part of the pool key.
+    fast_path: bool | Literal["auto"] = "auto"
     compile: Literal["auto", "on", "off"] = "auto"
 
     @property

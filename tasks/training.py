@@ -50,8 +50,13 @@ class ShadowJob:
     torch_threads: int = 1
     device: str = "cpu"
     # execution.fast_path / execution.compile (tasks/fast_training.py); not part of the pool key
-    fast_path: bool = False
+    fast_path: bool | str = False  # True, False or "auto" (on where the device is CUDA)
     compile: str = "off"  # "on", "off" or "auto" (on where the device is CUDA)
+
+
+def wants_fast_path(setting: bool | str, device: str) -> bool:
+    """``execution.fast_path`` on ``device``: True/False as given; "auto" on where the device is CUDA."""
+    return setting is True or (setting == "auto" and device.startswith("cuda"))
 
 
 @lru_cache(maxsize=2)
@@ -297,7 +302,7 @@ def train_shadow_model(job: ShadowJob) -> dict[str, Any]:
     if recipe.dp_epsilon is not None and recipe.dp_unit == "patient":
         units = snap.records["patient_key"].factorize()[0][members]
     n_views = job.eval_views if snap.task.modality == "image" else 1
-    fast = job.fast_path and _fast_blocker(recipe, snap.task) is None
+    fast = wants_fast_path(job.fast_path, device) and _fast_blocker(recipe, snap.task) is None
     if fast:  # the worker keeps the inputs on the device and the (compiled) model across the pool's models
         from tasks.fast_training import resident_inputs, train_model_fast
 

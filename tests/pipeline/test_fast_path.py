@@ -139,3 +139,14 @@ def test_compute_estimate_matches_closed_forms() -> None:
     assert c.record_passes == 200 * 60 * 111_706.5 and c.flops == pytest.approx(c.record_passes * 5.14e9)
     line = describe_pool_compute(tab, "mlp", {"width": 32, "depth": 2}, TrainRecipe(epochs=10), [100, 300])
     assert "2 models × 10 epochs × 200 records = 4e+03 record passes" in line and "PFLOP" in line
+
+
+def test_fast_path_is_on_by_default_on_cuda_only() -> None:
+    from tasks.config import ExecutionConfig
+    from tasks.training import wants_fast_path
+
+    setting = ExecutionConfig().fast_path
+    assert setting == "auto"
+    assert wants_fast_path(setting, "cuda") and wants_fast_path(setting, "cuda:1")
+    assert not wants_fast_path(setting, "cpu")  # CI and CPU users keep today's loop (bitwise as before)
+    assert wants_fast_path(True, "cpu") and not wants_fast_path(False, "cuda")
