@@ -20,7 +20,7 @@ class _Strict(BaseModel):
 
 
 class TrainRecipe(_Strict):
-    """How one shadow model is trained; part of the pool key (D9)."""
+    """How one shadow model is trained; part of the pool key (design D9)."""
 
     epochs: int = Field(60, ge=1)
     batch_size: int = Field(128, ge=1)
@@ -28,7 +28,7 @@ class TrainRecipe(_Strict):
     weight_decay: float = Field(5e-4, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     warmup_fraction: float = Field(0.05, ge=0, le=1)
-    # Paper's schedule: lr * cos(f * 7pi/16) with linear warm-up (paper-method.md §2.2).
+    # Paper's schedule: lr * cos(f * 7pi/16) with linear warm-up (method §2.2).
     schedule: Literal["cosine_7pi16", "cosine", "constant"] = "cosine_7pi16"
     ema_decay: float | None = Field(None, ge=0, lt=1)
     grad_accum_steps: int = Field(1, ge=1)
@@ -70,7 +70,7 @@ class ArchitectureSpec(_Strict):
 
 
 class PoolConfig(_Strict):
-    """A pool: N models of one recipe on random patient halves (D6, D7)."""
+    """A pool: N models of one recipe on random patient halves (design D6, D7)."""
 
     n_models: int = Field(48, ge=4)
     seed: int = 0

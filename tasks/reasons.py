@@ -1,4 +1,4 @@
-"""Every reason a user sees about a raw row is worded here (D4): quarantine reasons, decode failures,
+"""Every reason a user sees about a raw row is worded here (design D4): quarantine reasons, decode failures,
 repairs, and the errors that point at a row.
 
 The rule these helpers enforce: a row is referred to by its ``source_file`` + line (which the

@@ -3,7 +3,7 @@
 A preset is a PoolConfig fragment ``{"architecture": {"name", "params"}, "recipe": {TrainRecipe
 fields}, "eval_views": n}`` stored on the adapter class as ``DatasetAdapter.default_pools[name]``:
 
-* ``paper``: the paper's architecture and optimisation for that dataset (paper-method.md §2.2, in
+* ``paper``: the paper's architecture and optimisation for that dataset (method §2.2, in
   docs/DATASETS.md): WRN-28-2 for the image sets, the 1-D ResNet at F=128 for PTB-XL, the tabular ResNet
   300 x 6 for MIMIC-IV-ED, each with its epochs, learning rate, weight decay, batch, momentum, EMA,
   warm-up, gradient accumulation and augmentation. Sized for GPUs.

@@ -1,4 +1,4 @@
-"""What a dataset adapter is (D1), and the registry of adapters.
+"""What a dataset adapter is (design D1), and the registry of adapters.
 
 An adapter reads a dataset's *published* layout and yields the canonical pieces the rest of
 medaudit understands:
@@ -41,7 +41,7 @@ class TaskSpec:
     modality: Literal["tabular", "image", "signal"]
     score_transform: str  # name in tasks.scores registry
     default_architecture: str
-    flip_views_ok: bool = False  # horizontal flip preserves the label (D8)
+    flip_views_ok: bool = False  # horizontal flip preserves the label (design D8)
 
     @property
     def n_outputs(self) -> int:
