@@ -10,8 +10,10 @@ medaudit understands:
 * ``decode_inputs``: the model inputs of a chunk of those records, float32 of shape
   (n, *task.input_shape), plus a reason for every record whose input could not be read.
 
-Adding a dataset = one module with a subclass decorated by ``@register_dataset`` and one import line
-in ``tasks/datasets/__init__.py``.
+Adding a dataset = one module in ``tasks/datasets/`` with a subclass decorated by ``@register_dataset``
+(``tasks/datasets/__init__.py`` imports every module of the package) and its contract
+``data_contracts/<name>.yaml`` (dashes as underscores). A dataset described by a spec file needs no code:
+``get_dataset("spec:<path>")`` builds its adapter (tasks/datasets/spec.py).
 """
 
 from __future__ import annotations
