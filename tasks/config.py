@@ -35,7 +35,7 @@ class TrainRecipe(_Strict):
     # Image augmentation policy of tasks/augment.py (per-sample torchvision v2 transforms; identity for non-image data).
     augment: Literal["none", "flip", "weak", "medium", "strong"] = "none"
     standardize_inputs: bool = True
-    # bf16 autocast and channels_last help conv nets on CPU (ENVIRONMENT.md: about 2x for WRN).
+    # bf16 autocast and channels_last help conv nets on CPU (design D23: about 2x for WRN).
     precision: Literal["fp32", "bf16"] = "fp32"
     channels_last: bool = False
     # Opacus DP-SGD; None = non-private.

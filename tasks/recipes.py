@@ -22,7 +22,7 @@ from tasks.errors import ConfigError
 
 # ---- quick: CPU-sized (these are the demo's pools; changing them changes the demo's pool keys)
 _SMALL_CNN = {"name": "small_cnn", "params": {"width_multiplier": 0.25}}
-# bf16 autocast + channels_last roughly halve a CPU training step of the small CNN (ENVIRONMENT.md).
+# bf16 autocast + channels_last roughly halve a CPU training step of the small CNN (design D23).
 _QUICK_IMAGE_RECIPE = {"epochs": 30, "batch_size": 32, "learning_rate": 0.05, "precision": "bf16", "channels_last": True}
 
 # Images: the paper's small CNN at a quarter of its width, two evaluation views (identity + flip),
