@@ -80,11 +80,18 @@ class PoolConfig(_Strict):
     # so growing the pool never changes which models are targets.
     n_targets: int = Field(8, ge=0)
     eval_views: int = Field(1, ge=1, le=16)
-    # Which model checkpoint scores: the final weights (never selected on the audited split).
-    score_split: Literal["train"] = "train"
     # The recipe preset the pool settings came from (`--recipe`; " (modified)" when overridden). Recorded
     # in the pools table, not part of the pool key: the key hashes the resulting architecture and recipe.
     recipe_preset: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired_score_split(cls, data: Any) -> Any:
+        # ``score_split`` could only be "train" and nothing read it; configs, stored audits and Prefect
+        # deployments written before it was retired still carry it, so that one value is accepted and dropped.
+        if isinstance(data, dict) and data.get("score_split") == "train":
+            return {k: v for k, v in data.items() if k != "score_split"}
+        return data
 
     @field_validator("n_models")
     @classmethod
