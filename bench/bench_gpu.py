@@ -43,7 +43,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-# Paper sizes (docs/DATASETS.md; paper §1.8 and §2.2): training records, architecture, input, outputs, recipe.
+# Paper sizes (docs/DATASETS.md; method §1.8 and method §2.2): training records, architecture, input, outputs, recipe.
 PAPER = {
     "chexpert": {"records": 223_413, "arch": "wrn_28_2", "shape": (1, 64, 64), "outputs": 14, "kind": "multilabel", "recipe": "chexpert"},
     "mimic-cxr": {"records": 377_110, "arch": "wrn_28_2", "shape": (1, 64, 64), "outputs": 14, "kind": "multilabel", "recipe": "mimic-cxr"},
@@ -74,7 +74,7 @@ _RECIPE_FIELDS = (
     "grad_accum_steps",
     "augment",
 )
-# paper §2.2 (the bench adds bf16 autocast, and channels_last for images)
+# method §2.2 (the bench adds bf16 autocast, and channels_last for images)
 # fmt: off
 RECIPES: dict[str, dict[str, Any]] = {name: dict(zip(_RECIPE_FIELDS, row, strict=True)) for name, row in {
     "chexpert":    (60, 1.0, 1e-4, 512, 0.9, 0.9995, 0.05, 2, "medium"),

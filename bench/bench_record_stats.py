@@ -1,4 +1,4 @@
-"""Out-of-core benchmark of per-record statistics (D11): streaming over DuckDB vs one in-memory array.
+"""Out-of-core benchmark of per-record statistics (design D11): streaming over DuckDB vs one in-memory array.
 
 Builds a DuckDB file with a synthetic pool (``--models`` models x ``--records`` records x 2 views of
 scores; IN ~ N(d_j, 1), OUT ~ N(0, 1), d_j heavy-tailed), inserted model by model into the store's

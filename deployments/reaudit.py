@@ -1,4 +1,4 @@
-"""Re-audits (D20): a Prefect flow that audits again only when something the result depends on changed.
+"""Re-audits (design D20): a Prefect flow that audits again only when something the result depends on changed.
 
 ``reaudit_flow(config)`` ingests the raw folder (idempotent and content-addressed: an unchanged
 dataset gives the same snapshot version), computes the pool key (dataset version, architecture,
@@ -6,7 +6,7 @@ recipe, mask seed, views, training code version; see ``flows.audit.pool_key_for`
 *audit key* (pool key + number of models and targets + attack and report settings). It runs the
 audit flow (as a sub-flow on the configured Dask cluster) only when that key differs from the key of
 the latest finished audit of the same dataset and raw folder in the results database, or always
-when ``force`` is set. The audit flow trains only the models its pool lacks (D19), so
+when ``force`` is set. The audit flow trains only the models its pool lacks (design D19), so
 
 * an unchanged dataset and config: no audit, no model trained;
 * a grown pool (``n_models`` 8 -> 12): an audit that trains exactly the 4 new models;

@@ -1,6 +1,6 @@
 """The audit flow: ingest -> validate -> masks -> shadow models on Dask -> DuckDB -> attacks -> report.
 
-Orchestration only: every step is a plain function from tasks/ (D18).
+Orchestration only: every step is a plain function from tasks/ (design D18).
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def ingest_snapshot(cfg: AuditConfig, *, show_progress: bool = True) -> Snapshot
 
 
 def pool_key_for(cfg: AuditConfig, snapshot: Snapshot) -> tuple[str, int]:
-    """The pool key (D3, D7): dataset version, architecture, recipe, mask seed, views, code version."""
+    """The pool key (design D3, D7): dataset version, architecture, recipe, mask seed, views, code version."""
     if cfg.pool.architecture.name is None:
         raise ConfigError(f"no architecture for {cfg.dataset}: name one (--arch or pool.architecture); see `medaudit architectures`")
     n_views = cfg.pool.eval_views if snapshot.task.modality == "image" else 1
@@ -133,7 +133,7 @@ def check_pool_size(cfg: AuditConfig) -> None:
 def train_pool(
     cfg: AuditConfig, snapshot: Snapshot, store: AuditStore, pool_key: str, n_views: int, *, show_progress: bool = True
 ) -> dict[str, int]:
-    """Train the models the pool lacks (D19) on the task runner; the flow process is the only writer."""
+    """Train the models the pool lacks (design D19) on the task runner; the flow process is the only writer."""
     logger = get_run_logger()
     records = snapshot.records
     train_idx, order, codes = training_patients(records)

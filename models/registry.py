@@ -1,7 +1,8 @@
 """Architecture registry: name -> builder(input_shape, n_outputs, **params) -> nn.Module.
 
-Adding an architecture is one new module with a ``@register_architecture`` builder and one import
-line in ``models/__init__.py``.
+Adding an architecture is one new module in ``models/`` with a ``@register_architecture`` builder:
+``models/__init__.py`` imports every module of the package, so nothing else needs an edit.
+:func:`build_model` refuses an architecture registered for another input modality.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ GroupNorm(16 groups, eps 1e-6); leaky ReLU with slope 0.2 (Keras's ``"leaky_relu
 them, except one plain ReLU after the second conv of block 2, as in the paper's code. Blocks 1 and 2
 have a 1×1 conv + norm shortcut, block 3 (same width) a norm-only shortcut; after each sum another
 leaky ReLU. Filters F, 2F, 2F; global average pooling over time; float32 Linear head
-(paper-method.md §2.1). ``resnet1d_128`` is the paper's PTB-XL model, ``resnet1d_32`` its DP model.
+(method §2.1). ``resnet1d_128`` is the paper's PTB-XL model, ``resnet1d_32`` its DP model.
 
 Input (B, 12, L) channels-first, e.g. (B, 12, 1000) for 10 s at 100 Hz; any L works.
 """

@@ -2,7 +2,7 @@
 
 Three stages of three 3×3 convs (32, 32, 64 | 64, 64, 128 | 128, 128, 256 filters), each conv →
 BatchNorm → LeakyReLU(0.1), a 2×2 max-pool after each stage, then a 3×3 conv to ``n_outputs`` and
-global average pooling, whose result is the logits (paper-method.md §2.1). There is no dense layer,
+global average pooling, whose result is the logits (method §2.1). There is no dense layer,
 so any H, W ≥ 8 works (64×64 or EMBED's 64×48).
 """
 

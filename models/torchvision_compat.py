@@ -5,7 +5,7 @@ does not load, and ``import torchvision`` then fails with ``operator torchvision
 exist``: its fake-tensor registrations expect the operator schemas that ``_C`` would have defined.
 Defining those two schemas (no kernels) lets the pure-Python parts load. ``torchvision.models`` and
 ``torchvision.transforms.v2`` then work; ``torchvision.ops`` kernels and ``torchvision.io``
-decoding do not (see ``/work/shared/spec/ENVIRONMENT.md``). Where the real extension loads, the
+decoding do not, so images are decoded with PIL (design D22). Where the real extension loads, the
 first import succeeds and nothing here is touched.
 
 Every module that needs torchvision should import it through :func:`import_torchvision`.

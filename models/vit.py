@@ -3,7 +3,7 @@
 The paper fine-tunes ImageNet-pretrained ViTs at 64×64 (or 128×128): B/16 = 12 layers, width 768,
 MLP 3072, 12 heads; L/16 = 24 layers, 1024, 4096, 16 heads; dropout 0.1; head re-initialised;
 position embeddings interpolated bilinearly from the pretrained 14×14 patch grid to the new one
-(paper-method.md §2.1). Here the transformer is torchvision's ``VisionTransformer``, so pretrained
+(method §2.1). Here the transformer is torchvision's ``VisionTransformer``, so pretrained
 weights are a torchvision state dict given by a local file (nothing can be downloaded); the
 paper's vit-keras ``.npz`` checkpoints are not read.
 

@@ -2,7 +2,7 @@
 
 The paper's main image model is WRN-28-2 (about 1.5 M parameters); WRN-40-4 (about 9 M) is the
 larger one of its model-scaling plots. Layout, initialisation and defaults follow
-paper-method.md §2.1:
+method §2.1:
 
 * stem: 3×3 conv to 16 channels;
 * 3 groups of (d − 4) / 6 pre-activation blocks with widths 16k, 32k, 64k, stride 2 in groups 2 and 3;

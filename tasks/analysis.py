@@ -1,4 +1,4 @@
-"""From stored scores to risk tables: streams record blocks out of the store into the math (D11).
+"""From stored scores to risk tables: streams record blocks out of the store into the math (design D11).
 
 The math lives in tasks/attacks and tasks/risk (arrays in, arrays out); this module only moves
 blocks between the store and those functions and assembles the result frames.
@@ -29,7 +29,7 @@ from tasks.risk.subgroup import _group_labels, subgroup_table, suppress_small_ce
 from tasks.snapshot import Snapshot
 from tasks.storage import AuditStore, json_dumps
 
-# SE vs number of models (D17, paper §4.11): counts tried (capped at the pool, which is always added),
+# SE vs number of models (design D17, method §4.11): counts tried (capped at the pool, which is always added),
 # records used (the first score block, or a seeded sample of it), and the paper's reference line for the
 # median SE of the most exposed 1% of records.
 SE_MODEL_COUNTS = (20, 50, 100, 200)
@@ -39,7 +39,7 @@ SE_REFERENCE = 0.05
 SE_SEED = 0
 # The record interval stored with every record (columns auc_nct_lo / auc_nct_hi).
 INTERVAL_METHOD = "95% noncentral-t interval of the equal-variance binormal AUC (exact for normal scores), clipped at 0.5"
-# RMIA settings (paper-method §4.3); the offline ``a`` is tuned on reference model ``RMIA_PSEUDO_TARGET``.
+# RMIA settings (method §4.3); the offline ``a`` is tuned on reference model ``RMIA_PSEUDO_TARGET``.
 RMIA_PARAMS: dict[str, Any] = {"gamma": 1.0, "n_population": 500, "trim": 0.01, "seed": 0}
 RMIA_A_GRID = np.linspace(0.0, 1.0, 21)
 RMIA_PSEUDO_TARGET = 0
@@ -76,7 +76,7 @@ class AuditResult:
 
 
 def training_patients(records: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """(train record_idx (N,), patient order (first appearance, paper §3.1), codes (N,) into it)."""
+    """(train record_idx (N,), patient order (first appearance, method §3.1), codes (N,) into it)."""
     train = records[records["split"] == "train"]
     codes, order = pd.factorize(train["patient_key"], sort=False)
     return train["record_idx"].to_numpy(), list(order), codes.astype(np.int64)
@@ -90,7 +90,7 @@ def model_count_ablation(
     max_records: int = SE_SAMPLE_RECORDS,
     seed: int = SE_SEED,
 ) -> pd.DataFrame:
-    """SE vs number of models on one block of records (D17).
+    """SE vs number of models on one block of records (design D17).
 
     scores (M, N, V), in_mask (M, N) as for record_statistics; analyze_pool passes the first block's
     unflagged records (a zero-variance record's SE of 0 says nothing about the pool size). At most ``max_records`` records (a
@@ -306,7 +306,7 @@ def analyze_pool(
         stats_parts.append(part)
         null.add(scores, in_mask, codes[pos])
         scored_models |= np.isfinite(scores).any(axis=(1, 2))
-        if ablation is None:  # SE vs number of models on the first block's unflagged records (D17)
+        if ablation is None:  # SE vs number of models on the first block's unflagged records (design D17)
             ok = (part["flag"] == "").to_numpy()
             ablation = model_count_ablation(scores[:, ok], in_mask[:, ok])
         if T:
@@ -603,7 +603,7 @@ def _rmia(
             warnings.simplefilter("ignore", RuntimeWarning)
             x = np.nanmean(probs, axis=2)
         in_mask = masks[:, codes[pos]]
-        if a is None:  # tuned on a reference model as pseudo-target, never on a target's truth (D15)
+        if a is None:  # tuned on a reference model as pseudo-target, never on a target's truth (design D15)
             try:
                 a = tune_rmia_a(x[ref], in_mask[ref], z[ref], pseudo_target=RMIA_PSEUDO_TARGET, grid=RMIA_A_GRID, **RMIA_PARAMS)
             except ValueError:  # the pseudo-target has no usable members / non-members: keep the paper's default

@@ -12,7 +12,7 @@ What is batched, and what falls back to the one-by-one loop (``batching_blocker`
   active dropout (``mlp``; ``tabresnet``, whose GroupNorm has no running statistics) -- the model is
   then a pure function of its parameters and a batch, which is what vmap needs;
 * fallback: DP recipes (per-unit clipping goes through Opacus), image data (small conv nets were
-  measured 2-3x *slower* batched, ENVIRONMENT.md), batch-norm running statistics or dropout (per-model
+  measured 2-3x *slower* batched, design D23), batch-norm running statistics or dropout (per-model
   buffer updates / random masks under vmap), fewer than two jobs, or a model with fewer members than
   one batch (the per-model batch size would differ).
 

@@ -20,7 +20,7 @@ class _Strict(BaseModel):
 
 
 class TrainRecipe(_Strict):
-    """How one shadow model is trained; part of the pool key (D9)."""
+    """How one shadow model is trained; part of the pool key (design D9)."""
 
     epochs: int = Field(60, ge=1)
     batch_size: int = Field(128, ge=1)
@@ -28,14 +28,14 @@ class TrainRecipe(_Strict):
     weight_decay: float = Field(5e-4, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     warmup_fraction: float = Field(0.05, ge=0, le=1)
-    # Paper's schedule: lr * cos(f * 7pi/16) with linear warm-up (paper-method.md §2.2).
+    # Paper's schedule: lr * cos(f * 7pi/16) with linear warm-up (method §2.2).
     schedule: Literal["cosine_7pi16", "cosine", "constant"] = "cosine_7pi16"
     ema_decay: float | None = Field(None, ge=0, lt=1)
     grad_accum_steps: int = Field(1, ge=1)
     # Image augmentation policy of tasks/augment.py (per-sample torchvision v2 transforms; identity for non-image data).
     augment: Literal["none", "flip", "weak", "medium", "strong"] = "none"
     standardize_inputs: bool = True
-    # bf16 autocast and channels_last help conv nets on CPU (ENVIRONMENT.md: about 2x for WRN).
+    # bf16 autocast and channels_last help conv nets on CPU (design D23: about 2x for WRN).
     precision: Literal["fp32", "bf16"] = "fp32"
     channels_last: bool = False
     # Opacus DP-SGD; None = non-private.
@@ -70,7 +70,7 @@ class ArchitectureSpec(_Strict):
 
 
 class PoolConfig(_Strict):
-    """A pool: N models of one recipe on random patient halves (D6, D7)."""
+    """A pool: N models of one recipe on random patient halves (design D6, D7)."""
 
     n_models: int = Field(48, ge=4)
     seed: int = 0
@@ -80,11 +80,18 @@ class PoolConfig(_Strict):
     # so growing the pool never changes which models are targets.
     n_targets: int = Field(8, ge=0)
     eval_views: int = Field(1, ge=1, le=16)
-    # Which model checkpoint scores: the final weights (never selected on the audited split).
-    score_split: Literal["train"] = "train"
     # The recipe preset the pool settings came from (`--recipe`; " (modified)" when overridden). Recorded
     # in the pools table, not part of the pool key: the key hashes the resulting architecture and recipe.
     recipe_preset: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired_score_split(cls, data: Any) -> Any:
+        # ``score_split`` could only be "train" and nothing read it; configs, stored audits and Prefect
+        # deployments written before it was retired still carry it, so that one value is accepted and dropped.
+        if isinstance(data, dict) and data.get("score_split") == "train":
+            return {k: v for k, v in data.items() if k != "score_split"}
+        return data
 
     @field_validator("n_models")
     @classmethod

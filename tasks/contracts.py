@@ -1,7 +1,7 @@
-"""Data contracts (D2): YAML declarations in data_contracts/ turned into great-expectations suites.
+"""Data contracts (design D2): YAML declarations in data_contracts/ turned into great-expectations suites.
 
 A contract declares, per raw table, its columns (type, required/nullable, allowed values, range,
-uniqueness) and the dataset's subgroup attributes with their category mapping (D5). Validation
+uniqueness) and the dataset's subgroup attributes with their category mapping (design D5). Validation
 runs two great-expectations suites on a table read as strings: a *format* suite (types, nulls,
 allowed values, uniqueness) and, after typing, a *range* suite. Row-level failures are returned for
 quarantine with one reason per failed expectation; a missing column is a StructuralError.
@@ -50,13 +50,13 @@ class TableContract(BaseModel):
     model_config = ConfigDict(extra="forbid")
     description: str = ""
     # Columns holding patient or record identifiers: a quarantine reason names the column but never
-    # quotes the value, so raw ids cannot leak into result tables (D4).
+    # quotes the value, so raw ids cannot leak into result tables (design D4).
     identifiers: list[str] = Field(default_factory=list)
     columns: dict[str, ColumnContract]
 
 
 class SubgroupContract(BaseModel):
-    """How a subgroup attribute is derived from a raw column (D5)."""
+    """How a subgroup attribute is derived from a raw column (design D5)."""
 
     model_config = ConfigDict(extra="forbid")
     column: str

@@ -74,11 +74,6 @@ def pool_compute(n_models: int, epochs: int, records_per_model: float, flops_per
     )
 
 
-def gpu_hours(compute: PoolCompute, flops_per_second: float) -> float | None:
-    """Hours at a sustained ``flops_per_second`` (e.g. a measured images/s × FLOPs per image)."""
-    return None if compute.flops is None else compute.flops / flops_per_second / 3600
-
-
 def describe_pool_compute(task: TaskSpec, architecture: str, arch_params: dict[str, Any], recipe: TrainRecipe, members: list[int]) -> str:
     """One line for the log: models × epochs × records, record passes and FLOPs (``members``: each model's record count)."""
     if not members:

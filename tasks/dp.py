@@ -1,4 +1,4 @@
-"""DP-SGD at record or patient level (D17), with Opacus' per-sample gradients and RDP accountant.
+"""DP-SGD at record or patient level (design D17), with Opacus' per-sample gradients and RDP accountant.
 
 One loop serves both guarantees: a *unit* is a record (record-level DP, as in the paper) or a patient
 (patient-level DP: all of a patient's records are sampled, summed and clipped together, which is
@@ -25,7 +25,7 @@ from tasks.risk.dp_bounds import auc_bound_from_epsilon_delta, auc_bound_gdp
 
 @dataclass
 class DPAccount:
-    """What a DP-trained model spent, recorded with the model (D17)."""
+    """What a DP-trained model spent, recorded with the model (design D17)."""
 
     unit: str
     target_epsilon: float
@@ -36,7 +36,7 @@ class DPAccount:
     steps: int
     clip_norm: float
     n_units: int
-    auc_bound: float  # theoretical bound on any membership attack's AUC (paper §4.9)
+    auc_bound: float  # theoretical bound on any membership attack's AUC (method §4.9)
 
     def as_dict(self) -> dict[str, float | int | str]:
         return asdict(self)

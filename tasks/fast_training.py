@@ -279,7 +279,7 @@ def _train_loop(
             for group in opt.param_groups:
                 group["lr"] = lr
             if recipe.weight_decay:
-                with torch.no_grad():  # decoupled weight decay (paper §2.2), one foreach kernel
+                with torch.no_grad():  # decoupled weight decay (method §2.2), one foreach kernel
                     torch._foreach_mul_(params, 1 - lr * recipe.weight_decay)
             opt.step()
             opt.zero_grad(set_to_none=True)

@@ -1,4 +1,4 @@
-"""Complementary patient-level membership masks (D6) and per-model seeds (D7).
+"""Complementary patient-level membership masks (design D6) and per-model seeds (design D7).
 
 Models 2k and 2k+1 split the patients into two random halves drawn from SeedSequence([seed, k]),
 so every patient is IN for exactly half of any even number of models, and a pool grows from N to
@@ -36,5 +36,5 @@ def record_masks(patient_masks: np.ndarray, patient_codes: np.ndarray) -> np.nda
 
 
 def model_seed(pool_seed: int, model_idx: int) -> int:
-    """Seed of one model's init, shuffling and augmentation, derived from the pool seed (D7)."""
+    """Seed of one model's init, shuffling and augmentation, derived from the pool seed (design D7)."""
     return int(np.random.SeedSequence([pool_seed, 1, model_idx]).generate_state(1, dtype=np.uint64)[0] >> 1)

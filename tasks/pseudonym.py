@@ -1,4 +1,4 @@
-"""Pseudonymous patient keys (D4).
+"""Pseudonymous patient keys (design D4).
 
 A patient key is HMAC-SHA256(secret, dataset + raw id), truncated to 20 hex characters. The
 secret is created once per installation with owner-only permissions; the raw id never leaves

@@ -1,4 +1,4 @@
-"""The quarantine ledger: every raw row or file excluded from a snapshot, with its reason (D2), and the
+"""The quarantine ledger: every raw row or file excluded from a snapshot, with its reason (design D2), and the
 repairs ledger beside it: every cell an adapter changed while keeping the row (e.g. MIMIC-IV-ED's
 out-of-range vitals, set to missing or clipped as the benchmark does), with the rule applied."""
 

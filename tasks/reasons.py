@@ -1,4 +1,4 @@
-"""Every reason a user sees about a raw row is worded here (D4): quarantine reasons, decode failures,
+"""Every reason a user sees about a raw row is worded here (design D4): quarantine reasons, decode failures,
 repairs, and the errors that point at a row.
 
 The rule these helpers enforce: a row is referred to by its ``source_file`` + line (which the
@@ -6,8 +6,8 @@ quarantine ledger stores beside the reason) and a patient only by its pseudonymo
 quotes the value of an identifier column, nor a file name built from one (an image named after its
 md5 hash, a WFDB record named after its ECG id, a folder named after the patient), nor an exception
 message that may carry such a path. Adapters build their reasons with these functions instead of
-formatting raw cells themselves; ``tests/datasets/test_identifier_scan.py`` runs every adapter and
-scans everything the pipeline writes for the raw tables' identifier values.
+formatting raw cells themselves; ``tests/datasets/test_ingest_as_downloaded.py`` ingests every adapter's
+layout and scans everything the pipeline writes for the raw tables' identifier values.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A preset is a PoolConfig fragment ``{"architecture": {"name", "params"}, "recipe": {TrainRecipe
 fields}, "eval_views": n}`` stored on the adapter class as ``DatasetAdapter.default_pools[name]``:
 
-* ``paper``: the paper's architecture and optimisation for that dataset (paper-method.md §2.2, in
+* ``paper``: the paper's architecture and optimisation for that dataset (method §2.2, in
   docs/DATASETS.md): WRN-28-2 for the image sets, the 1-D ResNet at F=128 for PTB-XL, the tabular ResNet
   300 x 6 for MIMIC-IV-ED, each with its epochs, learning rate, weight decay, batch, momentum, EMA,
   warm-up, gradient accumulation and augmentation. Sized for GPUs.
@@ -22,7 +22,7 @@ from tasks.errors import ConfigError
 
 # ---- quick: CPU-sized (these are the demo's pools; changing them changes the demo's pool keys)
 _SMALL_CNN = {"name": "small_cnn", "params": {"width_multiplier": 0.25}}
-# bf16 autocast + channels_last roughly halve a CPU training step of the small CNN (ENVIRONMENT.md).
+# bf16 autocast + channels_last roughly halve a CPU training step of the small CNN (design D23).
 _QUICK_IMAGE_RECIPE = {"epochs": 30, "batch_size": 32, "learning_rate": 0.05, "precision": "bf16", "channels_last": True}
 
 # Images: the paper's small CNN at a quarter of its width, two evaluation views (identity + flip),

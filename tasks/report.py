@@ -1,4 +1,4 @@
-"""Plots, CSV exports and the self-contained HTML report of one audit (D16, D21).
+"""Plots, CSV exports and the self-contained HTML report of one audit (design D16, D21).
 
 Exports suppress small cells (fewer than ``min_cell`` units) and never contain raw patient ids.
 """

@@ -1,4 +1,4 @@
-"""Score transforms: per-record membership scores from model logits (D12).
+"""Score transforms: per-record membership scores from model logits (design D12).
 
 Every transform maps the logits of one model on N records to one score per record and view::
 
@@ -162,7 +162,7 @@ def _softmax_mass_parts(z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def _apply_no_finding(y: np.ndarray, flags: np.ndarray, invalid: np.ndarray) -> np.ndarray:
-    """CXR rule (D12): a row without any positive label gets label 0 ('No Finding') positive."""
+    """CXR rule (design D12): a row without any positive label gets label 0 ('No Finding') positive."""
     empty = ~y.any(axis=1)
     y = y.copy()
     y[empty, 0] = True
@@ -220,7 +220,7 @@ def _binary_prob(z: np.ndarray, y: np.ndarray, invalid: np.ndarray, flags: np.nd
 
 @register_transform("softmax_mass")
 def softmax_mass(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Logit of the softmax mass on the positive labels (the paper's multiclass transform, §4.1).
+    """Logit of the softmax mass on the positive labels (the paper's multiclass transform, method §4.1).
 
     logits (N, V, C), labels (N, C) -> scores (N, V) float64, flags (N,) object.
 
@@ -237,7 +237,7 @@ def softmax_mass(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np
 
 @register_transform("softmax_mass_cxr")
 def softmax_mass_cxr(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`softmax_mass` with the chest X-ray rule of D12.
+    """:func:`softmax_mass` with the chest X-ray rule of design D12.
 
     A record whose label row is all zero counts as label 0 ('No Finding') positive and is flagged
     ``'no_finding_rule'``. Label index 0 must therefore be 'No Finding' (the paper applied the rule to
@@ -256,7 +256,7 @@ def binary_logit(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np
     score = z if y == 1 else -z, which is exactly log sigma(+-z) - log sigma(-+z), the log-odds of the
     correct class; it is exact and finite for every finite z (z = +-40 gives +-40).
 
-    Difference from the paper (paper-method §4.1): the paper computed
+    Difference from the paper (method §4.1): the paper computed
     ``log(p*y + 1e-45) - log(p*(1-y) + 1e-45)`` with p = sigmoid(z), i.e. ``log p + 103.3`` for y = 1
     and ``-log p - 103.3`` for y = 0. That is monotone in the confidence but saturates: every confident
     positive (p -> 1) gets about 103.3, so the IN/OUT score distributions of well-fitted records
@@ -273,7 +273,7 @@ def binary_logit(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np
 
 @register_transform("rmia_probability")
 def rmia_probability(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Probability of the correct outcome, the input of RMIA (§4.1).
+    """Probability of the correct outcome, the input of RMIA (method §4.1).
 
     logits (N, V, C), labels (N, C) -> probabilities (N, V) float64 in [0, 1], flags (N,) object.
 

@@ -1,4 +1,4 @@
-"""Canonical, versioned Parquet snapshots of a dataset (D1, D3, D4).
+"""Canonical, versioned Parquet snapshots of a dataset (design D1, D3, D4).
 
 A snapshot folder ``<results>/snapshots/<dataset>/<version>/`` holds
 

@@ -1,4 +1,4 @@
-"""Thin Prefect task wrappers around the plain functions (D18). No logic lives here."""
+"""Thin Prefect task wrappers around the plain functions (design D18). No logic lives here."""
 
 from __future__ import annotations
 

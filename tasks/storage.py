@@ -1,4 +1,4 @@
-"""The one module that touches DuckDB (D10): schema, the single writer, block readers and SQL views.
+"""The one module that touches DuckDB (design D10): schema, the single writer, block readers and SQL views.
 
 Only the flow process writes (workers hand back Parquet shards); every write is one transaction,
 so a killed writer leaves either the whole model or nothing.
@@ -307,7 +307,7 @@ class AuditStore:
             self.con.execute(VIEWS)
 
     def _connect(self, wait_seconds: float) -> duckdb.DuckDBPyConnection:
-        """Open the file; while another process holds it (one writer at a time, D10), wait for it."""
+        """Open the file; while another process holds it (one writer at a time, design D10), wait for it."""
         deadline = time.monotonic() + wait_seconds
         announced = False
         while True:
@@ -597,7 +597,7 @@ class AuditStore:
         """Yield (records (B,), values (M, B, V) float64 with NaN for missing) over ``record_idx`` blocks.
 
         Streams: memory is one block of M x B x V values plus one fetched batch of rows, never the
-        whole pool (D11). DuckDB prunes row groups by record_idx, so a block reads only its rows.
+        whole pool (design D11). DuckDB prunes row groups by record_idx, so a block reads only its rows.
         """
         if column not in SCORE_COLUMNS:
             raise ValueError(f"column must be one of {SCORE_COLUMNS}, got {column!r}")

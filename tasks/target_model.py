@@ -155,11 +155,6 @@ def match_members(frame: pd.DataFrame, path: Path, records: pd.DataFrame, datase
     return Members(member=member, excluded_lines=lines, n_rows=len(frame), by_patient=by_patient)
 
 
-def read_members(path: Path, records: pd.DataFrame, dataset: str, secret: bytes) -> np.ndarray:
-    """Membership bool (N,) of every snapshot record (see :func:`parse_members`, :func:`match_members`)."""
-    return match_members(parse_members(path), path, records, dataset, secret).member
-
-
 @dataclass
 class ParsedLogits:
     """A logits file read and checked before ingest: keys (source_file, source_row), view (n,), values (n, C)."""

@@ -1,8 +1,8 @@
 """Training and scoring one shadow model (plain functions; the flow ships them to Dask workers).
 
-A model is trained on the records of its IN patients with its own seed (D7), then scores *every*
-record (train and test split) in V evaluation views with float32 outputs (D8). The logits go to an
-atomically written Parquet shard that the flow's single DuckDB writer loads (D10).
+A model is trained on the records of its IN patients with its own seed (design D7), then scores *every*
+record (train and test split) in V evaluation views with float32 outputs (design D8). The logits go to an
+atomically written Parquet shard that the flow's single DuckDB writer loads (design D10).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _snapshot_arrays(snapshot_dir: str) -> tuple[Snapshot, np.ndarray, np.ndarra
 
 
 def lr_factor(step: int, total: int, recipe: TrainRecipe) -> float:
-    """Learning-rate multiplier at ``step`` (paper §2.2: cos(f·7π/16) with linear warm-up)."""
+    """Learning-rate multiplier at ``step`` (method §2.2: cos(f·7π/16) with linear warm-up)."""
     f = min(max(step / max(total, 1), 0.0), 1.0)
     warm = min(f / recipe.warmup_fraction, 1.0) if recipe.warmup_fraction > 0 else 1.0
     if recipe.schedule == "cosine_7pi16":
@@ -78,7 +78,7 @@ def lr_factor(step: int, total: int, recipe: TrainRecipe) -> float:
 
 
 def eval_views(x: torch.Tensor, n_views: int, task: TaskSpec, seed: int) -> list[torch.Tensor]:
-    """The V deterministic evaluation views of a batch (D8): identity, flip (if label-preserving),
+    """The V deterministic evaluation views of a batch (design D8): identity, flip (if label-preserving),
     then seeded "weak" augmentations (tasks/augment.py: each record its own flip and shift, fixed by
     ``seed``). Non-image inputs have a single view."""
     if x.dim() != 4 or n_views == 1:
@@ -209,7 +209,7 @@ def train_model(
             for group in opt.param_groups:
                 group["lr"] = lr
             if recipe.weight_decay and recipe.optimizer != "adam":  # plain Adam couples it (make_optimizer)
-                with torch.no_grad():  # decoupled weight decay (paper §2.2)
+                with torch.no_grad():  # decoupled weight decay (method §2.2)
                     for p in params:
                         p.mul_(1 - lr * recipe.weight_decay)
             opt.step()

@@ -1,4 +1,4 @@
-"""`medaudit dp-sweep`: one DP-SGD pool per (epsilon, unit) on the same snapshot; bound versus empirical risk (D17).
+"""`medaudit dp-sweep`: one DP-SGD pool per (epsilon, unit) on the same snapshot; bound versus empirical risk (design D17).
 
 Every pool is audited by flows.audit.run_audit (stored models are reused, only missing ones are
 trained). Per pool the table puts the accounted privacy (read back from ``pool_models.train_info``),

@@ -1,4 +1,4 @@
-"""`medaudit scaling`: one pool per architecture on the same snapshot, risk versus capacity (D17)."""
+"""`medaudit scaling`: one pool per architecture on the same snapshot, risk versus capacity (design D17)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Membership-inference attacks and per-record statistics (paper-method §4.2-§4.4, D13, D15).
+"""Membership-inference attacks and per-record statistics (method §4.2-§4.4, design D13, D15).
 
 Pure numpy/scipy/pandas: nothing here knows about Prefect, Dask, DuckDB or torch.
 

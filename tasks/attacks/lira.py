@@ -1,4 +1,4 @@
-"""Likelihood-ratio attack, LiRA (Carlini et al. 2022; paper-method §4.2, D15).
+"""Likelihood-ratio attack, LiRA (Carlini et al. 2022; method §4.2, design D15).
 
 Reference models of the pool give, per record and view, a Gaussian for the IN scores and one for
 the OUT scores; a target model's score is then judged by a likelihood ratio (online) or by how far

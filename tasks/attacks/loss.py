@@ -1,4 +1,4 @@
-"""LOSS baseline attack (Yeom et al. 2018): the score itself is the membership signal (D15)."""
+"""LOSS baseline attack (Yeom et al. 2018): the score itself is the membership signal (design D15)."""
 
 from __future__ import annotations
 

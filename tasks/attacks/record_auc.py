@@ -1,4 +1,4 @@
-"""Per-record attack success: analytic binormal AUC, Hanley-McNeil SE, empirical AUC (§4.4, D13).
+"""Per-record attack success: analytic binormal AUC, Hanley-McNeil SE, empirical AUC (method §4.4, design D13).
 
 For record n, the models of the pool split into IN (trained on the record's patient) and OUT. The
 record's membership is as exposed as the two score distributions are separable:
@@ -243,7 +243,7 @@ def se_vs_model_count(
     seed: int = 0,
     top_quantile: float = 0.99,
 ) -> pd.DataFrame:
-    """How the per-record SE shrinks with the number of models (paper §4.11, D17).
+    """How the per-record SE shrinks with the number of models (method §4.11, design D17).
 
     scores: (M, N, V), in_mask: (M, N) bool, as in :func:`record_statistics`.
 

@@ -1,4 +1,4 @@
-"""Robust membership inference attack, RMIA (Zarifzadeh et al. 2024; paper-method §4.3, D15).
+"""Robust membership inference attack, RMIA (Zarifzadeh et al. 2024; method §4.3, design D15).
 
 Inputs are probabilities of the correct outcome (``tasks.scores`` transform ``rmia_probability``),
 view-averaged by the caller, of target and reference models on the audited records x and on
@@ -144,7 +144,7 @@ def tune_rmia_a(
     grid: np.ndarray | None = None,
     **kw: Any,
 ) -> float:
-    """Choose the offline RMIA parameter ``a`` without looking at any real target (D15).
+    """Choose the offline RMIA parameter ``a`` without looking at any real target (design D15).
 
     Reference model ``pseudo_target`` plays the target: its membership ``ref_in_x[pseudo_target]`` is
     the truth, the other reference models are the references, and offline RMIA is run for every ``a``

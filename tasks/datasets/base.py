@@ -1,4 +1,4 @@
-"""What a dataset adapter is (D1), and the registry of adapters.
+"""What a dataset adapter is (design D1), and the registry of adapters.
 
 An adapter reads a dataset's *published* layout and yields the canonical pieces the rest of
 medaudit understands:
@@ -10,8 +10,10 @@ medaudit understands:
 * ``decode_inputs``: the model inputs of a chunk of those records, float32 of shape
   (n, *task.input_shape), plus a reason for every record whose input could not be read.
 
-Adding a dataset = one module with a subclass decorated by ``@register_dataset`` and one import line
-in ``tasks/datasets/__init__.py``.
+Adding a dataset = one module in ``tasks/datasets/`` with a subclass decorated by ``@register_dataset``
+(``tasks/datasets/__init__.py`` imports every module of the package) and its contract
+``data_contracts/<name>.yaml`` (dashes as underscores). A dataset described by a spec file needs no code:
+``get_dataset("spec:<path>")`` builds its adapter (tasks/datasets/spec.py).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class TaskSpec:
     modality: Literal["tabular", "image", "signal"]
     score_transform: str  # name in tasks.scores registry
     default_architecture: str
-    flip_views_ok: bool = False  # horizontal flip preserves the label (D8)
+    flip_views_ok: bool = False  # horizontal flip preserves the label (design D8)
 
     @property
     def n_outputs(self) -> int:

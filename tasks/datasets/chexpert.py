@@ -1,4 +1,4 @@
-"""CheXpert (paper-method.md §1.1): Stanford chest radiographs -> one record per image.
+"""CheXpert (method §1.1): Stanford chest radiographs -> one record per image.
 
 ``raw_dir`` is the folder that holds the unpacked release and the demographics table::
 
@@ -22,7 +22,7 @@ As the paper (``chex.ipynb``):
   images as ``Lateral``; age band from ``Age``.
 
 Split: train.csv -> train, valid.csv -> test. The paper's test CSV is not in its repository; its
-description (labels by consensus of three radiologists, §1.1) matches the official validation set.
+description (labels by consensus of three radiologists, method §1.1) matches the official validation set.
 Without valid.csv there is no test split. Where the layout allows a patient to appear in both files,
 that patient's valid.csv rows are quarantined: a non-member record must not belong to a member patient.
 
@@ -64,7 +64,7 @@ DEMO_CSV = "CHEXPERT_DEMO.csv"
 DEFAULT_IMAGE_SIZE = 64
 
 # CXR_LABELS of the paper (src/data_utils/constants.py). 'No Finding' must stay first: the CXR score
-# transform counts an all-zero label row as label 0 positive (D12).
+# transform counts an all-zero label row as label 0 positive (design D12).
 CXR_LABELS: tuple[str, ...] = (
     "No Finding",
     "Enlarged Cardiomediastinum",

@@ -1,4 +1,4 @@
-"""EMBED (paper-method.md §1.5): screening mammograms -> one record per image, BI-RADS density (4 classes).
+"""EMBED (method §1.5): screening mammograms -> one record per image, BI-RADS density (4 classes).
 
 ``raw_dir`` holds the two tables of the EMBED Open Data release and the images converted to PNG, in
 either of two layouts (detected)::

@@ -1,4 +1,4 @@
-"""Harvard FairVision (paper-method.md §1.4): SLO fundus images of three sub-datasets -> one record
+"""Harvard FairVision (method §1.4): SLO fundus images of three sub-datasets -> one record
 (= one patient) per image, 7-class unified eye-disease label.
 
 ``raw_dir`` is the FairVision root as downloaded (the OCT ``data_<id>.npz`` volumes may be present;

@@ -1,4 +1,4 @@
-"""Fitzpatrick17k (paper-method.md §1.3): clinical skin images -> one record (= one patient) per image.
+"""Fitzpatrick17k (method §1.3): clinical skin images -> one record (= one patient) per image.
 
 ``raw_dir`` is the folder a user gets by downloading the Fitzpatrick17k CSV from its GitHub
 repository and the images from its ``url`` column::

@@ -1,5 +1,5 @@
 """Image inputs shared by the image adapters: the image task, PIL decoding, resize, scale to [-1, 1]
-(paper-method.md §1.0), channels-first InputChunks."""
+(method §1.0), channels-first InputChunks."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def load_image(path: Path, size: tuple[int, int], mode: Literal["L", "RGB"] = "L
             img = img.resize((size[1], size[0]))
             arr = np.asarray(img, dtype=np.float32)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        # Some PIL messages carry the path, whose name or folders can hold the raw patient id (D4).
+        # Some PIL messages carry the path, whose name or folders can hold the raw patient id (design D4).
         raise DecodeError(decode_failure(f"cannot decode image ({exception_text(exc, path)})", path)) from exc
     if arr.ndim == 2:
         arr = arr[..., None]

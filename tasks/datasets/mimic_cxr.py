@@ -1,4 +1,4 @@
-"""MIMIC-CXR-JPG 2.0.0 (paper-method.md §1.2): Beth Israel chest radiographs -> one record per image.
+"""MIMIC-CXR-JPG 2.0.0 (method §1.2): Beth Israel chest radiographs -> one record per image.
 
 ``raw_dir`` is the MIMIC-CXR-JPG root with MIMIC-IV's admissions and patients tables copied next to its
 tables (as the paper did); every table may be the ``.csv.gz`` PhysioNet ships::
@@ -13,13 +13,13 @@ tables (as the paper did); every table may be the ``.csv.gz`` PhysioNet ships::
 
 As the paper (``mimic.ipynb``): metadata left-joined with the labels on (subject_id, study_id), labels
 U-Ones (-1 -> 1) and empty -> 0 (a study without a label row therefore has all-zero labels, which the
-CXR score transform counts as No Finding, D12); race from admissions, OTHER/UNKNOWN for subjects with
+CXR score transform counts as No Finding, design D12); race from admissions, OTHER/UNKNOWN for subjects with
 more than one distinct recorded race, collapsed by substring; sex from patients.gender; view =
 ViewPosition (AP, PA, LATERAL, LL, else Other/Unknown); age band from patients.anchor_age.
 
 Deviation (split): the paper trains on all images and uses CheXpert's test images as non-members.
 Non-members from another hospital differ in distribution from the members, so an attack partly
-detects the source rather than membership (the paper's own pitfall 26). Here the official split is
+detects the source rather than membership (method pitfall 26). Here the official split is
 used: 'test' rows -> test (non-members from the same source), 'train' and 'validate' rows -> train.
 Images without a split row are quarantined (cohort); so are test images of subjects who also have
 training images (the official split is by subject, so this only fires on an inconsistent copy).

@@ -1,11 +1,11 @@
-"""MIMIC-IV-ED (paper-method.md §1.7): the benchmark's master_dataset.csv -> one record per ED stay.
+"""MIMIC-IV-ED (method §1.7): the benchmark's master_dataset.csv -> one record per ED stay.
 
 Follows the benchmark's general processing (Xie et al. 2022, ``data_general_processing.py``), in its
 order: adults only (age >= 18, else quarantined 'cohort'); a triage acuity is required (else 'cohort');
 triage temperature converted from °F to °C; out-of-range triage vitals set to missing or clipped by the
 benchmark's limits (tasks/datasets/ed_outliers.py; each repair is in the snapshot's repairs ledger, the
 stay is kept); missing triage vitals imputed with the training split's median.
-Deliberate difference (DECISIONS.md: patient-level audit): the 80/20 train/test split is drawn over
+Deliberate difference (the audit is patient-level, design D6; method pitfall 21): the 80/20 train/test split is drawn over
 *patients* (seeded), not over stays, so no test patient was ever a training member.
 """
 

@@ -1,4 +1,4 @@
-"""PTB-XL 1.0.3 (paper-method.md §1.6): 12-lead ECGs -> one record per ECG.
+"""PTB-XL 1.0.3 (method §1.6): 12-lead ECGs -> one record per ECG.
 
 ``raw_dir`` is the release root as downloaded from PhysioNet::
 
@@ -14,14 +14,14 @@ As the paper (``ptb-xl.ipynb``):
   scp_statements.csv are ignored);
 * records with only non-diagnostic statements keep an all-zero label vector. They are kept (as the
   paper) and marked with the boolean column ``no_diagnostic_label``; the softmax-mass score transform
-  flags them ``no_positive_label`` and scores them by the joint Bernoulli likelihood (D12, pitfall 2);
+  flags them ``no_positive_label`` and scores them by the joint Bernoulli likelihood (design D12, method pitfall 2);
 * split: ``strat_fold == 10`` -> test, folds 1-9 -> train (folds are patient-disjoint; test records of
   a patient who also has training records would be quarantined);
 * patient = ``patient_id`` (a float in the file); subgroups sex (0 Male, 1 Female), extra_beats
   (present/absent), age band (ages above 89 are published as 300 -> 80+).
 
 Inputs: ``wfdb.rdsamp(raw_dir / filename_lr)`` at 100 Hz -> float32 (12, 1000) channels-first in mV,
-leads I, II, III, AVR, AVL, AVF, V1-V6, **not normalised** (as the paper, pitfall 21; the training
+leads I, II, III, AVR, AVL, AVF, V1-V6, **not normalised** (as the paper, method pitfall 21; the training
 recipe decides about standardisation). A record that cannot be read, has another sampling rate or
 length, lacks a lead, or holds NaN samples is a decode failure with the reason.
 """

@@ -36,7 +36,6 @@ from tasks.datasets.spec_table import Filter, _as_number, _as_text, read_table_a
 from tasks.errors import ConfigError, StructuralError
 from tasks.quarantine import Quarantine
 
-SPEC_PREFIX = "spec:"
 _NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _TEMPLATE_RE = re.compile(r"\{([^{}]+)\}")
 

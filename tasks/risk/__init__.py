@@ -1,4 +1,4 @@
-"""Risk summaries built on per-record attack statistics (paper-method §4.5-§4.9, D14, D16, D17).
+"""Risk summaries built on per-record attack statistics (method §4.5-§4.9, design D14, D16, D17).
 
 ``roc`` (aggregate attack ROC / TPR at FPR), ``patient`` (patient-level aggregation), ``subgroup``
 (subgroup tables, CIs, over-representation tests, small-cell suppression), ``survival`` (empirical

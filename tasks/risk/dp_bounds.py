@@ -1,4 +1,4 @@
-"""Upper bounds on membership-inference AUC implied by differential privacy (paper-method §4.9, D17).
+"""Upper bounds on membership-inference AUC implied by differential privacy (method §4.9, design D17).
 
 Any membership test against an (eps, delta)-DP or mu-GDP mechanism has a ROC curve above-bounded by
 the mechanism's trade-off curve (Dong, Roth & Su 2019); integrating ``1 - beta(alpha)`` gives an AUC
@@ -33,7 +33,7 @@ def gdp_mu(
       ``mu = q sqrt(T (e^{1/sigma^2} - 1))``.
     * ``'uniform'`` (fixed-size batches without replacement):
       ``mu = sqrt(2) q sqrt(T) sqrt(e^{1/sigma^2} Phi(1.5/sigma) + 3 Phi(-0.5/sigma) - 2)``.
-      This is the formula the paper's code used (paper-method §4.9 calls it Poisson; in
+      This is the formula the paper's code used (method §4.9 calls it Poisson; in
       tensorflow-privacy / Opacus ``gdp`` it is ``compute_mu_uniform``).
 
     Returns inf when sigma is 0 (no noise) or e^{1/sigma^2} overflows, 0 when q or T is 0.

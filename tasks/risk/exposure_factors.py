@@ -1,4 +1,4 @@
-"""Who is exposed and why: disease groups, rarity and atypicality (paper-method §4.7; docs/STATISTICS.md).
+"""Who is exposed and why: disease groups, rarity and atypicality (method §4.7; docs/STATISTICS.md).
 
 Arrays in, frames out; no Prefect, Dask or DuckDB here.
 

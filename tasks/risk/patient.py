@@ -1,6 +1,6 @@
-"""Patient-level risk from record-level results (paper-method §4.5, D14).
+"""Patient-level risk from record-level results (method §4.5, design D14).
 
-Records of a patient are IN or OUT together (masks are drawn per patient, D6), so a patient's risk
+Records of a patient are IN or OUT together (masks are drawn per patient, design D6), so a patient's risk
 aggregates their records: the max of the record AUCs (paper default), the mean, and -- for attacks on
 target models -- the sum of the records' log-likelihood ratios (the likelihood-ratio test for the
 patient as a whole when the records' scores are treated as independent given membership).

@@ -1,4 +1,4 @@
-"""ROC analysis of aggregate attacks on target models (paper-method §4.6, D15).
+"""ROC analysis of aggregate attacks on target models (method §4.6, design D15).
 
 Conventions: higher score = "member"; ``labels`` are membership booleans; NaN scores are dropped
 together with their labels (+-inf scores are kept and rank at the ends). With no member or no

@@ -1,4 +1,4 @@
-"""Subgroup risk tables (paper-method §4.7, D16).
+"""Subgroup risk tables (method §4.7, design D16).
 
 One row per (attribute, group) -- and optionally per pair of attributes -- with the group's size,
 median risk with a bootstrap CI, the share of units above a risk threshold with a Wilson CI, and the
@@ -8,7 +8,7 @@ goodness-of-fit p for the attribute as a whole). A *unit* is a patient (default 
 record (paper comparison).
 
 Groups are always matched by their key (``pandas.factorize`` codes), never by the order in which
-counts come out (the paper's pitfall 22). Missing attribute values form their own group ``'<NA>'``.
+counts come out (method pitfall 22). Missing attribute values form their own group ``'<NA>'``.
 """
 
 from __future__ import annotations
@@ -244,7 +244,7 @@ def subgroup_table(
     pairs: bool = False,
     alpha: float = 0.05,
 ) -> pd.DataFrame:
-    """Subgroup risk table (D16).
+    """Subgroup risk table (design D16).
 
     frame: one row per unit (patient or record) with ``risk_col`` (float; NaN = unscored) and the
     ``attributes`` columns. Units with a NaN risk are excluded from every statistic and counted in

@@ -1,4 +1,4 @@
-"""Empirical survival function of risk values (paper-method §4.5, D21)."""
+"""Empirical survival function of risk values (method §4.5, design D21)."""
 
 from __future__ import annotations
 

@@ -15,8 +15,6 @@ import pandas as pd
 from PIL import Image
 
 TRUTH_FILE = "_synthetic_truth.csv"
-# The planted image files that hold a picture (written by save_planted_jpeg).
-PLANTED_JPEGS = ("cmyk_jpeg", "grayscale_jpeg", "truncated_jpeg")
 
 
 def start_cohort(raw_dir: Path, n_patients: int, seed: int, minimum: int) -> tuple[Path, np.random.Generator]:

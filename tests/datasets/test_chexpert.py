@@ -1,4 +1,4 @@
-"""CheXpert adapter on the synthetic release: the paper's definitions (paper-method.md §1.1) and D2.
+"""CheXpert adapter on the synthetic release: the paper's definitions (method §1.1) and design D2.
 
 One module fixture writes the cohort, adds a few more awkward rows by editing the files (a duplicated
 image row, an ambiguous demographics row, a test row of a training patient) and builds a snapshot
@@ -131,7 +131,7 @@ def test_every_excluded_row_is_quarantined_with_its_reason(built: SimpleNamespac
     assert reasons[("train.csv", len(built.train) + 1)].startswith("Path: the same image as line ")
     assert reasons[("valid.csv", len(built.valid) + 1)].startswith("Path: patient also has training records")
     assert all("duplicate value" in reasons[("CHEXPERT_DEMO.csv", r)] for f, r in built.expected if f == "CHEXPERT_DEMO.csv")
-    # D4: no raw patient id (the patient folder name) in the reasons the adapter writes. (The contract
+    # design D4: no raw patient id (the patient folder name) in the reasons the adapter writes. (The contract
     # check of the PATIENT column itself quotes the duplicated value: tasks/contracts.py's behaviour.)
     own = q[q["column"] != "PATIENT"]
     assert not own["reason"].str.contains("patient0").any()

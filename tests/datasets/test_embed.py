@@ -1,5 +1,5 @@
 """EMBED adapter on the synthetic copy and on hand-made tables: the paper's cohort filters in order
-(paper-method.md §1.5), label, patient split, subgroups, decoding and the reconciliation."""
+(method §1.5), label, patient split, subgroups, decoding and the reconciliation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""FairVision adapter on the synthetic copy: the paper's definitions (paper-method.md §1.4), automatic
+"""FairVision adapter on the synthetic copy: the paper's definitions (method §1.4), automatic
 QC, the quarantine of every excluded row, decoding and the raw = accepted + quarantined reconciliation."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fitzpatrick17k adapter on the synthetic copy: the paper's definitions (paper-method.md §1.3), the
+"""Fitzpatrick17k adapter on the synthetic copy: the paper's definitions (method §1.3), the
 quarantine of every excluded row, decoding and the raw = accepted + quarantined reconciliation."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""MIMIC-CXR-JPG adapter on the synthetic release: the paper's definitions (paper-method.md §1.2) and D2.
+"""MIMIC-CXR-JPG adapter on the synthetic release: the paper's definitions (method §1.2) and design D2.
 
 One module fixture writes the cohort, adds a few awkward rows by editing the files (a duplicated image
 row, an image of a training subject marked 'test' in the split table, a subject listed twice in
@@ -115,7 +115,7 @@ def test_every_excluded_row_is_quarantined_with_its_reason(built: SimpleNamespac
     assert "cannot identify image file" in reason[(META, row["text_as_jpeg"])]
     assert reason[(META, built.leak + 2)].startswith("subject_id: patient also has training records")
     assert reason[(META, len(built.meta) + 1)].startswith("dicom_id: the same image as line ")
-    # D4: image paths hold the subject id; decode reasons name the file only.
+    # design D4: image paths hold the subject id; decode reasons name the file only.
     decode = q.loc[q["stage"] == "decode", "reason"]
     assert not any(s in r for r in decode for s in set(built.meta["subject_id"]))
 

@@ -1,4 +1,4 @@
-"""PTB-XL adapter on the synthetic release: the paper's definitions (paper-method.md §1.6) and D2.
+"""PTB-XL adapter on the synthetic release: the paper's definitions (method §1.6) and design D2.
 
 One module fixture writes the cohort, adds a few awkward rows by editing the files (a duplicated ECG
 row, a fold-10 ECG of a patient with training ECGs, a malformed statement) and builds a snapshot once.

@@ -1,4 +1,4 @@
-"""Re-audits (D20): audit again only when the snapshot, pool or settings changed; train only missing models."""
+"""Re-audits (design D20): audit again only when the snapshot, pool or settings changed; train only missing models."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Patient-level aggregation (D14)."""
+"""Patient-level aggregation (design D14)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from tasks.attacks.record_auc import (
 
 
 def _balanced_mask(rng: np.random.Generator, m: int, n: int) -> np.ndarray:
-    """Complementary pairs as in D6: every record IN for exactly m/2 models."""
+    """Complementary pairs as in design D6: every record IN for exactly m/2 models."""
     half = rng.random((m // 2, n)) < 0.5
     mask = np.empty((m, n), dtype=bool)
     mask[0::2] = half

@@ -1,4 +1,4 @@
-"""Score transforms (D12): exactness, fallbacks, robustness to non-finite logits."""
+"""Score transforms (design D12): exactness, fallbacks, robustness to non-finite logits."""
 
 from __future__ import annotations
 
