@@ -5,8 +5,8 @@ the paper's CheXpert and Fitzpatrick recipes, ResNet-1D-128 with the PTB-XL reci
 (CheXpert recipe) and the tabular ResNet (MIMIC-IV-ED recipe) -- it trains on synthetic inputs of the
 dataset's shape, in one process, one after another:
 
-* ``today``: ``tasks.training.train_model`` (host-side batches and augmentation, a host sync every step);
-* ``fast``: ``tasks.fast_training.train_model_fast`` with torch.compile (``fast_eager`` without), inputs
+* ``today``: ``tasks.training.shadow.train_model`` (host-side batches and augmentation, a host sync every step);
+* ``fast``: ``tasks.training.fast.train_model_fast`` with torch.compile (``fast_eager`` without), inputs
   resident on the device; the compile is timed on a first model, throughput on a second model that reuses it
   (as every model of a pool after the first does);
 * ``plain``: a plain loop for reference -- data resident on the device, a random flip, SGD, bf16
@@ -14,7 +14,7 @@ dataset's shape, in one process, one after another:
 
 Reported per path: images (records) per second, models per hour at the dataset's paper size (one model sees
 half the training records per epoch, for the recipe's epochs), and the share of the measured bf16 matmul
-peak (FLOPs per record from tasks/cost.py: forward + backward matmuls and convolutions). Also: a DP-SGD run
+peak (FLOPs per record from tasks/training/cost.py: forward + backward matmuls and convolutions). Also: a DP-SGD run
 on the device whose accounted epsilon must equal the CPU's, and the projected GPU-hours of a 200-model pool
 at paper size for each of the seven datasets at the fast path's measured rate.
 
@@ -158,7 +158,7 @@ def _data(task: Any, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def plain_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, task: Any, bs: int, steps: int, image: bool) -> None:
     """The reference loop: resident data, random flip, SGD, bf16 autocast, no EMA/accumulation/per-step sync."""
-    from tasks.training import _loss_fn, _targets
+    from tasks.training.shadow import _loss_fn, _targets
 
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = _loss_fn(task)
@@ -179,9 +179,9 @@ def plain_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, task: A
 def bench_workload(w: Workload, args: argparse.Namespace, device: torch.device, peak: float) -> dict[str, Any]:
     from models import build_model
     from tasks.config import TrainRecipe
-    from tasks.cost import training_flops_per_record
-    from tasks.fast_training import resident_inputs, train_model_fast
-    from tasks.training import train_model
+    from tasks.training.cost import training_flops_per_record
+    from tasks.training.fast import resident_inputs, train_model_fast
+    from tasks.training.shadow import train_model
 
     p = PAPER[w.dataset]
     shape = tuple(args.smoke_shapes.get(len(p["shape"]), p["shape"])) if args.smoke else p["shape"]
@@ -263,7 +263,7 @@ def bench_workload(w: Workload, args: argparse.Namespace, device: torch.device, 
 def dp_check(device: torch.device, smoke: bool) -> dict[str, Any]:
     """DP-SGD (patient level) on the device vs the CPU: the account must be identical, the weights finite."""
     from tasks.config import TrainRecipe
-    from tasks.training import train_model
+    from tasks.training.shadow import train_model
 
     task = _task("ptb-xl", (12, 64 if smoke else 250))
     x, y = _data(task, 128 if smoke else 512)
@@ -279,7 +279,7 @@ def dp_check(device: torch.device, smoke: bool) -> dict[str, Any]:
 
 def projections(results: dict[str, Any], peak: float) -> dict[str, Any]:
     """GPU-hours of a 200-model pool at paper size per dataset, at the fast path's measured FLOP/s of its architecture."""
-    from tasks.cost import pool_compute, training_flops_per_record
+    from tasks.training.cost import pool_compute, training_flops_per_record
 
     achieved = {}
     for r in results.values():

@@ -35,7 +35,7 @@ from flows.monitoring import name_run
 from tasks.config import AuditConfig, stable_hash
 from tasks.errors import ConfigError
 from tasks.risk.compare import HEADLINE_DELTAS
-from tasks.storage import AuditStore
+from tasks.storage.store import AuditStore
 
 FLOW_NAME = "medaudit-reaudit"
 
@@ -53,7 +53,7 @@ def audit_key_of(cfg: AuditConfig, pool_key: str) -> str:
 
 def latest_audit_of(db_path: Path, dataset: str, raw_dir: Path) -> dict[str, Any] | None:
     """The latest finished audit of ``dataset`` read from ``raw_dir`` in ``db_path`` (None if none), with its audit key."""
-    from tasks.storage import AuditStore
+    from tasks.storage.store import AuditStore
 
     if not Path(db_path).exists():
         return None
@@ -111,13 +111,13 @@ def reusable_audit(cfg: AuditConfig) -> dict[str, Any] | None:
     """The latest finished audit of ``cfg`` as run_audit returns it, when nothing its numbers depend on changed.
 
     The same rule as a scheduled re-audit (``decide``: the audit key), checked without a flow run or a
-    decode: the raw folder's fingerprint must name a recorded snapshot (tasks/ingest_cache.py), else the
+    decode: the raw folder's fingerprint must name a recorded snapshot (tasks/ingest/cache.py), else the
     data may have changed and None is returned. The result carries ``reused: True`` and the reason;
     ``headline["trained"]`` is 0 (nothing was trained now)."""
-    from flows.audit import pool_key_for
     from tasks.datasets import get_dataset
-    from tasks.ingest_cache import cached_snapshot, raw_fingerprint
-    from tasks.pseudonym import load_or_create_secret
+    from tasks.ingest.cache import cached_snapshot, raw_fingerprint
+    from tasks.ingest.pseudonym import load_or_create_secret
+    from tasks.training.pool import pool_key_for
 
     latest = latest_audit_of(cfg.db_path, cfg.dataset, cfg.raw_dir)
     if latest is None:
@@ -150,7 +150,8 @@ def reusable_audit(cfg: AuditConfig) -> dict[str, Any] | None:
 @flow(name=FLOW_NAME, log_prints=True)
 def reaudit_flow(config: dict[str, Any], force: bool = False, show_progress: bool = False) -> dict[str, Any]:
     """Audit ``config`` (an AuditConfig as a dict) again if its dataset snapshot, pool or settings changed."""
-    from flows.audit import ingest_snapshot, pool_key_for, run_audit
+    from flows.audit import ingest_snapshot, run_audit
+    from tasks.training.pool import pool_key_for
 
     cfg = AuditConfig.model_validate(config)
     logger = get_run_logger()

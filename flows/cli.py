@@ -84,13 +84,13 @@ def _build_config(
 ) -> Any:
     """One AuditConfig from the command line: the dataset's recipe preset (``--recipe``, else
     ``default_recipe``) under the --config file's pool, under ``base_pool`` (what the command itself
-    sets), under --models/--arch/--epochs/... (tasks/recipes.py::compose_pool); dataset options:
+    sets), under --models/--arch/--epochs/... (tasks/training/recipes.py::compose_pool); dataset options:
     ``base_options`` < --config < --option. ``data``: the --config file already read (audit-model takes its
     ``target`` section out first)."""
     from models import get_architecture
     from tasks.config import AuditConfig
     from tasks.errors import ConfigError
-    from tasks.recipes import compose_pool
+    from tasks.training.recipes import compose_pool
 
     if data is None:
         data = AuditConfig.read_file(args.config) if args.config else {}  # validated once, with the command line's values
@@ -137,7 +137,7 @@ def _print_result(res: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(res, indent=2, default=str))
         return
-    from tasks.report import headline_rows
+    from tasks.report.pool_audit import headline_rows
 
     h = res["headline"]
     print()
@@ -155,8 +155,8 @@ def _print_result(res: dict[str, Any], as_json: bool) -> None:
 
 def demo_config(args: argparse.Namespace) -> Any:
     """The AuditConfig `medaudit demo` runs for ``args`` (writing the synthetic cohort if missing); `serve --demo` uses it too."""
-    from tasks.demo_pools import DEMO_RECIPE, demo_options, demo_patients
     from tasks.synthetic import get_synthetic_writer, write_cohort_once
+    from tasks.synthetic.demo_pools import DEMO_RECIPE, demo_options, demo_patients
 
     get_synthetic_writer(args.dataset)  # an unknown dataset fails here, before anything is written
     patients = args.patients if args.patients is not None else demo_patients(args.dataset)
@@ -190,9 +190,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from tasks.pseudonym import load_or_create_secret
-    from tasks.snapshot import build_snapshot
-    from tasks.storage import AuditStore
+    from tasks.ingest.pseudonym import load_or_create_secret
+    from tasks.ingest.snapshot import build_snapshot
+    from tasks.storage.store import AuditStore
 
     adapter = dataset_adapter(args.dataset, parse_options(args.option))
     snap = build_snapshot(adapter, args.raw_dir, args.results, load_or_create_secret(), linkage_file=args.linkage)
@@ -282,7 +282,7 @@ def _format_rows(columns: list[str], rows: list[tuple], max_rows: int) -> str:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    from tasks.sealed import open_private, run_sealed, sealed_connection
+    from tasks.storage.sealed import open_private, run_sealed, sealed_connection
 
     con = sealed_connection(args.results / "medaudit.duckdb")
     try:
@@ -399,9 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(discover=command not in _FAST_COMMANDS)
     args = parser.parse_args(argv)
     _apply_spec(args, parser)
-    from tasks.sealed import seal_process
+    from tasks.storage.sealed import seal_process
 
-    seal_process()  # results, reports, exports and Prefect's home: owner-only (tasks/sealed.py)
+    seal_process()  # results, reports, exports and Prefect's home: owner-only (tasks/storage/sealed.py)
     configure_prefect(quiet=not args.verbose)
     from tasks.errors import MedauditError
 

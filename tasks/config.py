@@ -32,7 +32,7 @@ class TrainRecipe(_Strict):
     schedule: Literal["cosine_7pi16", "cosine", "constant"] = "cosine_7pi16"
     ema_decay: float | None = Field(None, ge=0, lt=1)
     grad_accum_steps: int = Field(1, ge=1)
-    # Image augmentation policy of tasks/augment.py (per-sample torchvision v2 transforms; identity for non-image data).
+    # Image augmentation policy of tasks/training/augment.py (per-sample torchvision v2 transforms; identity for non-image data).
     augment: Literal["none", "flip", "weak", "medium", "strong"] = "none"
     standardize_inputs: bool = True
     # bf16 autocast and channels_last help conv nets on CPU (ENVIRONMENT.md: about 2x for WRN).
@@ -64,7 +64,7 @@ class TrainRecipe(_Strict):
 
 class ArchitectureSpec(_Strict):
     # None: the dataset's default architecture (its TaskSpec.default_architecture), filled in when the
-    # AuditConfig is validated; the CLI sets one from the dataset's recipe preset (tasks/recipes.py).
+    # AuditConfig is validated; the CLI sets one from the dataset's recipe preset (tasks/training/recipes.py).
     name: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -145,10 +145,10 @@ class ExecutionConfig(_Strict):
     # Dask resources each training task claims (a worker offers them with `dask worker --resources
     # GPU=1`); None: {"GPU": 1} when device is "cuda", else none. Not part of the pool key.
     task_resources: dict[str, float] | None = None
-    # Shadow models trained together in one task (tasks/batched_training.py: torch.func vmap over the
+    # Shadow models trained together in one task (tasks/training/batched.py: torch.func vmap over the
     # models; MLP-like tabular nets only, others loop). 1 = one task per model. Not part of the pool key.
     models_per_task: int = Field(1, ge=1)
-    # The fast training path (tasks/fast_training.py: inputs resident on the device, augmentation drawn
+    # The fast training path (tasks/training/fast.py: inputs resident on the device, augmentation drawn
     # there, no per-step host sync, foreach/fused updates; a worker keeps data and model across the pool's
     # models) and torch.compile within it ("auto": on for CUDA). Same recipe semantics: not part of the pool key.
     fast_path: bool = False

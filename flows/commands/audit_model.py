@@ -83,7 +83,7 @@ def _names(value: str, flag: str) -> list[str]:
 
 def cmd_audit_model(args: argparse.Namespace) -> int:
     from flows.audit_model import preflight, run_audit_model
-    from tasks.target_report import target_rows
+    from tasks.report.model_audit import target_rows
 
     cfg = build_target_config(args)
     preflight(cfg)  # wrong files and input widths fail in seconds, before Dask and Prefect start

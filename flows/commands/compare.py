@@ -2,7 +2,7 @@
 
 Patients newly at risk / no longer at risk (pseudonymous keys), subgroup shifts with McNemar's exact
 test (tasks/risk/compare.py) and the headline deltas. The SQL side is the ``compare_audits(a, b)`` and
-``compare_subgroups(a, b)`` table macros (tasks/storage.py), also usable in `medaudit sql`.
+``compare_subgroups(a, b)`` table macros (tasks/storage/store.py), also usable in `medaudit sql`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def compare(results: Path, audit_a: str, audit_b: str, min_cell: int | None = None) -> dict[str, Any]:
     """The comparison as plain data: audits, headline deltas, patients by change, subgroup shifts."""
     from tasks.risk.compare import headline_deltas, subgroup_shifts
-    from tasks.storage import AuditStore
+    from tasks.storage.store import AuditStore
 
     store = AuditStore(Path(results) / "medaudit.duckdb", read_only=True)
     try:

@@ -121,7 +121,7 @@ def _q(value: str) -> str:
 
 def sweep_row(cfg: Any, res: dict[str, Any], unit: str, epsilon: float) -> dict[str, Any]:
     """One table row: accounting from pool_models.train_info (the audited models), empirical risk from the audit's views."""
-    from tasks.storage import read_only_query
+    from tasks.storage.store import read_only_query
 
     db, pool = cfg.db_path, _q(res["pool_key"])
     keys = ("epsilon", "delta", "noise_multiplier", "sampling_rate", "steps", "n_units", "auc_bound")
@@ -275,7 +275,7 @@ def cmd_dp_sweep(args: argparse.Namespace) -> int:
 
     from flows.audit import run_audit
     from flows.cli import _build_config
-    from tasks.demo_pools import DEMO_RECIPE, demo_options
+    from tasks.synthetic.demo_pools import DEMO_RECIPE, demo_options
 
     raw_dir = args.raw_dir
     if raw_dir is None:  # synthetic cohort of the dataset's layout, with the demo's (quick) pool and adapter options

@@ -8,8 +8,8 @@ from pathlib import Path
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from tasks.explain import explanation_text, score_plot
-    from tasks.storage import AuditStore
+    from tasks.audit.explain import explanation_text, score_plot
+    from tasks.storage.store import AuditStore
 
     with AuditStore(args.results / "medaudit.duckdb", read_only=True) as store:
         ex = store.patient_explanation(args.patient_key, args.audit)

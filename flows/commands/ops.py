@@ -369,7 +369,7 @@ def evidence_shortfall(headline: dict[str, Any], min_evidence: str) -> str | Non
 
 def cmd_gate(args: argparse.Namespace) -> int:
     from tasks.attacks import ATTACKS
-    from tasks.storage import AuditStore
+    from tasks.storage.store import AuditStore
 
     if args.attack not in ATTACKS:
         raise ConfigError(f"--attack {args.attack}: unknown attack; the audits run {', '.join(sorted(ATTACKS))}")
@@ -424,7 +424,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
 def cmd_history(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from tasks.storage import read_only_query
+    from tasks.storage.store import read_only_query
 
     db = _db(args.results)
     where = ""
@@ -446,7 +446,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from tasks.storage import AuditStore
+    from tasks.storage.store import AuditStore
 
     store = AuditStore(_db(args.results), read_only=True)
     try:

@@ -74,10 +74,10 @@ def cmd_scaling(args: argparse.Namespace) -> int:
     from flows.audit import run_audit
     from flows.cli import _build_config, parse_options
     from tasks.datasets import get_dataset
-    from tasks.demo_pools import DEMO_RECIPE
     from tasks.errors import ConfigError
-    from tasks.storage import read_only_query
+    from tasks.storage.store import read_only_query
     from tasks.synthetic import write_cohort_once
+    from tasks.synthetic.demo_pools import DEMO_RECIPE
 
     try:
         archs = parse_archs(args.archs)

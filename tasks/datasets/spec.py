@@ -28,13 +28,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.config import ArchitectureSpec, TrainRecipe
-from tasks.contracts import ColumnContract, DatasetContract, SubgroupContract, TableContract, validate_table
 from tasks.datasets.base import DatasetAdapter, InputChunk, TaskSpec
+from tasks.datasets.contracts import ColumnContract, DatasetContract, SubgroupContract, TableContract, validate_table
 from tasks.datasets.imaging import DecodeError, image_mode, load_image
 from tasks.datasets.layout import count_csv_rows, decode_each, file_key, label_column, quarantine_duplicates, quarantine_split_overlap
+from tasks.datasets.quarantine import Quarantine
 from tasks.datasets.spec_table import Filter, _as_number, _as_text, read_table_as_strings, table_format
 from tasks.errors import ConfigError, StructuralError
-from tasks.quarantine import Quarantine
 
 SPEC_PREFIX = "spec:"
 _NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -50,7 +50,7 @@ class _Strict(BaseModel):
 
 
 class ColumnSpec(ColumnContract):
-    """A column's contract (tasks/contracts.py) plus an optional full-match regular expression."""
+    """A column's contract (tasks/datasets/contracts.py) plus an optional full-match regular expression."""
 
     pattern: str | None = None
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.contracts import read_csv_as_strings
+from tasks.datasets.contracts import read_csv_as_strings
 from tasks.errors import ConfigError, StructuralError
 
 _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {

@@ -88,7 +88,7 @@ def test_shipped_deployments_file_builds_cron_deployments(tmp_path: Path, monkey
 
 def test_demo_audit_file_matches_the_demo_pool() -> None:
     """deployments/demo-audit.yaml re-audits what `medaudit demo` built: same pool, so the first run trains nothing."""
-    from tasks.demo_pools import demo_pool
+    from tasks.synthetic.demo_pools import demo_pool
 
     cfg = AuditConfig.from_file(REPO / "deployments" / "demo-audit.yaml")
     pool = demo_pool("mimic-iv-ed")

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from flows.cli import main
-from tasks.storage import AuditStore
+from tasks.storage.store import AuditStore
 
 
 def test_datasets_lists_the_seven_clinical_datasets(capsys: pytest.CaptureFixture[str]) -> None:

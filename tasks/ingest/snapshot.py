@@ -34,9 +34,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.datasets.base import DatasetAdapter, InputChunk, TaskSpec
+from tasks.datasets.quarantine import Quarantine
 from tasks.errors import MedauditError
-from tasks.pseudonym import patient_keys, write_linkage
-from tasks.quarantine import Quarantine
+from tasks.ingest.pseudonym import patient_keys, write_linkage
 
 SNAPSHOT_FORMAT = 1
 # A mapper runs decode jobs (possibly on Dask workers) and yields their results *in order*.

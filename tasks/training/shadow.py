@@ -24,13 +24,13 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
-from tasks.augment import augment
 from tasks.config import TrainRecipe
 from tasks.datasets.base import TaskSpec
-from tasks.snapshot import Snapshot
+from tasks.ingest.snapshot import Snapshot
+from tasks.training.augment import augment
 
 # Bump when a change alters what a trained model or its logits would be: it is part of the pool key.
-TRAINING_CODE_VERSION = "2"  # 2: per-sample torchvision v2 augmentation (tasks/augment.py); bf16 models scored under bf16
+TRAINING_CODE_VERSION = "2"  # 2: per-sample torchvision v2 augmentation (tasks/training/augment.py); bf16 models scored under bf16
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class ShadowJob:
     shard_dir: str = ""
     torch_threads: int = 1
     device: str = "cpu"
-    # execution.fast_path / execution.compile (tasks/fast_training.py); not part of the pool key
+    # execution.fast_path / execution.compile (tasks/training/fast.py); not part of the pool key
     fast_path: bool = False
     compile: str = "off"  # "on", "off" or "auto" (on where the device is CUDA)
 
@@ -74,7 +74,7 @@ def lr_factor(step: int, total: int, recipe: TrainRecipe) -> float:
 
 def eval_views(x: torch.Tensor, n_views: int, task: TaskSpec, seed: int) -> list[torch.Tensor]:
     """The V deterministic evaluation views of a batch (D8): identity, flip (if label-preserving),
-    then seeded "weak" augmentations (tasks/augment.py: each record its own flip and shift, fixed by
+    then seeded "weak" augmentations (tasks/training/augment.py: each record its own flip and shift, fixed by
     ``seed``). Non-image inputs have a single view."""
     if x.dim() != 4 or n_views == 1:
         return [x]
@@ -132,14 +132,14 @@ def train_model(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train one model on (x (n, *shape) float32, y (n, C) float) and return it with training stats.
 
-    With ``recipe.dp_epsilon`` set, trains with DP-SGD (tasks/dp.py); ``units`` (n,) are then the
+    With ``recipe.dp_epsilon`` set, trains with DP-SGD (tasks/training/dp.py); ``units`` (n,) are then the
     patient codes of the rows for patient-level DP (ignored for record-level DP). ``fast_path`` trains
-    the same recipe through tasks/fast_training.py where it covers it (``compile``: under torch.compile).
+    the same recipe through tasks/training/fast.py where it covers it (``compile``: under torch.compile).
     """
     from models import build_model
 
     if fast_path:
-        from tasks.fast_training import fast_path_blocker, resident_inputs, train_model_fast
+        from tasks.training.fast import fast_path_blocker, resident_inputs, train_model_fast
 
         if fast_path_blocker(recipe, task) is None:
             data = resident_inputs(x, device)
@@ -157,7 +157,7 @@ def train_model(
     xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.float32))
     n = len(xt)
     if recipe.dp_epsilon is not None:
-        from tasks.dp import train_dp
+        from tasks.training.dp import train_dp
 
         dp_units = units if recipe.dp_unit == "patient" and units is not None else np.arange(n)
         if recipe.dp_unit == "patient" and units is None:
@@ -249,7 +249,7 @@ def score_model(
 
     ``precision`` "bf16" scores under the bf16 autocast the model was trained with (a GroupNorm net
     trained that way is a different function in float32); heads stay float32 either way.
-    ``x`` may also be inputs already on the device (tasks/fast_training.py ``ResidentData``).
+    ``x`` may also be inputs already on the device (tasks/training/fast.py ``ResidentData``).
     """
     model.eval()
     out = []
@@ -275,7 +275,7 @@ def test_auroc(logits: np.ndarray, labels: np.ndarray) -> float | None:
 
 
 def _fast_blocker(recipe: TrainRecipe, task: TaskSpec) -> str | None:
-    from tasks.fast_training import fast_path_blocker
+    from tasks.training.fast import fast_path_blocker
 
     return fast_path_blocker(recipe, task)
 
@@ -299,7 +299,7 @@ def train_shadow_model(job: ShadowJob) -> dict[str, Any]:
     n_views = job.eval_views if snap.task.modality == "image" else 1
     fast = job.fast_path and _fast_blocker(recipe, snap.task) is None
     if fast:  # the worker keeps the inputs on the device and the (compiled) model across the pool's models
-        from tasks.fast_training import resident_inputs, train_model_fast
+        from tasks.training.fast import resident_inputs, train_model_fast
 
         data = resident_inputs(x_all, device, key=(job.snapshot_dir, snap.version))
         scaling = None if x is x_all else (mu, sd)

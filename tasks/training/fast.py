@@ -1,4 +1,4 @@
-"""The fast training path (``execution.fast_path``): the same recipe as ``tasks.training.train_model``, built for GPUs.
+"""The fast training path (``execution.fast_path``): the same recipe as ``tasks.training.shadow.train_model``, built for GPUs.
 
 What differs from ``train_model`` (and what does not):
 
@@ -8,7 +8,7 @@ What differs from ``train_model`` (and what does not):
   a batch is one ``index_select`` on the device;
 * batches: the same ones -- ``torch.manual_seed(seed)`` initialisation, ``torch.Generator(seed)`` on the
   host drawing one ``randperm`` per epoch and one augmentation seed per batch, exactly as train_model;
-* augmentation: the same policy, drawn on the device (tasks/device_augment.py): each batch reseeds the
+* augmentation: the same policy, drawn on the device (tasks/training/device_augment.py): each batch reseeds the
   device generator with the seed train_model would have drawn, so the parameters are a draw from the same
   distribution as the host path's, not the same draw;
 * no host synchronisation per step: the loss's finiteness is accumulated on the device and read every
@@ -46,10 +46,10 @@ _CACHE_SIZE = 2
 
 def fast_path_blocker(recipe: TrainRecipe, task: TaskSpec) -> str | None:
     """Why ``recipe`` on ``task`` trains through train_model's loop instead (None: the fast path covers it)."""
-    from tasks.device_augment import DeviceAugmenter
+    from tasks.training.device_augment import DeviceAugmenter
 
     if recipe.dp_epsilon is not None:
-        return "DP-SGD recipes train through tasks/dp.py"
+        return "DP-SGD recipes train through tasks/training/dp.py"
     optimizer = recipe.optimizer  # recipes that name another optimizer keep train_model's loop
     if optimizer != "sgd":
         return f"optimizer {optimizer!r} (the fast path implements SGD)"
@@ -185,9 +185,9 @@ def train_model_fast(
     ``standardize``: (mean, std) float32 (*shape) applied to every batch (tabular inputs, train_shadow_model's rule).
     Returns the trained module (the process's reusable one: use it before training the next model) and stats.
     """
-    from tasks.augment import _is_image_batch, _seed_from
-    from tasks.device_augment import DeviceAugmenter
-    from tasks.training import _loss_fn, _targets, lr_factor
+    from tasks.training.augment import _is_image_batch, _seed_from
+    from tasks.training.device_augment import DeviceAugmenter
+    from tasks.training.shadow import _loss_fn, _targets, lr_factor
 
     if (why := fast_path_blocker(recipe, task)) is not None:
         raise ValueError(f"the fast path does not cover this recipe: {why}")

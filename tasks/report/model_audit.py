@@ -13,10 +13,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from tasks.report import _png_b64, _table_html
+from tasks.audit.model_audit import TargetAuditResult
+from tasks.report.pool_audit import _png_b64, _table_html
 from tasks.risk.roc import roc_curve
 from tasks.risk.survival import survival_curve
-from tasks.target_audit import TargetAuditResult
 
 
 def _calibration_text(h: dict) -> str:

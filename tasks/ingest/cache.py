@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tasks.datasets.base import DatasetAdapter
-from tasks.snapshot import SNAPSHOT_FORMAT, Snapshot
+from tasks.ingest.snapshot import SNAPSHOT_FORMAT, Snapshot
 
 INDEX = "raw_fingerprints.json"
 _EDGE = 1 << 16
@@ -42,7 +42,7 @@ def _code_text(obj: object) -> bytes:
 
 def raw_fingerprint(adapter: DatasetAdapter, raw_dir: Path, secret: bytes) -> str:
     """Fingerprint (hex) of ``raw_dir`` as ``adapter`` would ingest it with this ``secret``."""
-    import tasks.snapshot
+    import tasks.ingest.snapshot
 
     raw_dir = Path(raw_dir)
     h = hashlib.sha256()
@@ -54,7 +54,7 @@ def raw_fingerprint(adapter: DatasetAdapter, raw_dir: Path, secret: bytes) -> st
     }
     h.update(json.dumps(meta, sort_keys=True, default=str).encode())
     h.update(_code_text(type(adapter)))
-    h.update(_code_text(tasks.snapshot))
+    h.update(_code_text(tasks.ingest.snapshot))
     try:
         h.update(adapter.contract.model_dump_json().encode())
     except Exception:  # an adapter without a contract file

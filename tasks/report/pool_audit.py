@@ -17,11 +17,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from tasks.analysis import SE_REFERENCE, AuditResult
-from tasks.report_tables import NULL, SUBGROUP_LEGEND, display_subgroups, opening_paragraph, risk_over_time_plot
+from tasks.audit.pool_audit import SE_REFERENCE, AuditResult
+from tasks.report.tables import NULL, SUBGROUP_LEGEND, display_subgroups, opening_paragraph, risk_over_time_plot
 from tasks.risk.subgroup import MISSING_GROUP, suppress_small_cells
 from tasks.risk.survival import survival_curve
-from tasks.sealed import make_private, make_private_dir
+from tasks.storage.sealed import make_private, make_private_dir
 
 
 def _f(value: object, fmt: str = ".3f") -> str:
@@ -374,7 +374,7 @@ over-represented among the exposed (one-sided Fisher exact; expected = exposed Ã
 </body></html>"""
     files["report_html"] = out_dir / "report.html"
     files["report_html"].write_text(body)
-    for path in files.values():  # sealed by default (tasks/sealed.py), whatever the process umask
+    for path in files.values():  # sealed by default (tasks/storage/sealed.py), whatever the process umask
         make_private(path)
     return files
 

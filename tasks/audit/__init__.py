@@ -1,0 +1,10 @@
+"""The audits: stored scores -> attacks and risk tables, for a pool and for one existing model.
+
+``pool_audit`` (the pool audit: score blocks from the store through tasks/attacks and tasks/risk into
+result frames), ``model_audit`` (the audit of one existing model, `medaudit audit-model`), with
+``model_loading`` (its model, logits and members), ``model_inputs`` (its input contract) and
+``model_sanity`` (the sanity gate), and ``explain`` (why one patient is exposed).
+
+May import: tasks.attacks, tasks.risk, tasks.training, tasks.storage, tasks.ingest, tasks.datasets, models,
+tasks.config, tasks.errors. Never Prefect or Dask.
+"""
