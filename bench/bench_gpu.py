@@ -158,10 +158,10 @@ def _data(task: Any, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def plain_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, task: Any, bs: int, steps: int, image: bool) -> None:
     """The reference loop: resident data, random flip, SGD, bf16 autocast, no EMA/accumulation/per-step sync."""
-    from tasks.training.shadow import _loss_fn, _targets
+    from tasks.training.shadow import task_loss, training_targets
 
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loss_fn = _loss_fn(task)
+    loss_fn = task_loss(task)
     dev = x.device
     for _ in range(steps):
         idx = torch.randint(0, len(x), (bs,), device=dev)
@@ -171,7 +171,7 @@ def plain_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, task: A
             xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb).contiguous(memory_format=torch.channels_last)
         with torch.autocast(dev.type, dtype=torch.bfloat16):
             out = model(xb)
-        loss_fn(out.float(), _targets(y[idx], task)).backward()
+        loss_fn(out.float(), training_targets(y[idx], task)).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tasks.results_layout import db_path
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -36,7 +38,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "MEDAUDIT_HOME": str(Path(tmp) / "home")}
         results = Path(tmp) / "results"
-        db = results / "medaudit.duckdb"
+        db = db_path(results)
         make = f"from pathlib import Path; from tasks.storage.store import AuditStore; AuditStore(Path({str(db)!r})).close()"
         subprocess.run([sys.executable, "-c", make], env=env, cwd=ROOT, check=True)
         medaudit = [sys.executable, "-m", "flows.cli", "sql", "--results", str(results), "SELECT count(*) FROM audits"]

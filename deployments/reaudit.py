@@ -34,6 +34,7 @@ from flows.alerts import breaches, emit_risk_alert
 from flows.monitoring import name_run
 from tasks.config import AuditConfig, stable_hash
 from tasks.errors import ConfigError
+from tasks.results_layout import audit_report_dir
 from tasks.risk.compare import HEADLINE_DELTAS
 from tasks.storage.store import AuditStore
 
@@ -53,22 +54,18 @@ def audit_key_of(cfg: AuditConfig, pool_key: str) -> str:
 
 def latest_audit_of(db_path: Path, dataset: str, raw_dir: Path) -> dict[str, Any] | None:
     """The latest finished audit of ``dataset`` read from ``raw_dir`` in ``db_path`` (None if none), with its audit key."""
+    from tasks.storage.queries import finished_audits_of
     from tasks.storage.store import AuditStore
 
     if not Path(db_path).exists():
         return None
     store = AuditStore(db_path, read_only=True)
     try:
-        tables = set(store.query("SELECT table_name FROM information_schema.tables")["table_name"])
-        if "audits" not in tables:
-            return None
-        rows = store.query(
-            "SELECT audit_id, pool_key, dataset_version, n_models, n_targets, config, headline, finished_at FROM audits "
-            "WHERE dataset = ? AND finished_at IS NOT NULL AND headline IS NOT NULL ORDER BY finished_at DESC",
-            [dataset],
-        )
+        rows = finished_audits_of(store, dataset)
     finally:
         store.close()
+    if rows is None:
+        return None
     want = str(Path(raw_dir).resolve())
     for row in rows.to_dict(orient="records"):
         config = json.loads(row["config"]) if isinstance(row["config"], str) else dict(row["config"] or {})
@@ -130,7 +127,7 @@ def reusable_audit(cfg: AuditConfig) -> dict[str, Any] | None:
     run, reason = decide(cfg, pool_key, snapshot.version, latest, force=False)
     if run:
         return None
-    report_dir = cfg.results_dir / "reports" / snapshot.dataset / latest["audit_id"]
+    report_dir = audit_report_dir(cfg.results_dir, snapshot.dataset, latest["audit_id"])
     return {
         "audit_id": latest["audit_id"],
         "pool_key": pool_key,

@@ -37,6 +37,7 @@ from tasks.ingest.pseudonym import load_or_create_secret
 from tasks.ingest.snapshot import Snapshot, build_snapshot
 from tasks.report.pool_audit import chance_sentence, evidence_sentence, figure_b64, headline_rows, write_report
 from tasks.report.tables import SUBGROUP_LEGEND, display_subgroups
+from tasks.results_layout import audit_report_dir
 from tasks.risk.null import minimum_models
 from tasks.storage.store import AuditStore, PoolRecord
 from tasks.training.batched import batching_blocker
@@ -323,7 +324,7 @@ def audit_flow(config: dict[str, Any], show_progress: bool = True, snapshot_dir:
                 store, snapshot, pool_key, models, cfg.pool.n_targets, n_views, cfg.attack, cfg.report, progress=progress
             )
         step("store results")(store_result)(store, result, audit_id, pool_key, list(snapshot.attributes))
-        out_dir = cfg.results_dir / "reports" / snapshot.dataset / audit_id
+        out_dir = audit_report_dir(cfg.results_dir, snapshot.dataset, audit_id)
         now = {"audit_id": audit_id, "pool_key": pool_key, "n_models": len(models), "finished_at": datetime.now(UTC).replace(tzinfo=None)}
         history = pd.concat(
             [store.risk_history(cfg.dataset), pd.DataFrame([{**now, **{k: result.headline.get(k) for k in HISTORY_KEYS}}])],

@@ -28,6 +28,7 @@ from tasks.errors import ConfigError
 from tasks.ingest.pseudonym import load_or_create_secret
 from tasks.report.model_audit import attacks_frame_for_store, target_rows, write_target_report
 from tasks.report.pool_audit import figure_b64
+from tasks.results_layout import model_audit_report_dir
 from tasks.storage.store import AuditStore
 from tasks.training.pool import pool_key_for
 
@@ -184,7 +185,7 @@ def audit_model_flow(config: dict[str, Any], show_progress: bool = True) -> dict
             "matched_references": matched,
         }
         store.finish_target_audit(audit_id, headline)
-    out_dir = cfg.results_dir / "reports" / snapshot.dataset / f"model-{audit_id}"
+    out_dir = model_audit_report_dir(cfg.results_dir, snapshot.dataset, audit_id)
     files = write_target_report(
         result, out_dir, title=name, audit_id=audit_id, min_cell=cfg.report.min_cell, threshold=cfg.report.risk_threshold, headline=headline
     )

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from flows.runtime import configure_prefect
+from tasks.results_layout import DEFAULT_RESULTS_DIR, db_path, demo_data_dir
 
 
-def _add_run_options(p: argparse.ArgumentParser, *, models_default: int | None) -> None:
+def add_run_options(p: argparse.ArgumentParser, *, models_default: int | None) -> None:
     p.add_argument("--models", type=int, default=models_default, help="shadow models in the pool (even; default %(default)s)")
     p.add_argument("--targets", type=int, default=None, help="held-out target models for the aggregate attacks (even)")
-    p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
+    p.add_argument("--results", type=Path, default=DEFAULT_RESULTS_DIR, help="results folder (default ./results)")
     p.add_argument(
         "--dask-address", default=None, help="use an existing Dask scheduler (e.g. tcp://127.0.0.1:8786) instead of a LocalCluster"
     )
@@ -72,7 +73,7 @@ def dataset_adapter(dataset: str, options: dict[str, Any]) -> Any:
     return get_dataset(dataset, options)
 
 
-def _build_config(
+def build_config(
     args: argparse.Namespace,
     dataset: str,
     raw_dir: Path,
@@ -138,6 +139,7 @@ def _print_result(res: dict[str, Any], as_json: bool) -> None:
         print(json.dumps(res, indent=2, default=str))
         return
     from tasks.report.pool_audit import headline_rows
+    from tasks.storage.queries import EXAMPLE_QUERY
 
     h = res["headline"]
     print()
@@ -148,9 +150,7 @@ def _print_result(res: dict[str, Any], as_json: bool) -> None:
         print(f"{label:20s}{value}")
     print(f"results             {res['db_path']}")
     print(f"report              {res['files']['report_html']}")
-    print(
-        "query               medaudit sql --results", Path(res["db_path"]).parent, "\"SELECT * FROM subgroup_risk WHERE level = 'patient'\""
-    )
+    print("query               medaudit sql --results", Path(res["db_path"]).parent, f'"{EXAMPLE_QUERY}"')
 
 
 def demo_config(args: argparse.Namespace) -> Any:
@@ -160,12 +160,12 @@ def demo_config(args: argparse.Namespace) -> Any:
 
     get_synthetic_writer(args.dataset)  # an unknown dataset fails here, before anything is written
     patients = args.patients if args.patients is not None else demo_patients(args.dataset)
-    raw_dir = args.results / "demo_data" / args.dataset / f"n{patients}_seed{args.data_seed}"
+    raw_dir = demo_data_dir(args.results, args.dataset, patients, args.data_seed)
     if not raw_dir.exists():
         print(f"writing a synthetic {args.dataset} cohort of {patients} patients to {raw_dir}")
         write_cohort_once(args.dataset, raw_dir, patients, args.data_seed)
     # the quick preset (the demo pool) and the demo's adapter options, under --config and --option
-    return _build_config(args, args.dataset, raw_dir, default_recipe=DEMO_RECIPE, base_options=demo_options(args.dataset))
+    return build_config(args, args.dataset, raw_dir, default_recipe=DEMO_RECIPE, base_options=demo_options(args.dataset))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -184,7 +184,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from flows.audit import run_audit
 
-    cfg = _build_config(args, args.dataset, args.raw_dir)
+    cfg = build_config(args, args.dataset, args.raw_dir)
     _print_result(run_audit(cfg, show_progress=not args.no_progress), args.json)
     return 0
 
@@ -196,7 +196,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     adapter = dataset_adapter(args.dataset, parse_options(args.option))
     snap = build_snapshot(adapter, args.raw_dir, args.results, load_or_create_secret(), linkage_file=args.linkage)
-    with AuditStore(args.results / "medaudit.duckdb") as store:
+    with AuditStore(db_path(args.results)) as store:
         store.register_snapshot(snap)
     print(f"{snap.dataset}: {snap.n_raw} raw rows -> {snap.n_accepted} accepted, {snap.n_quarantined} quarantined")
     print(f"snapshot version {snap.version} at {snap.path}")
@@ -284,7 +284,7 @@ def _format_rows(columns: list[str], rows: list[tuple], max_rows: int) -> str:
 def cmd_sql(args: argparse.Namespace) -> int:
     from tasks.storage.sealed import open_private, run_sealed, sealed_connection
 
-    con = sealed_connection(args.results / "medaudit.duckdb")
+    con = sealed_connection(db_path(args.results))
     try:
         cur = run_sealed(con, args.query)
         if args.csv or args.parquet:  # the only way a result leaves the database: owner-only files
@@ -321,20 +321,20 @@ def build_parser(discover: bool = True) -> argparse.ArgumentParser:
         "--patients", type=int, default=None, help="patients in the synthetic cohort (default: per dataset, 2000 for mimic-iv-ed)"
     )
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic cohort")
-    _add_run_options(p, models_default=48)
+    add_run_options(p, models_default=48)
     p.add_argument("--force", action="store_true", help="audit again even when an audit with the same data, pool and settings is stored")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("audit", help="audit a dataset end to end from its raw layout")
     p.add_argument("dataset", help="registered dataset (see `medaudit datasets`)")
     p.add_argument("raw_dir", type=Path, help="folder with the dataset as downloaded")
-    _add_run_options(p, models_default=None)
+    add_run_options(p, models_default=None)
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("ingest", help="validate a raw dataset and write its versioned snapshot")
     p.add_argument("dataset")
     p.add_argument("raw_dir", type=Path)
-    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--results", type=Path, default=DEFAULT_RESULTS_DIR)
     p.add_argument("--linkage", type=Path, default=None, help="also write the owner-only raw id -> patient key file here")
     _add_option_flag(p)
     p.set_defaults(func=cmd_ingest)
@@ -346,7 +346,7 @@ def build_parser(discover: bool = True) -> argparse.ArgumentParser:
 
     p = sub.add_parser("sql", help="run a read-only SQL query on the results database")
     p.add_argument("query")
-    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--results", type=Path, default=DEFAULT_RESULTS_DIR)
     p.add_argument("--csv", type=Path, default=None, help="write the result to a CSV file")
     p.add_argument("--parquet", type=Path, default=None, help="write the result to a Parquet file")
     p.add_argument("--max-rows", type=int, default=60)

@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tasks.results_layout import DEFAULT_RESULTS_DIR, db_path
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -225,7 +227,7 @@ class TargetModelConfig(_Strict):
 class AuditConfig(_Strict):
     dataset: str
     raw_dir: Path
-    results_dir: Path = Path("results")
+    results_dir: Path = DEFAULT_RESULTS_DIR
     pool: PoolConfig = PoolConfig()
     attack: AttackConfig = AttackConfig()
     report: ReportConfig = ReportConfig()
@@ -264,7 +266,7 @@ class AuditConfig(_Strict):
 
     @property
     def db_path(self) -> Path:
-        return self.results_dir / "medaudit.duckdb"
+        return db_path(self.results_dir)
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:

@@ -26,7 +26,7 @@ from tasks.risk import exposure_factors as ef
 from tasks.risk.null import SURVIVAL_GRID, NullResult, SwapNull, assess_evidence, calibrated_subgroup_counts, patient_max_z
 from tasks.risk.patient import patient_llr, patient_membership, patient_risk
 from tasks.risk.roc import log_fpr_grid, summarize_attack
-from tasks.risk.subgroup import _group_labels, subgroup_table, suppress_small_cells
+from tasks.risk.subgroup import group_labels, subgroup_table, suppress_small_cells
 from tasks.storage.store import AuditStore, json_dumps
 from tasks.training.pool import training_patients
 
@@ -501,7 +501,7 @@ def _add_null_columns(stats: pd.DataFrame, patients: pd.DataFrame, null: SwapNul
 def _with_calibrated(table: pd.DataFrame, frame: pd.DataFrame, risk_col: str, attributes: list[str], pairs: bool) -> pd.DataFrame:
     """``table`` (a subgroup table of ``frame``) plus n_at_risk (FDR-controlled) and expected_above (chance) per group."""
     scored = frame[frame[risk_col].notna()]
-    labels = {a: _group_labels(scored[a]) for a in attributes}
+    labels = {a: group_labels(scored[a]) for a in attributes}
     cal = calibrated_subgroup_counts(labels, scored["at_risk"].to_numpy(), scored["chance_above"].to_numpy(), pairs=pairs)
     return table.merge(cal, on=["attribute", "group"], how="left")
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tasks.datasets.base import DatasetAdapter
 from tasks.ingest.snapshot import SNAPSHOT_FORMAT, Snapshot
+from tasks.results_layout import snapshots_dir
 
 INDEX = "raw_fingerprints.json"
 _EDGE = 1 << 16
@@ -71,7 +72,7 @@ def raw_fingerprint(adapter: DatasetAdapter, raw_dir: Path, secret: bytes) -> st
 
 
 def _index_path(results_dir: Path, dataset: str) -> Path:
-    return Path(results_dir) / "snapshots" / dataset / INDEX
+    return snapshots_dir(results_dir, dataset) / INDEX
 
 
 def cached_snapshot(results_dir: Path, dataset: str, fingerprint: str) -> Snapshot | None:

@@ -774,11 +774,11 @@ class AuditStore:
         return self.con.execute(sql, params or []).df()
 
 
-def read_only_query(db_path: Path, sql: str) -> pd.DataFrame:
-    """Run ``sql`` on a read-only connection: any write is refused by DuckDB itself."""
+def read_only_query(db_path: Path, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
+    """Run ``sql`` (with ``params`` bound to its ``?``) on a read-only connection: any write is refused by DuckDB itself."""
     store = AuditStore(db_path, read_only=True)
     try:
-        return store.con.execute(sql).df()
+        return store.con.execute(sql, params or []).df()
     except duckdb.Error as exc:
         raise MedauditError(f"query failed: {exc}") from exc
     finally:

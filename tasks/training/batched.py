@@ -66,7 +66,7 @@ from torch.func import functional_call, stack_module_state
 from tasks.config import TrainRecipe
 from tasks.datasets.base import TaskSpec
 from tasks.ingest.snapshot import Snapshot
-from tasks.training.shadow import ShadowJob, _snapshot_arrays, lr_factor, test_auroc, train_shadow_model, write_shard
+from tasks.training.shadow import ShadowJob, lr_factor, snapshot_arrays, test_auroc, train_shadow_model, write_shard
 
 _SAME_FIELDS = ("pool_key", "snapshot_dir", "architecture", "arch_params", "recipe", "eval_views", "shard_dir", "torch_threads", "device")
 
@@ -346,7 +346,7 @@ def train_shadow_models(jobs: list[ShadowJob]) -> list[dict[str, Any]]:
     first = jobs[0]
     torch.set_num_threads(first.torch_threads)
     device = first.device if first.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    snap, x_all, y_all, is_test = _snapshot_arrays(first.snapshot_dir)
+    snap, x_all, y_all, is_test = snapshot_arrays(first.snapshot_dir)
     recipe = TrainRecipe.model_validate(first.recipe)
     members = [np.asarray(j.member_records, dtype=np.int64) for j in jobs]
     t0 = time.perf_counter()

@@ -32,15 +32,15 @@ from typing import Any
 import torch
 
 from tasks.training.augment import (
-    _crop_after_affine,
-    _fill,
-    _is_image_batch,
     affine_center,
     affine_warp,
+    crop_after_affine,
     crop_gather,
     get_augmentation,
     inverse_affine_matrices,
+    is_image_batch,
     jitter,
+    transform_fill,
     v2,
 )
 
@@ -95,13 +95,13 @@ class DeviceAugmenter:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Augment (B, C, H, W) ``x`` (on ``device``), every sample with its own parameters; non-images unchanged."""
-        if self.plan is None or not self.plan.transforms or not _is_image_batch(x):
+        if self.plan is None or not self.plan.transforms or not is_image_batch(x):
             return x
         params = self.draw(x.shape[0])
         i = 0
         while i < len(self.plan.transforms):
             tr = self.plan.transforms[i]
-            window = _crop_after_affine(self.plan, i)
+            window = crop_after_affine(self.plan, i)
             x = self._apply(tr, x, params[i], window)
             i += 2 if window is not None else 1
         return x
@@ -159,7 +159,7 @@ class DeviceAugmenter:
         if "top" in p:
             fixed = p["fixed"]
             if fixed["needs_pad"]:
-                x = v2().functional.pad(x, padding=fixed["padding"], fill=_fill(tr, x), padding_mode=tr.padding_mode)
+                x = v2().functional.pad(x, padding=fixed["padding"], fill=transform_fill(tr, x), padding_mode=tr.padding_mode)
             if not fixed["needs_crop"]:
                 return x
             return crop_gather(x, p["top"], p["left"], fixed["height"], fixed["width"])

@@ -185,9 +185,9 @@ def train_model_fast(
     ``standardize``: (mean, std) float32 (*shape) applied to every batch (tabular inputs, train_shadow_model's rule).
     Returns the trained module (the process's reusable one: use it before training the next model) and stats.
     """
-    from tasks.training.augment import _is_image_batch, _seed_from
+    from tasks.training.augment import is_image_batch, seed_from
     from tasks.training.device_augment import DeviceAugmenter
-    from tasks.training.shadow import _loss_fn, _targets, lr_factor
+    from tasks.training.shadow import lr_factor, task_loss, training_targets
 
     if (why := fast_path_blocker(recipe, task)) is not None:
         raise ValueError(f"the fast path does not cover this recipe: {why}")
@@ -210,7 +210,7 @@ def train_model_fast(
     ema_f = [e for e, v in zip(ema or [], state, strict=False) if v.dtype.is_floating_point]
     val_f = [v for v in state if v.dtype.is_floating_point] if ema else []
     ema_i = [(e, v) for e, v in zip(ema or [], state, strict=False) if not v.dtype.is_floating_point]
-    loss_fn = _loss_fn(task)
+    loss_fn = task_loss(task)
     n = len(rows)
     bs = min(recipe.batch_size, n)
     steps_per_epoch = max(n // bs, 1)
@@ -233,15 +233,15 @@ def train_model_fast(
             xb = data.rows(rows.index_select(0, idx))
             if mu is not None:
                 xb = (xb - mu) / sd
-            if aug is not None and _is_image_batch(xb):
-                aug.gen.manual_seed(_seed_from(gen))  # the seed train_model draws for this batch from the same generator
+            if aug is not None and is_image_batch(xb):
+                aug.gen.manual_seed(seed_from(gen))  # the seed train_model draws for this batch from the same generator
                 xb = aug(xb)
             if recipe.channels_last and xb.dim() == 4:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yb = yt.index_select(0, idx)
             with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=recipe.precision == "bf16"):
                 out = runner.forward(xb)
-            loss = loss_fn(out.float(), _targets(yb, task)) / recipe.grad_accum_steps
+            loss = loss_fn(out.float(), training_targets(yb, task)) / recipe.grad_accum_steps
             loss.backward()
             if (b + 1) % recipe.grad_accum_steps:
                 continue

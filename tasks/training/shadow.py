@@ -55,7 +55,7 @@ class ShadowJob:
 
 
 @lru_cache(maxsize=2)
-def _snapshot_arrays(snapshot_dir: str) -> tuple[Snapshot, np.ndarray, np.ndarray, np.ndarray]:
+def snapshot_arrays(snapshot_dir: str) -> tuple[Snapshot, np.ndarray, np.ndarray, np.ndarray]:
     """Per-process cache: (snapshot, inputs (N, *shape), labels (N, C), is_test (N,))."""
     snap = Snapshot.open(Path(snapshot_dir))
     return snap, snap.inputs(), snap.labels(), (snap.records["split"] == "test").to_numpy()
@@ -87,11 +87,11 @@ def eval_views(x: torch.Tensor, n_views: int, task: TaskSpec, seed: int) -> list
     return views[:n_views]
 
 
-def _loss_fn(task: TaskSpec) -> nn.Module:
+def task_loss(task: TaskSpec) -> nn.Module:
     return nn.CrossEntropyLoss() if task.kind == "multiclass" else nn.BCEWithLogitsLoss()
 
 
-def _targets(y: torch.Tensor, task: TaskSpec) -> torch.Tensor:
+def training_targets(y: torch.Tensor, task: TaskSpec) -> torch.Tensor:
     return y.argmax(dim=1) if task.kind == "multiclass" else y
 
 
@@ -112,7 +112,7 @@ class _PerSampleLoss(nn.Module):
         self.fn = nn.CrossEntropyLoss(reduction="none") if task.kind == "multiclass" else nn.BCEWithLogitsLoss(reduction="none")
 
     def forward(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        loss = self.fn(out, _targets(y, self.task))
+        loss = self.fn(out, training_targets(y, self.task))
         return loss if loss.dim() == 1 else loss.sum(dim=1)
 
 
@@ -153,7 +153,7 @@ def train_model(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, recipe)
     ema = [p.detach().clone() for p in model.state_dict().values()] if recipe.ema_decay else None
-    loss_fn = _loss_fn(task)
+    loss_fn = task_loss(task)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.float32))
     n = len(xt)
     if recipe.dp_epsilon is not None:
@@ -196,7 +196,7 @@ def train_model(
             yb = yt[idx].to(device)
             with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=recipe.precision == "bf16"):
                 out = model(xb)
-            loss = loss_fn(out.float(), _targets(yb, task)) / recipe.grad_accum_steps
+            loss = loss_fn(out.float(), training_targets(yb, task)) / recipe.grad_accum_steps
             loss.backward()
             if (b + 1) % recipe.grad_accum_steps:
                 continue
@@ -284,7 +284,7 @@ def train_shadow_model(job: ShadowJob) -> dict[str, Any]:
     """Train and score one shadow model; write its shard; return its metadata (incl. the shard path)."""
     torch.set_num_threads(job.torch_threads)
     device = job.device if job.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    snap, x_all, y_all, is_test = _snapshot_arrays(job.snapshot_dir)
+    snap, x_all, y_all, is_test = snapshot_arrays(job.snapshot_dir)
     recipe = TrainRecipe.model_validate(job.recipe)
     members = np.asarray(job.member_records, dtype=np.int64)
     x = x_all

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from flows.cli import _build_config, build_parser, main
+from flows.cli import build_config, build_parser, main
 from tasks.config import AuditConfig
 from tasks.training.pool import pool_key_for
 
@@ -36,8 +36,8 @@ def _cfg(*argv: str) -> AuditConfig:
     if args.command == "demo":
         from tasks.synthetic.demo_pools import DEMO_RECIPE
 
-        return _build_config(args, args.dataset, Path("raw"), default_recipe=DEMO_RECIPE)
-    return _build_config(args, args.dataset, args.raw_dir)
+        return build_config(args, args.dataset, Path("raw"), default_recipe=DEMO_RECIPE)
+    return build_config(args, args.dataset, args.raw_dir)
 
 
 def test_audit_trains_the_papers_recipe_by_default(tmp_path: Path) -> None:
