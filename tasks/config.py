@@ -66,7 +66,7 @@ class TrainRecipe(_Strict):
 
 class ArchitectureSpec(_Strict):
     # None: the dataset's default architecture (its TaskSpec.default_architecture), filled in when the
-    # AuditConfig is validated; the CLI sets one from the dataset's recipe preset (tasks/training/recipes.py).
+    # AuditConfig is validated; the CLI sets one from the dataset's recipe preset (tasks/datasets/recipes.py).
     name: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -127,7 +127,7 @@ class ReportConfig(_Strict):
 
 
 class AlertConfig(_Strict):
-    """Limits a re-audit is checked against (deployments/reaudit.py); crossing one emits the Prefect event
+    """Limits a re-audit is checked against (flows/reaudit.py); crossing one emits the Prefect event
     ``medaudit.risk.limit-exceeded`` that an Automation routes to a notification (docs/OPERATIONS.md). None: no limit.
     Not part of the audit key: changing a limit does not re-audit."""
 

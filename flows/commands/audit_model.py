@@ -11,8 +11,8 @@ from typing import Any
 
 def build_target_config(args: argparse.Namespace) -> Any:
     """The AuditConfig of an audit-model run: the reference pool (no held-out targets) plus ``target``."""
-    from flows.cli import build_config
     from flows.commands.scaling import parse_archs
+    from flows.options import build_config
     from tasks.config import AuditConfig
     from tasks.errors import ConfigError
 
@@ -126,7 +126,7 @@ def print_features(dataset: str) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from flows.cli import add_run_options
+    from flows.options import add_run_options
 
     p = sub.add_parser(
         "audit-model",

@@ -256,7 +256,7 @@ def cmd_dp_sweep(args: argparse.Namespace) -> int:
         raise ConfigError(f"--clip-norm must be a positive number, got {args.clip_norm:g}")
 
     from flows.audit import run_audit
-    from flows.cli import build_config
+    from flows.options import build_config
     from tasks.synthetic.demo_pools import DEMO_RECIPE, demo_options
 
     raw_dir = args.raw_dir
@@ -303,7 +303,7 @@ def cmd_dp_sweep(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from flows.cli import add_run_options
+    from flows.options import add_run_options
 
     p = sub.add_parser("dp-sweep", help="one DP-SGD pool per (epsilon, unit) on the same data: empirical risk versus the DP bound")
     p.add_argument("dataset")

@@ -204,7 +204,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from deployments.reaudit import deployments_from_file, load_audit_config, reaudit_deployment
+    from deployments.reaudit import deployments_from_file, reaudit_deployment
+    from flows.reaudit import load_audit_config
 
     with temporary_settings({PREFECT_API_URL: api_url}):
         if args.deployments:
@@ -246,8 +247,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _demo_config(args: argparse.Namespace) -> Any:
     """The config `medaudit demo --dataset D [--patients N] [--models M] [--results R]` runs, with absolute paths."""
-    from deployments.reaudit import load_audit_config
-    from flows.cli import demo_config
+    from flows.options import demo_config
+    from flows.reaudit import load_audit_config
 
     unset = dict.fromkeys(("targets", "config", "seed", "arch", "epochs", "dask_address", "workers"))
     results = (args.results or DEFAULT_RESULTS_DIR).resolve()
@@ -260,7 +261,7 @@ def _demo_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_reaudit(args: argparse.Namespace) -> int:
-    from deployments.reaudit import load_audit_config, reaudit_flow
+    from flows.reaudit import load_audit_config, reaudit_flow
 
     cfg = load_audit_config(args.config, _overrides(args))
     out = reaudit_flow(cfg.model_dump(mode="json"), force=args.force, show_progress=not args.no_progress)

@@ -74,7 +74,7 @@ def scaling_plot(curves: dict[str, np.ndarray], perf: pd.DataFrame, path: Path, 
 
 def cmd_scaling(args: argparse.Namespace) -> int:
     from flows.audit import run_audit
-    from flows.cli import build_config, parse_options
+    from flows.options import build_config, parse_options
     from tasks.datasets import get_dataset
     from tasks.errors import ConfigError
     from tasks.storage.queries import pool_patient_risks, pool_test_auroc
@@ -137,7 +137,7 @@ def cmd_scaling(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from flows.cli import add_run_options
+    from flows.options import add_run_options
 
     p = sub.add_parser("scaling", help="one pool per architecture on the same data: risk versus model capacity")
     p.add_argument("dataset")

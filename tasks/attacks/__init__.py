@@ -13,7 +13,8 @@ mixed). The callables do not share one signature:
 
 Higher output = more likely a member, for every attack.
 
-``scores`` holds the score transforms (logits -> the score the attacks read).
+``scores`` holds the score transforms (logits -> the score the attacks read), ``auc`` the Mann-Whitney ROC
+AUC.
 
 May import: numpy, scipy, pandas and tasks.errors only (tasks.risk builds on this package, not the reverse).
 """

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.risk.roc import roc_auc
+from tasks.attacks.auc import roc_auc
 
 _TINY = np.finfo(np.float64).tiny
 _BLOCK_ELEMENTS = 4_000_000

@@ -66,7 +66,7 @@ class DatasetAdapter(ABC):
     description: ClassVar[str] = ""
     # Files (relative to raw_dir) whose presence identifies the layout; shown by `medaudit datasets`.
     layout: ClassVar[tuple[str, ...]] = ()
-    # Recipe presets (tasks/training/recipes.py): name -> PoolConfig fragment {"architecture": {"name", "params"},
+    # Recipe presets (tasks/datasets/recipes.py): name -> PoolConfig fragment {"architecture": {"name", "params"},
     # "recipe": {TrainRecipe fields}, "eval_views": n}. Every built-in adapter has "paper" and "quick".
     default_pools: ClassVar[dict[str, dict[str, Any]]] = {}
     # The options the adapter reads (name -> what it does); any other name is rejected. None: not checked.

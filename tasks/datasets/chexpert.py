@@ -53,8 +53,8 @@ from tasks.datasets.layout import (
     records_frame,
 )
 from tasks.datasets.quarantine import Quarantine
+from tasks.datasets.recipes import QUICK_IMAGE, paper_pool
 from tasks.datasets.variants import LayoutVariant, detect_variant
-from tasks.training.recipes import QUICK_IMAGE, paper_pool
 
 RELEASE_DIR = "CheXpert-v1.0"
 SMALL_RELEASE_DIR = "CheXpert-v1.0-small"

@@ -69,9 +69,9 @@ from tasks.datasets.imaging import decode_image_files, image_task
 from tasks.datasets.layout import SideTableRejects, count_csv_rows, int_option, one_hot, records_frame
 from tasks.datasets.quarantine import Quarantine
 from tasks.datasets.reasons import duplicate, line_of, shown_series
+from tasks.datasets.recipes import QUICK_IMAGE, paper_pool
 from tasks.datasets.variants import LayoutVariant, detect_variant
 from tasks.errors import ConfigError, StructuralError
-from tasks.training.recipes import QUICK_IMAGE, paper_pool
 
 CLINICAL = "EMBED_OpenData_clinical_reduced.csv"
 METADATA = "EMBED_OpenData_metadata_reduced.csv"

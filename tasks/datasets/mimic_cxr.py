@@ -48,8 +48,8 @@ from tasks.datasets.layout import (
     records_frame,
 )
 from tasks.datasets.quarantine import Quarantine
+from tasks.datasets.recipes import QUICK_IMAGE, paper_pool
 from tasks.errors import ConfigError, StructuralError
-from tasks.training.recipes import QUICK_IMAGE, paper_pool
 
 METADATA = "mimic-cxr-2.0.0-metadata.csv"
 SPLIT = "mimic-cxr-2.0.0-split.csv"

@@ -22,7 +22,7 @@ from tasks.datasets.contracts import read_csv_as_strings, validate_table
 from tasks.datasets.ed_features import ED_FEATURES, TRIAGE, ed_feature_contract
 from tasks.datasets.ed_outliers import fahrenheit_to_celsius, repair_and_impute
 from tasks.datasets.quarantine import Quarantine
-from tasks.training.recipes import QUICK_TABULAR, paper_pool
+from tasks.datasets.recipes import QUICK_TABULAR, paper_pool
 
 MASTER = "master_dataset.csv"
 

@@ -49,8 +49,8 @@ from tasks.datasets.layout import (
 )
 from tasks.datasets.quarantine import Quarantine
 from tasks.datasets.reasons import decode_failure, exception_text, unmatched
+from tasks.datasets.recipes import QUICK_SIGNAL, paper_pool
 from tasks.errors import StructuralError
-from tasks.training.recipes import QUICK_SIGNAL, paper_pool
 
 DATABASE = "ptbxl_database.csv"
 STATEMENTS = "scp_statements.csv"

@@ -3,5 +3,6 @@
 ``snapshot`` (build and open snapshots), ``pseudonym`` (the keyed hash of raw patient ids and the
 owner-only linkage file), ``cache`` (skip ingest when the raw folder is unchanged).
 
-May import: tasks.datasets, tasks.config, tasks.errors. Never Prefect, Dask or DuckDB.
+May import: tasks.datasets and the foundation (tasks.config, tasks.errors, tasks.results_layout). Never
+Prefect, Dask or DuckDB.
 """

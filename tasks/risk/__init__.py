@@ -4,5 +4,5 @@
 (subgroup tables, CIs, over-representation tests, small-cell suppression), ``survival`` (empirical
 survival curves of risk) and ``dp_bounds`` (AUC bounds implied by DP). Pure numpy/scipy/pandas.
 
-May import: tasks.attacks, tasks.training.masks, tasks.errors. Never Prefect, Dask or DuckDB.
+May import: tasks.attacks, tasks.errors. Never Prefect, Dask or DuckDB.
 """

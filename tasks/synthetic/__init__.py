@@ -5,7 +5,7 @@ dataset's name with ``@register_synthetic``; every module here is imported on fi
 
 ``demo_pools`` holds the pool settings of `medaudit demo` per dataset.
 
-May import: tasks.datasets, tasks.training, tasks.config, tasks.errors.
+May import: tasks.datasets, tasks.config, tasks.errors.
 """
 
 from __future__ import annotations

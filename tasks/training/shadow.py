@@ -267,7 +267,7 @@ def score_model(
 
 def test_auroc(logits: np.ndarray, labels: np.ndarray) -> float | None:
     """Macro AUROC over labels with both classes present, from view-0 logits (N, V, C) (sklearn-free)."""
-    from tasks.risk.roc import roc_auc
+    from tasks.attacks.auc import roc_auc
 
     z = logits[:, 0, :]
     aucs = [roc_auc(z[:, c], labels[:, c] > 0.5) for c in range(labels.shape[1]) if 0 < labels[:, c].sum() < len(labels)]

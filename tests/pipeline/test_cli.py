@@ -47,7 +47,7 @@ def test_invalid_config_is_rejected(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_small_pools_get_as_many_targets_as_leave_four_references(tmp_path: Path) -> None:
     import argparse
 
-    from flows.cli import build_config
+    from flows.options import build_config
 
     def targets(models: int | None, given: int | None = None, config: Path | None = None) -> int:
         ns = argparse.Namespace(config=config, models=models, targets=given, seed=None, arch=None, epochs=None)

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from flows.cli import build_config, build_parser, main
+from flows.cli import build_parser, main
+from flows.options import build_config
 from tasks.config import AuditConfig
 from tasks.training.pool import pool_key_for
 
