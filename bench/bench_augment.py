@@ -1,4 +1,4 @@
-"""Per-batch cost of training augmentation (tasks/augment.py) against a small_cnn training step.
+"""Per-batch cost of training augmentation (tasks/training/augment.py) against a small_cnn training step.
 
 For image batches (B, C, S, S) it times, per policy:
 
@@ -36,13 +36,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models import build_model  # noqa: E402
-from tasks.augment import get_augmentation  # noqa: E402
+from tasks.training.augment import get_augmentation  # noqa: E402
 
 POLICIES = ("flip", "weak", "medium", "strong")
 
 
 def legacy_augment(x: torch.Tensor, policy: str, gen: torch.Generator) -> torch.Tensor:
-    """train_model's augmentation before tasks/augment.py (TRAINING_CODE_VERSION 1)."""
+    """train_model's augmentation before tasks/training/augment.py (TRAINING_CODE_VERSION 1)."""
     if policy == "none" or x.dim() != 4:
         return x
     flip = torch.rand(x.shape[0], generator=gen) < 0.5

@@ -5,8 +5,8 @@ the paper's CheXpert and Fitzpatrick recipes, ResNet-1D-128 with the PTB-XL reci
 (CheXpert recipe) and the tabular ResNet (MIMIC-IV-ED recipe) -- it trains on synthetic inputs of the
 dataset's shape, in one process, one after another:
 
-* ``today``: ``tasks.training.train_model`` (host-side batches and augmentation, a host sync every step);
-* ``fast``: ``tasks.fast_training.train_model_fast`` with torch.compile (``fast_eager`` without), inputs
+* ``today``: ``tasks.training.shadow.train_model`` (host-side batches and augmentation, a host sync every step);
+* ``fast``: ``tasks.training.fast.train_model_fast`` with torch.compile (``fast_eager`` without), inputs
   resident on the device; the compile is timed on a first model, throughput on a second model that reuses it
   (as every model of a pool after the first does);
 * ``plain``: a plain loop for reference -- data resident on the device, a random flip, SGD, bf16
@@ -14,7 +14,7 @@ dataset's shape, in one process, one after another:
 
 Reported per path: images (records) per second, models per hour at the dataset's paper size (one model sees
 half the training records per epoch, for the recipe's epochs), and the share of the measured bf16 matmul
-peak (FLOPs per record from tasks/cost.py: forward + backward matmuls and convolutions). Also: a DP-SGD run
+peak (FLOPs per record from tasks/training/cost.py: forward + backward matmuls and convolutions). Also: a DP-SGD run
 on the device whose accounted epsilon must equal the CPU's, and the projected GPU-hours of a 200-model pool
 at paper size for each of the seven datasets at the fast path's measured rate.
 
@@ -168,10 +168,10 @@ def _data(task: Any, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def plain_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, task: Any, bs: int, steps: int, image: bool) -> None:
     """The reference loop: resident data, random flip, SGD, bf16 autocast, no EMA/accumulation/per-step sync."""
-    from tasks.training import _loss_fn, _targets
+    from tasks.training.shadow import task_loss, training_targets
 
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loss_fn = _loss_fn(task)
+    loss_fn = task_loss(task)
     dev = x.device
     for _ in range(steps):
         idx = torch.randint(0, len(x), (bs,), device=dev)
@@ -181,7 +181,7 @@ def plain_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, task: A
             xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb).contiguous(memory_format=torch.channels_last)
         with torch.autocast(dev.type, dtype=torch.bfloat16):
             out = model(xb)
-        loss_fn(out.float(), _targets(y[idx], task)).backward()
+        loss_fn(out.float(), training_targets(y[idx], task)).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -189,9 +189,9 @@ def plain_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, task: A
 def bench_workload(w: Workload, args: argparse.Namespace, device: torch.device, peak: float) -> dict[str, Any]:
     from models import build_model
     from tasks.config import TrainRecipe
-    from tasks.cost import training_flops_per_record
-    from tasks.fast_training import resident_inputs, train_model_fast
-    from tasks.training import train_model
+    from tasks.training.cost import training_flops_per_record
+    from tasks.training.fast import resident_inputs, train_model_fast
+    from tasks.training.shadow import train_model
 
     p = PAPER[w.dataset]
     shape = SMOKE_SHAPES[len(p["shape"])] if args.smoke else p["shape"]
@@ -254,7 +254,7 @@ def bench_workload(w: Workload, args: argparse.Namespace, device: torch.device, 
         out[label] = res
         print(f"  {w.name} {label}: {res['records_per_s']:,.0f}/s (first model {first:.1f} s)", file=sys.stderr, flush=True)
     if w.variants and args.compile:  # cheap: the compiled module is reused, only a setting changes
-        import tasks.fast_training as ft
+        import tasks.training.fast as ft
 
         def one_model(seed: int, compile_: bool = True) -> Any:
             return train_model_fast(data, members, y, task, w.arch, w.arch_params, recipe, seed, compile=compile_)
@@ -341,7 +341,7 @@ def concurrent_processes(w: Workload, procs: int, args: argparse.Namespace) -> d
 def worker_main(args: argparse.Namespace, device: torch.device) -> int:
     """One process of ``concurrent_processes``: compile and warm up, signal ready, wait for go, train, report."""
     from tasks.config import TrainRecipe
-    from tasks.fast_training import resident_inputs, train_model_fast
+    from tasks.training.fast import resident_inputs, train_model_fast
 
     w = next(x for x in WORKLOADS + SMOKE_WORKLOADS if x.name == args.worker)
     p = PAPER[w.dataset]
@@ -371,7 +371,7 @@ def worker_main(args: argparse.Namespace, device: torch.device) -> int:
 def dp_check(device: torch.device, smoke: bool) -> dict[str, Any]:
     """DP-SGD (patient level) on the device vs the CPU: the account must be identical, the weights finite."""
     from tasks.config import TrainRecipe
-    from tasks.training import train_model
+    from tasks.training.shadow import train_model
 
     task = _task("ptb-xl", (12, 64 if smoke else 250))
     x, y = _data(task, 128 if smoke else 512)
@@ -387,7 +387,7 @@ def dp_check(device: torch.device, smoke: bool) -> dict[str, Any]:
 
 def projections(results: dict[str, Any], peak: float) -> dict[str, Any]:
     """GPU-hours of a 200-model pool at paper size per dataset, at the fast path's measured FLOP/s of its architecture."""
-    from tasks.cost import pool_compute, training_flops_per_record
+    from tasks.training.cost import pool_compute, training_flops_per_record
 
     achieved = {}  # FLOP/s by (dataset, arch) measured on that dataset's recipe, else by arch on any recipe
     for r in results.values():

@@ -81,7 +81,7 @@ def _timed(mapper: Callable, marks: dict[str, float]) -> Callable:
 def child(mode: str, raw: Path, results: Path, workers: int, window: int, chunk_size: int) -> dict[str, Any]:
     """One ingest in this (fresh) process; returns its measurements."""
     from tasks.datasets import get_dataset
-    from tasks.snapshot import build_snapshot
+    from tasks.ingest.snapshot import build_snapshot
 
     adapter = get_dataset(DATASET)
     out: dict[str, Any] = {"mode": mode}

@@ -22,6 +22,8 @@ from pathlib import Path
 import duckdb
 import psutil
 
+from tasks.results_layout import db_path
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -80,7 +82,7 @@ def main() -> None:
     if proc.returncode != 0:
         raise SystemExit(f"audit failed (exit {proc.returncode})")
     res = json.loads(out[out.index("{") :])
-    with duckdb.connect(str(work / "results" / "medaudit.duckdb"), read_only=True) as con:
+    with duckdb.connect(str(db_path(work / "results")), read_only=True) as con:
         n_scores = con.sql("SELECT count(*) FROM scores").fetchall()[0][0]
         n_models = con.sql("SELECT count(DISTINCT model_idx) FROM pool_models").fetchall()[0][0]
         dup = con.sql("SELECT count(*) FROM (SELECT model_idx FROM pool_models GROUP BY ALL HAVING count(*) > 1)").fetchall()[0][0]
@@ -95,7 +97,7 @@ def main() -> None:
         "wall_seconds": round(wall, 1),
         "peak_rss_flow_process_mb": round(peak_own / 2**20),
         "peak_rss_all_processes_mb": round(peak_total / 2**20),
-        "db_size_mb": round((work / "results" / "medaudit.duckdb").stat().st_size / 2**20),
+        "db_size_mb": round((db_path(work / "results")).stat().st_size / 2**20),
         "lira_auc_mean": res["headline"]["lira_auc_mean"],
         "share_patients_above_threshold": res["headline"]["share_patients_above_threshold"],
         "command": " ".join(["bench/bench_load.py", *sys.argv[1:]]),

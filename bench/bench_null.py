@@ -1,7 +1,7 @@
 """Benchmark of the swap null (tasks/risk/null.py) against the statistics step it rides along with.
 
 Synthetic pool: ``--models`` models x ``--records`` records x 2 views, ``--records-per-patient`` records per
-patient, complementary masks (tasks/masks.py), IN ~ N(d_j, 1) with heavy-tailed d_j, OUT ~ N(0, 1). Blocks of
+patient, complementary masks (tasks/training/masks.py), IN ~ N(d_j, 1) with heavy-tailed d_j, OUT ~ N(0, 1). Blocks of
 ``--block-size`` records are generated from per-block seeds (identical in both runs), and two child processes
 run one after the other:
 
@@ -65,8 +65,8 @@ def _block(lo: int, hi: int, masks: np.ndarray, codes: np.ndarray) -> tuple[np.n
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
     from tasks.attacks.record_auc import record_statistics
-    from tasks.masks import pool_masks
     from tasks.risk.null import SwapNull, patient_max_z
+    from tasks.training.masks import pool_masks
 
     n_pat = -(-args.records // args.records_per_patient)
     codes = np.repeat(np.arange(n_pat), args.records_per_patient)[: args.records]

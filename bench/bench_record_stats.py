@@ -69,8 +69,8 @@ def build_database(db: Path, n_records: int, n_models: int, *, log: bool = True)
     """Write the synthetic pool into a new DuckDB file through AuditStore, model by model."""
     import pyarrow as pa
 
-    from tasks.masks import pool_masks
-    from tasks.storage import AuditStore, PoolRecord
+    from tasks.storage.store import AuditStore, PoolRecord
+    from tasks.training.masks import pool_masks
 
     t0 = time.perf_counter()
     masks = pool_masks(n_records, SEED, n_models)  # one record per patient
@@ -114,7 +114,7 @@ def run_streaming(
     import pandas as pd
 
     from tasks.attacks.record_auc import record_statistics
-    from tasks.storage import AuditStore
+    from tasks.storage.store import AuditStore
 
     t0 = time.perf_counter()
     read = 0.0
@@ -205,7 +205,7 @@ def _child(args: argparse.Namespace) -> int:
     import scipy.stats  # noqa: F401
 
     import tasks.attacks.record_auc
-    import tasks.storage  # noqa: F401
+    import tasks.storage.store  # noqa: F401
 
     base = _peak_rss_mb("VmRSS")
     if args.child == "streaming":

@@ -2,7 +2,7 @@
 
 The query itself is trivial (``SELECT count(*) FROM audits`` on an empty results database), so the time
 is the command's start-up: interpreter, imports, argument parsing, opening the sealed connection.
-`medaudit sql` imports neither numpy nor pandas on that path (flows/cli.py, tasks/sealed.py). Reports
+`medaudit sql` imports neither numpy nor pandas on that path (flows/cli.py, tasks/storage/sealed.py). Reports
 the median of ``--repeat`` runs of each and their ratio. Usage:
 
     .venv/bin/python bench/bench_sql_startup.py [--repeat 7]
@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tasks.results_layout import db_path
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -36,8 +38,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "MEDAUDIT_HOME": str(Path(tmp) / "home")}
         results = Path(tmp) / "results"
-        db = results / "medaudit.duckdb"
-        make = f"from pathlib import Path; from tasks.storage import AuditStore; AuditStore(Path({str(db)!r})).close()"
+        db = db_path(results)
+        make = f"from pathlib import Path; from tasks.storage.store import AuditStore; AuditStore(Path({str(db)!r})).close()"
         subprocess.run([sys.executable, "-c", make], env=env, cwd=ROOT, check=True)
         medaudit = [sys.executable, "-m", "flows.cli", "sql", "--results", str(results), "SELECT count(*) FROM audits"]
         runs = {

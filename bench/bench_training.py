@@ -3,9 +3,9 @@
 In one process, on identical work (the same synthetic MIMIC-IV-ED snapshot, the same pool masks and
 per-model seeds, the same recipe and number of models):
 
-* ``mlp.loop``: a plain one-model-at-a-time PyTorch loop -- ``tasks.training.train_model`` per model
+* ``mlp.loop``: a plain one-model-at-a-time PyTorch loop -- ``tasks.training.shadow.train_model`` per model
   (inputs standardised on the model's members first, as train_shadow_model does);
-* ``mlp.batched``: ``tasks.batched_training.train_models_batched`` -- every model at once;
+* ``mlp.batched``: ``tasks.training.batched.train_models_batched`` -- every model at once;
 
 training only, interleaved ``--repeats`` times (the best time of each counts: the machine is shared;
 wall and process CPU seconds are both reported, CPU time being far less sensitive to other processes),
@@ -89,11 +89,11 @@ def matmul_peak(n: int, reps: int) -> dict[str, Any]:
 
 
 def build_data(workdir: Path, n_patients: int, n_models: int) -> dict[str, Any]:
-    from tasks.analysis import training_patients
     from tasks.datasets import get_dataset
-    from tasks.masks import model_seed, pool_masks
-    from tasks.snapshot import build_snapshot
+    from tasks.ingest.snapshot import build_snapshot
     from tasks.synthetic.mimic_iv_ed import write_ed_cohort
+    from tasks.training.masks import model_seed, pool_masks
+    from tasks.training.pool import training_patients
 
     write_ed_cohort(workdir / "raw", n_patients, seed=11)
     snap = build_snapshot(get_dataset("mimic-iv-ed"), workdir / "raw", workdir / "results", b"bench-training-secret-0123456789")
@@ -139,9 +139,9 @@ def _rates(m_count: int, loop: list[Clock], batched: list[Clock]) -> dict[str, A
 
 
 def bench_mlp(data: dict[str, Any], args: argparse.Namespace, workdir: Path, peak: dict[str, Any]) -> dict[str, Any]:
-    from tasks.batched_training import score_models_batched, train_models_batched, train_shadow_models
     from tasks.config import TrainRecipe
-    from tasks.training import ShadowJob, score_model, test_auroc, train_model, train_shadow_model
+    from tasks.training.batched import score_models_batched, train_models_batched, train_shadow_models
+    from tasks.training.shadow import ShadowJob, score_model, test_auroc, train_model, train_shadow_model
 
     snap, x, y, members, seeds = data["snap"], data["x"], data["y"], data["members"], data["seeds"]
     task = snap.task
@@ -263,7 +263,7 @@ def bench_mlp(data: dict[str, Any], args: argparse.Namespace, workdir: Path, pea
 def bench_cnn(args: argparse.Namespace) -> dict[str, Any]:
     from tasks.config import TrainRecipe
     from tasks.datasets.base import TaskSpec
-    from tasks.training import train_model
+    from tasks.training.shadow import train_model
 
     task = TaskSpec(
         kind="multiclass",

@@ -1,6 +1,6 @@
 """Simulation study of the FDR rule (docs/STATISTICS.md): power and realised FDR vs pool size and cohort size.
 
-Pools from tasks/risk/simulate.py: 3% of the patients memorised, a third each at record AUC 0.92, 0.97 and
+Pools from tasks/audit/simulate.py: 3% of the patients memorised, a third each at record AUC 0.92, 0.97 and
 0.995; 2 records per patient on average; complementary masks; a model offset shared by all records. Two rules:
 
 * ``controlled`` (medaudit's default): risk >= 0.9 and swap q-value <= 0.05 (100 swaps);
@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from tasks.risk.simulate import audit_simulated, simulate_pool  # noqa: E402
+from tasks.audit.simulate import audit_simulated, simulate_pool  # noqa: E402
 
 STRENGTHS = (0.92, 0.97, 0.995)
 

@@ -25,24 +25,26 @@ from prefect.runtime import flow_run
 from tqdm.auto import tqdm
 
 from flows.monitoring import audit_run_name, name_run, progress_text, step
-from tasks.analysis import AuditResult, analyze_pool, store_result, training_patients
-from tasks.batched_training import batching_blocker
-from tasks.config import AuditConfig, stable_hash
-from tasks.cost import describe_pool_compute
+from flows.steps import decode_chunk_task, train_shadow_model_task, train_shadow_models_task
+from tasks.attacks.scores import score_and_probability
+from tasks.audit.pool_audit import AuditResult, analyze_pool, store_result
+from tasks.config import AuditConfig
 from tasks.datasets import get_dataset
 from tasks.datasets.base import InputChunk
 from tasks.errors import ConfigError, MedauditError
-from tasks.ingest_cache import snapshot_unless_unchanged
-from tasks.masks import model_seed, pool_masks
-from tasks.pseudonym import load_or_create_secret
-from tasks.report import chance_sentence, evidence_sentence, figure_b64, headline_rows, write_report
-from tasks.report_tables import SUBGROUP_LEGEND, display_subgroups
+from tasks.ingest.cache import snapshot_unless_unchanged
+from tasks.ingest.pseudonym import load_or_create_secret
+from tasks.ingest.snapshot import Snapshot, build_snapshot
+from tasks.report.pool_audit import chance_sentence, evidence_sentence, figure_b64, headline_rows, write_report
+from tasks.report.tables import SUBGROUP_LEGEND, display_subgroups
+from tasks.results_layout import audit_report_dir
 from tasks.risk.null import minimum_models
-from tasks.scores import score_and_probability
-from tasks.snapshot import Snapshot, build_snapshot
-from tasks.steps import decode_chunk_task, train_shadow_model_task, train_shadow_models_task
-from tasks.storage import AuditStore, PoolRecord
-from tasks.training import TRAINING_CODE_VERSION, ShadowJob
+from tasks.storage.store import AuditStore, PoolRecord
+from tasks.training.batched import batching_blocker
+from tasks.training.cost import describe_pool_compute
+from tasks.training.masks import model_seed, pool_masks
+from tasks.training.pool import pool_key_for, training_patients
+from tasks.training.shadow import TRAINING_CODE_VERSION, ShadowJob
 
 # headline numbers of the current audit added to the risk-over-time history (issue #13's FDR count where present)
 HISTORY_KEYS = ("share_patients_above_threshold", "n_patients_above_threshold", "n_patients_at_risk")
@@ -75,7 +77,7 @@ def ingest_snapshot(cfg: AuditConfig, *, show_progress: bool = True) -> Snapshot
 
     secret = load_or_create_secret()
     try:
-        # an unchanged raw folder (tasks/ingest_cache.py: sizes, mtimes, edge hashes) reopens its snapshot
+        # an unchanged raw folder (tasks/ingest/cache.py: sizes, mtimes, edge hashes) reopens its snapshot
         snapshot, reused = snapshot_unless_unchanged(
             adapter,
             cfg.raw_dir,
@@ -88,25 +90,6 @@ def ingest_snapshot(cfg: AuditConfig, *, show_progress: bool = True) -> Snapshot
     if reused:
         get_run_logger().info("raw folder unchanged since snapshot %s was built: not ingested again", snapshot.version)
     return snapshot
-
-
-def pool_key_for(cfg: AuditConfig, snapshot: Snapshot) -> tuple[str, int]:
-    """The pool key (design D3, D7): dataset version, architecture, recipe, mask seed, views, code version."""
-    if cfg.pool.architecture.name is None:
-        raise ConfigError(f"no architecture for {cfg.dataset}: name one (--arch or pool.architecture); see `medaudit architectures`")
-    n_views = cfg.pool.eval_views if snapshot.task.modality == "image" else 1
-    key = stable_hash(
-        {
-            "dataset_version": snapshot.version,
-            "architecture": cfg.pool.architecture.model_dump(mode="json"),
-            "recipe": cfg.pool.recipe.key_dict(),
-            "mask_seed": cfg.pool.seed,
-            "eval_views": n_views,
-            "score_transform": snapshot.task.score_transform,
-            "training_code": TRAINING_CODE_VERSION,
-        }
-    )
-    return key, n_views
 
 
 def _transform_shard(meta: dict[str, Any], labels: np.ndarray, transform: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -207,7 +190,7 @@ def train_pool(
         "%s", describe_pool_compute(snapshot.task, arch.name, dict(arch.params), cfg.pool.recipe, [len(j.member_records) for j in jobs])
     )
     # execution.models_per_task > 1: chunks of models trained together in one task (batched where
-    # tasks/batched_training.py can; otherwise one task per model keeps the workers busy)
+    # tasks/training/batched.py can; otherwise one task per model keeps the workers busy)
     per_task = cfg.execution.models_per_task
     if per_task > 1 and len(jobs) > 1 and (why := batching_blocker(jobs)) is not None:
         logger.info("models_per_task=%d not used for pool %s: %s; one task per model", per_task, pool_key, why)
@@ -336,12 +319,12 @@ def audit_flow(config: dict[str, Any], show_progress: bool = True, snapshot_dir:
                 bar.refresh()
 
             # one task for record statistics, the swap null (chance levels), attacks and subgroups
-            # (tasks/analysis.py): the null streams over the same record blocks as the statistics
+            # (tasks/audit/pool_audit.py): the null streams over the same record blocks as the statistics
             result = step("statistics, attacks, subgroups")(analyze_pool)(
                 store, snapshot, pool_key, models, cfg.pool.n_targets, n_views, cfg.attack, cfg.report, progress=progress
             )
         step("store results")(store_result)(store, result, audit_id, pool_key, list(snapshot.attributes))
-        out_dir = cfg.results_dir / "reports" / snapshot.dataset / audit_id
+        out_dir = audit_report_dir(cfg.results_dir, snapshot.dataset, audit_id)
         now = {"audit_id": audit_id, "pool_key": pool_key, "n_models": len(models), "finished_at": datetime.now(UTC).replace(tzinfo=None)}
         history = pd.concat(
             [store.risk_history(cfg.dataset), pd.DataFrame([{**now, **{k: result.headline.get(k) for k in HISTORY_KEYS}}])],

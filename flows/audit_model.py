@@ -16,19 +16,21 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from flows.audit import ingest_snapshot, pool_key_for, train_pool
+from flows.audit import ingest_snapshot, train_pool
+from flows.steps import score_target_model_task
+from tasks.audit.model_audit import analyze_target, reference_arrays
+from tasks.audit.model_inputs import check_input_columns
+from tasks.audit.model_loading import ParsedLogits, align_logits, file_digest, match_members, parse_logits, parse_members, preflight_model
+from tasks.audit.model_sanity import baseline_metric, sanity_check
 from tasks.config import AuditConfig
 from tasks.datasets import get_dataset
 from tasks.errors import ConfigError
-from tasks.pseudonym import load_or_create_secret
-from tasks.report import figure_b64
-from tasks.steps import score_target_model_task
-from tasks.storage import AuditStore
-from tasks.target_audit import analyze_target, reference_arrays
-from tasks.target_inputs import check_input_columns
-from tasks.target_model import ParsedLogits, align_logits, file_digest, match_members, parse_logits, parse_members, preflight_model
-from tasks.target_report import attacks_frame_for_store, target_rows, write_target_report
-from tasks.target_sanity import baseline_metric, sanity_check
+from tasks.ingest.pseudonym import load_or_create_secret
+from tasks.report.model_audit import attacks_frame_for_store, target_rows, write_target_report
+from tasks.report.pool_audit import figure_b64
+from tasks.results_layout import model_audit_report_dir
+from tasks.storage.store import AuditStore
+from tasks.training.pool import pool_key_for
 
 
 def _identifiers(adapter: Any) -> set[str]:
@@ -183,7 +185,7 @@ def audit_model_flow(config: dict[str, Any], show_progress: bool = True) -> dict
             "matched_references": matched,
         }
         store.finish_target_audit(audit_id, headline)
-    out_dir = cfg.results_dir / "reports" / snapshot.dataset / f"model-{audit_id}"
+    out_dir = model_audit_report_dir(cfg.results_dir, snapshot.dataset, audit_id)
     files = write_target_report(
         result, out_dir, title=name, audit_id=audit_id, min_cell=cfg.report.min_cell, threshold=cfg.report.risk_threshold, headline=headline
     )

@@ -11,133 +11,17 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from flows.options import add_option_flag, add_run_options, build_config, dataset_adapter, demo_config, parse_options
 from flows.runtime import configure_prefect
-
-
-def _add_run_options(p: argparse.ArgumentParser, *, models_default: int | None) -> None:
-    p.add_argument("--models", type=int, default=models_default, help="shadow models in the pool (even; default %(default)s)")
-    p.add_argument("--targets", type=int, default=None, help="held-out target models for the aggregate attacks (even)")
-    p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
-    p.add_argument(
-        "--dask-address", default=None, help="use an existing Dask scheduler (e.g. tcp://127.0.0.1:8786) instead of a LocalCluster"
-    )
-    p.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes (default 2)")
-    p.add_argument("--config", type=Path, default=None, help="audit configuration file (YAML/JSON); options given here override it")
-    p.add_argument("--seed", type=int, default=None, help="pool seed (masks and model seeds)")
-    p.add_argument(
-        "--recipe",
-        default=None,
-        help="the dataset's recipe preset: paper (its architecture and training in the paper, for GPUs) or quick (CPU-sized); "
-        "default paper on real data, quick for synthetic cohorts; --arch, --epochs and --config values override it",
-    )
-    p.add_argument("--arch", default=None, help="architecture from `medaudit architectures` (default: the recipe preset's)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs per shadow model")
-    _add_option_flag(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-
-
-def _add_option_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a dataset option (repeatable; see `medaudit datasets`), e.g. release_dir=CheXpert-v1.0-small; overrides --config's",
-    )
-
-
-def parse_options(items: list[str] | None) -> dict[str, Any]:
-    """``["key=value", ...]`` -> {key: value}; values are read as YAML scalars (``64`` -> 64, ``[a, b]`` -> a list)."""
-    import yaml
-
-    from tasks.errors import ConfigError
-
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--option {item!r}: expected KEY=VALUE, e.g. --option release_dir=CheXpert-v1.0-small")
-        try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--option {item!r}: the value is not a YAML scalar or list ({exc.__class__.__name__})") from exc
-    return out
-
-
-def dataset_adapter(dataset: str, options: dict[str, Any]) -> Any:
-    """The adapter of ``dataset`` with ``options`` (validated: an unknown option fails here, naming the known ones)."""
-    from tasks.datasets import get_dataset
-
-    return get_dataset(dataset, options)
-
-
-def _build_config(
-    args: argparse.Namespace,
-    dataset: str,
-    raw_dir: Path,
-    base_pool: dict[str, Any] | None = None,
-    *,
-    default_recipe: str | None = "paper",
-    base_options: dict[str, Any] | None = None,
-    data: dict[str, Any] | None = None,
-) -> Any:
-    """One AuditConfig from the command line: the dataset's recipe preset (``--recipe``, else
-    ``default_recipe``) under the --config file's pool, under ``base_pool`` (what the command itself
-    sets), under --models/--arch/--epochs/... (tasks/recipes.py::compose_pool); dataset options:
-    ``base_options`` < --config < --option. ``data``: the --config file already read (audit-model takes its
-    ``target`` section out first)."""
-    from models import get_architecture
-    from tasks.config import AuditConfig
-    from tasks.errors import ConfigError
-    from tasks.recipes import compose_pool
-
-    if data is None:
-        data = AuditConfig.read_file(args.config) if args.config else {}  # validated once, with the command line's values
-    data.update({"dataset": dataset, "raw_dir": str(raw_dir), "results_dir": str(args.results)})
-    options = {**(base_options or {}), **(data.get("dataset_options") or {}), **parse_options(getattr(args, "option", None))}
-    data["dataset_options"] = options
-    adapter = dataset_adapter(dataset, options)
-    preset = getattr(args, "recipe", None) or default_recipe
-    presets = adapter.default_pools
-    if preset is not None and preset not in presets and getattr(args, "recipe", None) is None:
-        preset = None  # a dataset without presets (e.g. a spec dataset): the config defaults, as before presets existed
-    flags: dict[str, Any] = {}
-    if args.arch is not None:
-        flags["architecture"] = {"name": args.arch, "params": {}}
-    if args.epochs is not None:
-        flags["recipe"] = {"epochs": args.epochs}
-    pool = compose_pool(presets, dataset, preset, [data.get("pool"), base_pool], flags)
-    data["pool"] = pool
-    if args.models is not None:
-        pool["n_models"] = args.models
-    if args.targets is not None:
-        pool["n_targets"] = args.targets
-    elif "n_targets" not in pool and "n_models" in pool:
-        # a small pool given without --targets: as many held-out targets (default 8) as leave 4 references
-        pool["n_targets"] = max(0, min(8, (int(pool["n_models"]) - 4) // 2 * 2))
-    if args.seed is not None:
-        pool["seed"] = args.seed
-    execution = data.setdefault("execution", {})
-    if args.dask_address:
-        execution["dask_address"] = args.dask_address
-    if args.workers:
-        execution["n_workers"] = args.workers
-    cfg = AuditConfig.model_validate(data)
-    arch = cfg.pool.architecture.name
-    if arch is not None and adapter.task.modality not in get_architecture(arch).modalities:
-        raise ConfigError(
-            f"architecture {arch!r} is for {sorted(get_architecture(arch).modalities)} inputs; {dataset} is {adapter.task.modality} "
-            f"(see `medaudit architectures`; its paper architecture is {presets.get('paper', {}).get('architecture', {}).get('name')})"
-        )
-    return cfg
+from tasks.results_layout import DEFAULT_RESULTS_DIR, db_path
 
 
 def _print_result(res: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(res, indent=2, default=str))
         return
-    from tasks.report import headline_rows
+    from tasks.report.pool_audit import headline_rows
+    from tasks.storage.queries import EXAMPLE_QUERY
 
     h = res["headline"]
     print()
@@ -148,29 +32,12 @@ def _print_result(res: dict[str, Any], as_json: bool) -> None:
         print(f"{label:20s}{value}")
     print(f"results             {res['db_path']}")
     print(f"report              {res['files']['report_html']}")
-    print(
-        "query               medaudit sql --results", Path(res["db_path"]).parent, "\"SELECT * FROM subgroup_risk WHERE level = 'patient'\""
-    )
-
-
-def demo_config(args: argparse.Namespace) -> Any:
-    """The AuditConfig `medaudit demo` runs for ``args`` (writing the synthetic cohort if missing); `serve --demo` uses it too."""
-    from tasks.demo_pools import DEMO_RECIPE, demo_options, demo_patients
-    from tasks.synthetic import get_synthetic_writer, write_cohort_once
-
-    get_synthetic_writer(args.dataset)  # an unknown dataset fails here, before anything is written
-    patients = args.patients if args.patients is not None else demo_patients(args.dataset)
-    raw_dir = args.results / "demo_data" / args.dataset / f"n{patients}_seed{args.data_seed}"
-    if not raw_dir.exists():
-        print(f"writing a synthetic {args.dataset} cohort of {patients} patients to {raw_dir}")
-        write_cohort_once(args.dataset, raw_dir, patients, args.data_seed)
-    # the quick preset (the demo pool) and the demo's adapter options, under --config and --option
-    return _build_config(args, args.dataset, raw_dir, default_recipe=DEMO_RECIPE, base_options=demo_options(args.dataset))
+    print("query               medaudit sql --results", Path(res["db_path"]).parent, f'"{EXAMPLE_QUERY}"')
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from deployments.reaudit import reusable_audit
     from flows.audit import run_audit
+    from flows.reaudit import reusable_audit
 
     cfg = demo_config(args)
     # a rerun with the same data, pool and settings shows the stored audit instead of adding a duplicate
@@ -184,19 +51,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from flows.audit import run_audit
 
-    cfg = _build_config(args, args.dataset, args.raw_dir)
+    cfg = build_config(args, args.dataset, args.raw_dir)
     _print_result(run_audit(cfg, show_progress=not args.no_progress), args.json)
     return 0
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from tasks.pseudonym import load_or_create_secret
-    from tasks.snapshot import build_snapshot
-    from tasks.storage import AuditStore
+    from tasks.ingest.pseudonym import load_or_create_secret
+    from tasks.ingest.snapshot import build_snapshot
+    from tasks.storage.store import AuditStore
 
     adapter = dataset_adapter(args.dataset, parse_options(args.option))
     snap = build_snapshot(adapter, args.raw_dir, args.results, load_or_create_secret(), linkage_file=args.linkage)
-    with AuditStore(args.results / "medaudit.duckdb") as store:
+    with AuditStore(db_path(args.results)) as store:
         store.register_snapshot(snap)
     print(f"{snap.dataset}: {snap.n_raw} raw rows -> {snap.n_accepted} accepted, {snap.n_quarantined} quarantined")
     print(f"snapshot version {snap.version} at {snap.path}")
@@ -282,9 +149,9 @@ def _format_rows(columns: list[str], rows: list[tuple], max_rows: int) -> str:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    from tasks.sealed import open_private, run_sealed, sealed_connection
+    from tasks.storage.sealed import open_private, run_sealed, sealed_connection
 
-    con = sealed_connection(args.results / "medaudit.duckdb")
+    con = sealed_connection(db_path(args.results))
     try:
         cur = run_sealed(con, args.query)
         if args.csv or args.parquet:  # the only way a result leaves the database: owner-only files
@@ -321,22 +188,22 @@ def build_parser(discover: bool = True) -> argparse.ArgumentParser:
         "--patients", type=int, default=None, help="patients in the synthetic cohort (default: per dataset, 2000 for mimic-iv-ed)"
     )
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic cohort")
-    _add_run_options(p, models_default=48)
+    add_run_options(p, models_default=48)
     p.add_argument("--force", action="store_true", help="audit again even when an audit with the same data, pool and settings is stored")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("audit", help="audit a dataset end to end from its raw layout")
     p.add_argument("dataset", help="registered dataset (see `medaudit datasets`)")
     p.add_argument("raw_dir", type=Path, help="folder with the dataset as downloaded")
-    _add_run_options(p, models_default=None)
+    add_run_options(p, models_default=None)
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("ingest", help="validate a raw dataset and write its versioned snapshot")
     p.add_argument("dataset")
     p.add_argument("raw_dir", type=Path)
-    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--results", type=Path, default=DEFAULT_RESULTS_DIR)
     p.add_argument("--linkage", type=Path, default=None, help="also write the owner-only raw id -> patient key file here")
-    _add_option_flag(p)
+    add_option_flag(p)
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("datasets", help="list the registered datasets")
@@ -346,7 +213,7 @@ def build_parser(discover: bool = True) -> argparse.ArgumentParser:
 
     p = sub.add_parser("sql", help="run a read-only SQL query on the results database")
     p.add_argument("query")
-    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--results", type=Path, default=DEFAULT_RESULTS_DIR)
     p.add_argument("--csv", type=Path, default=None, help="write the result to a CSV file")
     p.add_argument("--parquet", type=Path, default=None, help="write the result to a Parquet file")
     p.add_argument("--max-rows", type=int, default=60)
@@ -399,9 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(discover=command not in _FAST_COMMANDS)
     args = parser.parse_args(argv)
     _apply_spec(args, parser)
-    from tasks.sealed import seal_process
+    from tasks.storage.sealed import seal_process
 
-    seal_process()  # results, reports, exports and Prefect's home: owner-only (tasks/sealed.py)
+    seal_process()  # results, reports, exports and Prefect's home: owner-only (tasks/storage/sealed.py)
     configure_prefect(quiet=not args.verbose)
     from tasks.errors import MedauditError
 

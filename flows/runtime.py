@@ -19,7 +19,7 @@ def configure_prefect(quiet: bool = True) -> None:
     # Prefect does not create its home; without it the ephemeral server cannot open its database
     # and the client only reports a start-up time-out. Owner-only: its database holds the audits' logs
     # and artifacts (subgroup tables).
-    from tasks.sealed import make_private, make_private_dir
+    from tasks.storage.sealed import make_private, make_private_dir
 
     prefect_home = make_private_dir(Path(os.environ["PREFECT_HOME"]))
     for item in prefect_home.iterdir():

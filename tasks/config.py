@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tasks.results_layout import DEFAULT_RESULTS_DIR, db_path
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -32,7 +34,7 @@ class TrainRecipe(_Strict):
     schedule: Literal["cosine_7pi16", "cosine", "constant"] = "cosine_7pi16"
     ema_decay: float | None = Field(None, ge=0, lt=1)
     grad_accum_steps: int = Field(1, ge=1)
-    # Image augmentation policy of tasks/augment.py (per-sample torchvision v2 transforms; identity for non-image data).
+    # Image augmentation policy of tasks/training/augment.py (per-sample torchvision v2 transforms; identity for non-image data).
     augment: Literal["none", "flip", "weak", "medium", "strong"] = "none"
     standardize_inputs: bool = True
     # bf16 autocast and channels_last help conv nets on CPU (design D23: about 2x for WRN).
@@ -64,7 +66,7 @@ class TrainRecipe(_Strict):
 
 class ArchitectureSpec(_Strict):
     # None: the dataset's default architecture (its TaskSpec.default_architecture), filled in when the
-    # AuditConfig is validated; the CLI sets one from the dataset's recipe preset (tasks/recipes.py).
+    # AuditConfig is validated; the CLI sets one from the dataset's recipe preset (tasks/datasets/recipes.py).
     name: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -132,7 +134,7 @@ class ReportConfig(_Strict):
 
 
 class AlertConfig(_Strict):
-    """Limits a re-audit is checked against (deployments/reaudit.py); crossing one emits the Prefect event
+    """Limits a re-audit is checked against (flows/reaudit.py); crossing one emits the Prefect event
     ``medaudit.risk.limit-exceeded`` that an Automation routes to a notification (docs/OPERATIONS.md). None: no limit.
     Not part of the audit key: changing a limit does not re-audit."""
 
@@ -152,10 +154,10 @@ class ExecutionConfig(_Strict):
     # Dask resources each training task claims (a worker offers them with `dask worker --resources
     # GPU=1`); None: {"GPU": 1} when device is "cuda", else none. Not part of the pool key.
     task_resources: dict[str, float] | None = None
-    # Shadow models trained together in one task (tasks/batched_training.py: torch.func vmap over the
+    # Shadow models trained together in one task (tasks/training/batched.py: torch.func vmap over the
     # models; MLP-like tabular nets only, others loop). 1 = one task per model. Not part of the pool key.
     models_per_task: int = Field(1, ge=1)
-    # The fast training path (tasks/fast_training.py: inputs resident on the device, augmentation drawn
+    # The fast training path (tasks/training/fast.py: inputs resident on the device, augmentation drawn
     # there, no per-step host sync, foreach/fused updates; a worker keeps data and model across the pool's
     # models) and torch.compile within it; "auto": both on where training runs on CUDA (3.2x today's loop for
     # WRN-28-2 on an H200, docs/PERFORMANCE.md), off on the CPU. Same recipe semantics: not part of the pool key.
@@ -233,7 +235,7 @@ class TargetModelConfig(_Strict):
 class AuditConfig(_Strict):
     dataset: str
     raw_dir: Path
-    results_dir: Path = Path("results")
+    results_dir: Path = DEFAULT_RESULTS_DIR
     pool: PoolConfig = PoolConfig()
     attack: AttackConfig = AttackConfig()
     report: ReportConfig = ReportConfig()
@@ -272,7 +274,7 @@ class AuditConfig(_Strict):
 
     @property
     def db_path(self) -> Path:
-        return self.results_dir / "medaudit.duckdb"
+        return db_path(self.results_dir)
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:

@@ -11,11 +11,11 @@ from types import SimpleNamespace
 import pytest
 from pydantic import ValidationError
 
-from flows.audit import pool_key_for
 from tasks.config import AuditConfig
 from tasks.datasets import get_dataset
-from tasks.demo_pools import demo_pool
 from tasks.synthetic import synthetic_datasets
+from tasks.synthetic.demo_pools import demo_pool
+from tasks.training.pool import pool_key_for
 
 RECORDED_DEMO_KEYS = {
     "chexpert": ("f8556c00d0a7d7cc", 2),

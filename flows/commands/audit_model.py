@@ -11,8 +11,8 @@ from typing import Any
 
 def build_target_config(args: argparse.Namespace) -> Any:
     """The AuditConfig of an audit-model run: the reference pool (no held-out targets) plus ``target``."""
-    from flows.cli import _build_config
     from flows.commands.scaling import parse_archs
+    from flows.options import build_config
     from tasks.config import AuditConfig
     from tasks.errors import ConfigError
 
@@ -31,7 +31,7 @@ def build_target_config(args: argparse.Namespace) -> Any:
     data = AuditConfig.read_file(args.config) if args.config else {}
     # config-file `target:` keys (input_columns, logit_columns, min_auroc, fdr, reference_recipe, ...) first, flags over them
     target: dict[str, Any] = dict(data.pop("target", None) or {})
-    cfg = _build_config(args, args.dataset, args.raw_dir, base, data=data)
+    cfg = build_config(args, args.dataset, args.raw_dir, base, data=data)
     if args.raw_inputs:
         print("--raw-inputs is deprecated: it means --standardize none (medaudit's features, not standardised)", file=sys.stderr)
         args.standardize = args.standardize or "none"
@@ -83,7 +83,7 @@ def _names(value: str, flag: str) -> list[str]:
 
 def cmd_audit_model(args: argparse.Namespace) -> int:
     from flows.audit_model import preflight, run_audit_model
-    from tasks.target_report import target_rows
+    from tasks.report.model_audit import target_rows
 
     cfg = build_target_config(args)
     preflight(cfg)  # wrong files and input widths fail in seconds, before Dask and Prefect start
@@ -126,7 +126,7 @@ def print_features(dataset: str) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from flows.cli import _add_run_options
+    from flows.options import add_run_options
 
     p = sub.add_parser(
         "audit-model",
@@ -185,5 +185,5 @@ def register(sub: argparse._SubParsersAction) -> None:
         "with it and the headline compares the verdicts",
     )
     p.add_argument("--name", default=None, help="name of the audited model in the results (default: the file name)")
-    _add_run_options(p, models_default=None)
+    add_run_options(p, models_default=None)
     p.set_defaults(func=cmd_audit_model)

@@ -2,7 +2,7 @@
 
 Patients newly at risk / no longer at risk (pseudonymous keys), subgroup shifts with McNemar's exact
 test (tasks/risk/compare.py) and the headline deltas. The SQL side is the ``compare_audits(a, b)`` and
-``compare_subgroups(a, b)`` table macros (tasks/storage.py), also usable in `medaudit sql`.
+``compare_subgroups(a, b)`` table macros (tasks/storage/store.py), also usable in `medaudit sql`.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from tasks.errors import MedauditError
+from tasks.results_layout import DEFAULT_RESULTS_DIR, db_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="compare two audits: patients newly / no longer at risk, subgroup shifts, headline deltas")
     p.add_argument("audit_a", help="the earlier audit id (see `medaudit history`)")
     p.add_argument("audit_b", help="the later audit id")
-    p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
+    p.add_argument("--results", type=Path, default=DEFAULT_RESULTS_DIR, help="results folder (default ./results)")
     p.add_argument("--min-cell", type=int, default=None, help="suppress groups smaller than this (default: audit B's report.min_cell)")
     p.add_argument("--max-patients", type=int, default=20, help="patients listed per change (default %(default)s; --json lists all)")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
@@ -29,9 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def compare(results: Path, audit_a: str, audit_b: str, min_cell: int | None = None) -> dict[str, Any]:
     """The comparison as plain data: audits, headline deltas, patients by change, subgroup shifts."""
     from tasks.risk.compare import headline_deltas, subgroup_shifts
-    from tasks.storage import AuditStore
+    from tasks.storage.store import AuditStore
 
-    store = AuditStore(Path(results) / "medaudit.duckdb", read_only=True)
+    store = AuditStore(db_path(results), read_only=True)
     try:
         a, b = store.audit_row(audit_a), store.audit_row(audit_b)
         if a["dataset"] != b["dataset"]:

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tasks.results_layout import demo_data_dir, study_report_dir
+
 UNITS = ("record", "patient")
 NO_DP = "none"  # the unit column of the non-private (epsilon = inf) pool
 PAPER_EPSILONS = "1,5,10,100,1000,inf"
@@ -115,32 +117,12 @@ def _dp_config(base_cfg: Any, epsilon: float, unit: str | None, clip_norm: float
     return AuditConfig.model_validate(data)
 
 
-def _q(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
 def sweep_row(cfg: Any, res: dict[str, Any], unit: str, epsilon: float) -> dict[str, Any]:
     """One table row: accounting from pool_models.train_info (the audited models), empirical risk from the audit's views."""
-    from tasks.storage import read_only_query
+    from tasks.storage.queries import pool_dp_accounting, pool_scored_records
 
-    db, pool = cfg.db_path, _q(res["pool_key"])
-    keys = ("epsilon", "delta", "noise_multiplier", "sampling_rate", "steps", "n_units", "auc_bound")
-    col = {k: f"CAST(train_info->'dp'->>'{k}' AS DOUBLE)" for k in keys}
-    acc = read_only_query(
-        db,
-        f"""SELECT count(*) AS n_models, avg(test_auroc) AS auroc_mean, stddev_samp(test_auroc) AS auroc_std,
-                   median({col["epsilon"]}) AS eps_med, min({col["epsilon"]}) AS eps_min, max({col["epsilon"]}) AS eps_max,
-                   median({col["delta"]}) AS delta, median({col["noise_multiplier"]}) AS sigma,
-                   median({col["sampling_rate"]}) AS q, median({col["steps"]}) AS steps, median({col["n_units"]}) AS n_units,
-                   median({col["auc_bound"]}) AS bound, max({col["auc_bound"]}) AS bound_max
-            FROM models WHERE pool_key = {pool} AND status = 'complete' AND model_idx < {int(cfg.pool.n_models)}""",
-    ).iloc[0]
-    rec = read_only_query(
-        db,
-        f"""SELECT r.risk, r.n_in, r.n_out, p.n_records
-            FROM record_risk r JOIN patient_risk p USING (pool_key, patient_key)
-            WHERE r.pool_key = {pool} AND r.risk IS NOT NULL""",
-    )
+    acc = pool_dp_accounting(cfg.db_path, res["pool_key"], cfg.pool.n_models)
+    rec = pool_scored_records(cfg.db_path, res["pool_key"])
     h = res["headline"]
     dp_pool = not math.isinf(epsilon)
     bound = float(acc["bound"]) if dp_pool else 1.0
@@ -274,19 +256,19 @@ def cmd_dp_sweep(args: argparse.Namespace) -> int:
         raise ConfigError(f"--clip-norm must be a positive number, got {args.clip_norm:g}")
 
     from flows.audit import run_audit
-    from flows.cli import _build_config
-    from tasks.demo_pools import DEMO_RECIPE, demo_options
+    from flows.options import build_config
+    from tasks.synthetic.demo_pools import DEMO_RECIPE, demo_options
 
     raw_dir = args.raw_dir
     if raw_dir is None:  # synthetic cohort of the dataset's layout, with the demo's (quick) pool and adapter options
-        raw_dir = args.results / "demo_data" / args.dataset / f"n{args.patients}_seed0"
-        base_cfg = _build_config(args, args.dataset, raw_dir, default_recipe=DEMO_RECIPE, base_options=demo_options(args.dataset))
+        raw_dir = demo_data_dir(args.results, args.dataset, args.patients)
+        base_cfg = build_config(args, args.dataset, raw_dir, default_recipe=DEMO_RECIPE, base_options=demo_options(args.dataset))
         if not raw_dir.exists():  # written after the configuration is validated
             from tasks.synthetic import write_cohort_once
 
             write_cohort_once(args.dataset, raw_dir, args.patients)
     else:
-        base_cfg = _build_config(args, args.dataset, raw_dir)
+        base_cfg = build_config(args, args.dataset, raw_dir)
     points = [(NO_DP, eps) if math.isinf(eps) else (unit, eps) for eps in epsilons for unit in units]
     rows = []
     for unit, eps in dict.fromkeys(points):  # inf once, not once per unit
@@ -298,7 +280,7 @@ def cmd_dp_sweep(args: argparse.Namespace) -> int:
     table = pd.DataFrame(rows)
     from tasks.datasets import get_dataset
 
-    out = args.results / "reports" / "dp_sweep" / get_dataset(args.dataset).name
+    out = study_report_dir(args.results, "dp_sweep", get_dataset(args.dataset).name)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "dp_sweep.csv", index=False)
     dp_sweep_plot(table, out / "dp_sweep.png")
@@ -321,7 +303,7 @@ def cmd_dp_sweep(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from flows.cli import _add_run_options
+    from flows.options import add_run_options
 
     p = sub.add_parser("dp-sweep", help="one DP-SGD pool per (epsilon, unit) on the same data: empirical risk versus the DP bound")
     p.add_argument("dataset")
@@ -330,5 +312,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--units", default="record,patient", help="DP units: record, patient or both (default %(default)s)")
     p.add_argument("--clip-norm", type=float, default=None, help="DP-SGD clipping norm C (default: the recipe's, 1.0)")
     p.add_argument("--patients", type=int, default=1000, help="synthetic cohort size when no raw_dir is given")
-    _add_run_options(p, models_default=None)
+    add_run_options(p, models_default=None)
     p.set_defaults(func=cmd_dp_sweep)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.errors import ConfigError, MedauditError
+from tasks.results_layout import DEFAULT_RESULTS_DIR, audit_report_dir, db_path
 
 DEFAULT_PORT = 4200
 
@@ -66,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_reaudit)
 
     p = sub.add_parser("gate", help="check the latest audit against thresholds: exit 0 pass, 1 exceeded, 2 error or not enough evidence")
-    p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
+    p.add_argument("--results", type=Path, default=DEFAULT_RESULTS_DIR, help="results folder (default ./results)")
     p.add_argument("--dataset", default=None, help="the latest audit of this dataset (default: the latest audit)")
     p.add_argument("--audit-id", default=None, help="this audit instead of the latest")
     p.add_argument(
@@ -88,12 +89,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_gate)
 
     p = sub.add_parser("history", help="past audits and their headline numbers")
-    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--results", type=Path, default=DEFAULT_RESULTS_DIR)
     p.add_argument("--dataset", default=None)
     p.set_defaults(func=cmd_history)
 
     p = sub.add_parser("report", help="where the latest audit's HTML report is")
-    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--results", type=Path, default=DEFAULT_RESULTS_DIR)
     p.add_argument("--dataset", default=None)
     p.add_argument("--audit-id", default=None)
     p.set_defaults(func=cmd_report)
@@ -203,7 +204,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from deployments.reaudit import deployments_from_file, load_audit_config, reaudit_deployment
+    from deployments.reaudit import deployments_from_file, reaudit_deployment
+    from flows.reaudit import load_audit_config
 
     with temporary_settings({PREFECT_API_URL: api_url}):
         if args.deployments:
@@ -245,11 +247,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _demo_config(args: argparse.Namespace) -> Any:
     """The config `medaudit demo --dataset D [--patients N] [--models M] [--results R]` runs, with absolute paths."""
-    from deployments.reaudit import load_audit_config
-    from flows.cli import demo_config
+    from flows.options import demo_config
+    from flows.reaudit import load_audit_config
 
     unset = dict.fromkeys(("targets", "config", "seed", "arch", "epochs", "dask_address", "workers"))
-    results = (args.results or Path("results")).resolve()
+    results = (args.results or DEFAULT_RESULTS_DIR).resolve()
     demo = argparse.Namespace(dataset=args.demo, patients=args.patients, data_seed=0, models=args.models or 48, results=results, **unset)
     cfg = demo_config(demo)
     with tempfile.TemporaryDirectory() as tmp:  # through load_audit_config: the same path handling as --config
@@ -259,7 +261,7 @@ def _demo_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_reaudit(args: argparse.Namespace) -> int:
-    from deployments.reaudit import load_audit_config, reaudit_flow
+    from flows.reaudit import load_audit_config, reaudit_flow
 
     cfg = load_audit_config(args.config, _overrides(args))
     out = reaudit_flow(cfg.model_dump(mode="json"), force=args.force, show_progress=not args.no_progress)
@@ -286,25 +288,16 @@ class Check:
 
 
 def _db(results: Path) -> Path:
-    db = Path(results) / "medaudit.duckdb"
+    db = db_path(results)
     if not db.exists():
         raise MedauditError(f"{db}: no audit database here (run an audit first)")
     return db
 
 
 def latest_audit(store: Any, dataset: str | None = None, audit_id: str | None = None) -> dict[str, Any]:
-    where, params = ["finished_at IS NOT NULL"], []
-    if dataset:
-        where.append("dataset = ?")
-        params.append(dataset)
-    if audit_id:
-        where.append("audit_id = ?")
-        params.append(audit_id)
-    rows = store.query(
-        "SELECT audit_id, dataset, dataset_version, pool_key, n_models, n_targets, finished_at, headline FROM audits "
-        f"WHERE {' AND '.join(where)} ORDER BY finished_at DESC LIMIT 1",
-        params,
-    )
+    from tasks.storage.queries import latest_finished_audit
+
+    rows = latest_finished_audit(store, dataset, audit_id)
     if rows.empty:
         what = f"audit {audit_id}" if audit_id else "finished audit" + (f" of {dataset}" if dataset else "")
         raise MedauditError(f"{store.path}: no {what} found")
@@ -325,15 +318,11 @@ def gate_checks(
     level: str = "record",
 ) -> list[Check]:
     """Each requested check with its observed value; ``passed`` is None when the audit lacks the number."""
-
-    def one(sql: str, params: list[Any]) -> tuple[Any, ...]:
-        return tuple(store.con.execute(sql, params).fetchall()[0])
+    from tasks.storage.queries import attack_means, patients_above
 
     checks: list[Check] = []
     if max_share_above is not None:
-        n_above, n_scored = one(
-            "SELECT count(*) FILTER (WHERE risk_max >= ?), count(risk_max) FROM patient_stats WHERE audit_id = ?", [risk, audit_id]
-        )
+        n_above, n_scored = patients_above(store, audit_id, risk)
         share = n_above / n_scored if n_scored else None
         checks.append(
             Check(
@@ -345,10 +334,7 @@ def gate_checks(
             )
         )
     if max_tpr_at_1e3 is not None or max_auc is not None:
-        n, auc, tpr = one(
-            "SELECT count(*), avg(auc), avg(tpr_at_fpr[0.001]) FROM attack_results WHERE audit_id = ? AND attack = ? AND level = ?",
-            [audit_id, attack, level],
-        )
+        n, auc, tpr = attack_means(store, audit_id, attack, level)
         detail = f"{attack}, {level} level, mean over {n} target models"
         if max_tpr_at_1e3 is not None:
             checks.append(Check(f"{attack} TPR at FPR 1e-3", tpr, max_tpr_at_1e3, None if tpr is None else tpr <= max_tpr_at_1e3, detail))
@@ -369,7 +355,7 @@ def evidence_shortfall(headline: dict[str, Any], min_evidence: str) -> str | Non
 
 def cmd_gate(args: argparse.Namespace) -> int:
     from tasks.attacks import ATTACKS
-    from tasks.storage import AuditStore
+    from tasks.storage.store import AuditStore
 
     if args.attack not in ATTACKS:
         raise ConfigError(f"--attack {args.attack}: unknown attack; the audits run {', '.join(sorted(ATTACKS))}")
@@ -424,17 +410,9 @@ def cmd_gate(args: argparse.Namespace) -> int:
 def cmd_history(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from tasks.storage import read_only_query
+    from tasks.storage.queries import audit_history
 
-    db = _db(args.results)
-    where = ""
-    if args.dataset:  # read_only_query takes no parameters: quote the literal
-        where = " WHERE dataset = '" + args.dataset.replace("'", "''") + "'"
-    df = read_only_query(db, "SELECT * FROM audit_history" + where)
-    has_runs = not read_only_query(db, "SELECT 1 FROM information_schema.tables WHERE table_name = 'reaudit_history'").empty
-    runs = (
-        read_only_query(db, "SELECT * EXCLUDE (dataset_version, pool_key, flow_run_id) FROM reaudit_history" + where) if has_runs else None
-    )
+    df, runs = audit_history(_db(args.results), args.dataset)
     with pd.option_context("display.max_columns", 20, "display.width", 200, "display.max_colwidth", 90):
         print("audits" if not df.empty else "no audits yet")
         if not df.empty:
@@ -446,14 +424,14 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from tasks.storage import AuditStore
+    from tasks.storage.store import AuditStore
 
     store = AuditStore(_db(args.results), read_only=True)
     try:
         audit = latest_audit(store, args.dataset, args.audit_id)
     finally:
         store.close()
-    folder = Path(args.results) / "reports" / audit["dataset"] / audit["audit_id"]
+    folder = audit_report_dir(args.results, audit["dataset"], audit["audit_id"])
     report = folder / "report.html"
     if not report.exists():
         raise MedauditError(f"audit {audit['audit_id']}: no report at {report}")

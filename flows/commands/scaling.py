@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tasks.results_layout import demo_data_dir, study_report_dir
+
 
 def parse_archs(text: str) -> list[dict[str, Any]]:
     """``"mlp:width=16:depth=1,tabresnet"`` -> [{"name": "mlp", "params": {...}}, {"name": "tabresnet", "params": {}}]."""
@@ -72,12 +74,12 @@ def scaling_plot(curves: dict[str, np.ndarray], perf: pd.DataFrame, path: Path, 
 
 def cmd_scaling(args: argparse.Namespace) -> int:
     from flows.audit import run_audit
-    from flows.cli import _build_config, parse_options
+    from flows.options import build_config, parse_options
     from tasks.datasets import get_dataset
-    from tasks.demo_pools import DEMO_RECIPE
     from tasks.errors import ConfigError
-    from tasks.storage import read_only_query
+    from tasks.storage.queries import pool_patient_risks, pool_test_auroc
     from tasks.synthetic import write_cohort_once
+    from tasks.synthetic.demo_pools import DEMO_RECIPE
 
     try:
         archs = parse_archs(args.archs)
@@ -86,21 +88,21 @@ def cmd_scaling(args: argparse.Namespace) -> int:
     raw_dir = args.raw_dir
     recipe = "paper"
     if raw_dir is None:  # synthetic cohort of the dataset's layout, with the demo's (quick) recipe
-        raw_dir = args.results / "demo_data" / args.dataset / f"n{args.patients}_seed0"
+        raw_dir = demo_data_dir(args.results, args.dataset, args.patients)
         write_cohort_once(args.dataset, raw_dir, args.patients)
         recipe = DEMO_RECIPE
     task = get_dataset(args.dataset, parse_options(args.option)).task
     rows, curves = [], {}
     for arch in archs:
         args.arch = None
-        cfg = _build_config(args, args.dataset, raw_dir, {"architecture": arch}, default_recipe=recipe)
+        cfg = build_config(args, args.dataset, raw_dir, {"architecture": arch}, default_recipe=recipe)
         label = arch["name"] + "".join(f" {k}={v}" for k, v in arch["params"].items())
         print(f"== {label}")
         res = run_audit(cfg, show_progress=not args.no_progress)
         db = cfg.db_path
         pool = res["pool_key"]
-        risk = read_only_query(db, f"SELECT risk FROM patient_risk WHERE pool_key = '{pool}'")["risk"].to_numpy(dtype=float)
-        perf = read_only_query(db, f"SELECT avg(test_auroc) AS m, stddev_pop(test_auroc) AS s FROM models WHERE pool_key = '{pool}'")
+        risk = pool_patient_risks(db, pool)["risk"].to_numpy(dtype=float)
+        perf = pool_test_auroc(db, pool)
         curves[label] = risk
         h = res["headline"]
         rows.append(
@@ -119,7 +121,7 @@ def cmd_scaling(args: argparse.Namespace) -> int:
             }
         )
     table = pd.DataFrame(rows).sort_values("n_parameters", kind="stable")
-    out = args.results / "reports" / "scaling" / get_dataset(args.dataset).name
+    out = study_report_dir(args.results, "scaling", get_dataset(args.dataset).name)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "scaling.csv", index=False)
     threshold = cfg.report.risk_threshold
@@ -135,12 +137,12 @@ def cmd_scaling(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from flows.cli import _add_run_options
+    from flows.options import add_run_options
 
     p = sub.add_parser("scaling", help="one pool per architecture on the same data: risk versus model capacity")
     p.add_argument("dataset")
     p.add_argument("raw_dir", type=Path, nargs="?", default=None, help="raw data (default: a synthetic cohort of the dataset's layout)")
     p.add_argument("--archs", required=True, help="comma-separated architectures, options after colons: mlp:width=16:depth=1,tabresnet")
     p.add_argument("--patients", type=int, default=1000, help="synthetic cohort size when no raw_dir is given")
-    _add_run_options(p, models_default=None)
+    add_run_options(p, models_default=None)
     p.set_defaults(func=cmd_scaling)

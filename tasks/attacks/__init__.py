@@ -12,6 +12,11 @@ mixed). The callables do not share one signature:
 * ``loss``: ``fn(target_scores (T, N, V)) -> (T, N)``
 
 Higher output = more likely a member, for every attack.
+
+``scores`` holds the score transforms (logits -> the score the attacks read), ``auc`` the Mann-Whitney ROC
+AUC.
+
+May import: numpy, scipy, pandas and tasks.errors only (tasks.risk builds on this package, not the reverse).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ def loss_attack(target_scores: np.ndarray) -> np.ndarray:
 
     target_scores: (T, N, V) (or (T, N) for a single view) -> (T, N) float64.
 
-    The scores are correct-class logits (``tasks.scores``), so a higher score means a lower loss and
+    The scores are correct-class logits (``tasks.attacks.scores``), so a higher score means a lower loss and
     hence "member". A record with a NaN score in any view gets NaN.
     """
     s = np.asarray(target_scores, dtype=np.float64)

@@ -1,6 +1,6 @@
 """Robust membership inference attack, RMIA (Zarifzadeh et al. 2024; method §4.3, design D15).
 
-Inputs are probabilities of the correct outcome (``tasks.scores`` transform ``rmia_probability``),
+Inputs are probabilities of the correct outcome (``tasks.attacks.scores`` transform ``rmia_probability``),
 view-averaged by the caller, of target and reference models on the audited records x and on
 population points z that are non-members of *every* model (e.g. the test split).
 
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.risk.roc import roc_auc
+from tasks.attacks.auc import roc_auc
 
 _TINY = np.finfo(np.float64).tiny
 _BLOCK_ELEMENTS = 4_000_000

@@ -2,6 +2,12 @@
 
 Every module in this package is imported on first use, so a new dataset is one new file whose
 adapter class carries ``@register_dataset``.
+
+``contracts`` (column contracts and their great-expectations suites), ``quarantine`` and ``reasons`` (rejected
+rows with a reason that never quotes an identifier) serve every adapter; ``recipes`` holds each dataset's
+recipe presets (``--recipe paper|quick``).
+
+May import: tasks.config, tasks.errors.
 """
 
 import importlib

@@ -26,9 +26,9 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import pandas as pd
 
-from tasks.contracts import DatasetContract, load_contract
+from tasks.datasets.contracts import DatasetContract, load_contract
+from tasks.datasets.quarantine import Quarantine
 from tasks.errors import ConfigError
-from tasks.quarantine import Quarantine
 
 TaskKind = Literal["binary", "multiclass", "multilabel"]
 
@@ -41,7 +41,7 @@ class TaskSpec:
     label_names: tuple[str, ...]
     input_shape: tuple[int, ...]
     modality: Literal["tabular", "image", "signal"]
-    score_transform: str  # name in tasks.scores registry
+    score_transform: str  # name in tasks.attacks.scores registry
     default_architecture: str
     flip_views_ok: bool = False  # horizontal flip preserves the label (design D8)
 
@@ -68,7 +68,7 @@ class DatasetAdapter(ABC):
     description: ClassVar[str] = ""
     # Files (relative to raw_dir) whose presence identifies the layout; shown by `medaudit datasets`.
     layout: ClassVar[tuple[str, ...]] = ()
-    # Recipe presets (tasks/recipes.py): name -> PoolConfig fragment {"architecture": {"name", "params"},
+    # Recipe presets (tasks/datasets/recipes.py): name -> PoolConfig fragment {"architecture": {"name", "params"},
     # "recipe": {TrainRecipe fields}, "eval_views": n}. Every built-in adapter has "paper" and "quick".
     default_pools: ClassVar[dict[str, dict[str, Any]]] = {}
     # The options the adapter reads (name -> what it does); any other name is rejected. None: not checked.

@@ -40,8 +40,8 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
-from tasks.contracts import read_csv_as_strings, validate_table
 from tasks.datasets.base import DatasetAdapter, InputChunk, TaskSpec, register_dataset
+from tasks.datasets.contracts import read_csv_as_strings, validate_table
 from tasks.datasets.imaging import decode_image_files, image_task
 from tasks.datasets.layout import (
     SideTableRejects,
@@ -52,9 +52,9 @@ from tasks.datasets.layout import (
     quarantine_split_overlap,
     records_frame,
 )
+from tasks.datasets.quarantine import Quarantine
+from tasks.datasets.recipes import QUICK_IMAGE, paper_pool
 from tasks.datasets.variants import LayoutVariant, detect_variant
-from tasks.quarantine import Quarantine
-from tasks.recipes import QUICK_IMAGE, paper_pool
 
 RELEASE_DIR = "CheXpert-v1.0"
 SMALL_RELEASE_DIR = "CheXpert-v1.0-small"

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tasks.quarantine import Quarantine
-from tasks.reasons import vital_repair
+from tasks.datasets.quarantine import Quarantine
+from tasks.datasets.reasons import vital_repair
 
 
 @dataclass(frozen=True)

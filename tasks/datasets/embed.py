@@ -63,15 +63,15 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from tasks.contracts import read_csv_as_strings, validate_table
 from tasks.datasets.base import DatasetAdapter, InputChunk, TaskSpec, register_dataset
+from tasks.datasets.contracts import read_csv_as_strings, validate_table
 from tasks.datasets.imaging import decode_image_files, image_task
 from tasks.datasets.layout import SideTableRejects, count_csv_rows, int_option, one_hot, records_frame
+from tasks.datasets.quarantine import Quarantine
+from tasks.datasets.reasons import duplicate, line_of, shown_series
+from tasks.datasets.recipes import QUICK_IMAGE, paper_pool
 from tasks.datasets.variants import LayoutVariant, detect_variant
 from tasks.errors import ConfigError, StructuralError
-from tasks.quarantine import Quarantine
-from tasks.reasons import duplicate, line_of, shown_series
-from tasks.recipes import QUICK_IMAGE, paper_pool
 
 CLINICAL = "EMBED_OpenData_clinical_reduced.csv"
 METADATA = "EMBED_OpenData_metadata_reduced.csv"

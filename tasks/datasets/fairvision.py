@@ -43,14 +43,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageStat
 
-from tasks.contracts import read_csv_as_strings, validate_table
 from tasks.datasets.base import DatasetAdapter, InputChunk, TaskSpec, register_dataset
+from tasks.datasets.contracts import read_csv_as_strings, validate_table
 from tasks.datasets.imaging import decode_image_files, image_task
 from tasks.datasets.layout import count_csv_rows, int_option, one_hot, quarantine_unmatched, records_frame
+from tasks.datasets.quarantine import Quarantine
+from tasks.datasets.recipes import QUICK_IMAGE, paper_pool
 from tasks.datasets.variants import LayoutVariant, detect_variant
 from tasks.errors import ConfigError
-from tasks.quarantine import Quarantine
-from tasks.recipes import QUICK_IMAGE, paper_pool
 
 DEFAULT_IMAGE_SIZE = 64
 FAIRVISION_LABELS: tuple[str, ...] = (

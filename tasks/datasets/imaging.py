@@ -12,7 +12,7 @@ from PIL import Image, UnidentifiedImageError
 
 from tasks.datasets.base import InputChunk, TaskKind, TaskSpec
 from tasks.datasets.layout import decode_each
-from tasks.reasons import decode_failure, exception_text
+from tasks.datasets.reasons import decode_failure, exception_text
 
 
 class DecodeError(Exception):

@@ -24,11 +24,11 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
-from tasks import reasons
-from tasks.contracts import DatasetContract
+from tasks.datasets import reasons
 from tasks.datasets.base import InputChunk
+from tasks.datasets.contracts import DatasetContract
+from tasks.datasets.quarantine import Quarantine
 from tasks.errors import ConfigError, StructuralError
-from tasks.quarantine import Quarantine
 
 T = TypeVar("T")
 FileKey = tuple[str, int, int]

@@ -34,9 +34,9 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
-from tasks.contracts import read_csv_as_strings, validate_table
 from tasks.datasets.base import DatasetAdapter, InputChunk, register_dataset
 from tasks.datasets.chexpert import CXR_LABELS, DEFAULT_IMAGE_SIZE, cxr_task, uncertain_ones
+from tasks.datasets.contracts import read_csv_as_strings, validate_table
 from tasks.datasets.imaging import decode_image_files
 from tasks.datasets.layout import (
     SideTableRejects,
@@ -47,9 +47,9 @@ from tasks.datasets.layout import (
     quarantine_split_overlap,
     records_frame,
 )
+from tasks.datasets.quarantine import Quarantine
+from tasks.datasets.recipes import QUICK_IMAGE, paper_pool
 from tasks.errors import ConfigError, StructuralError
-from tasks.quarantine import Quarantine
-from tasks.recipes import QUICK_IMAGE, paper_pool
 
 METADATA = "mimic-cxr-2.0.0-metadata.csv"
 SPLIT = "mimic-cxr-2.0.0-split.csv"

@@ -17,12 +17,12 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from tasks.contracts import read_csv_as_strings, validate_table
 from tasks.datasets.base import DatasetAdapter, InputChunk, TaskSpec, register_dataset
+from tasks.datasets.contracts import read_csv_as_strings, validate_table
 from tasks.datasets.ed_features import ED_FEATURES, TRIAGE, ed_feature_contract
 from tasks.datasets.ed_outliers import fahrenheit_to_celsius, repair_and_impute
-from tasks.quarantine import Quarantine
-from tasks.recipes import QUICK_TABULAR, paper_pool
+from tasks.datasets.quarantine import Quarantine
+from tasks.datasets.recipes import QUICK_TABULAR, paper_pool
 
 MASTER = "master_dataset.csv"
 

@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 import wfdb
 
-from tasks.contracts import read_csv_as_strings, validate_table
 from tasks.datasets.base import DatasetAdapter, InputChunk, TaskSpec, register_dataset
+from tasks.datasets.contracts import read_csv_as_strings, validate_table
 from tasks.datasets.layout import (
     SideTableRejects,
     count_csv_rows,
@@ -47,10 +47,10 @@ from tasks.datasets.layout import (
     quarantine_split_overlap,
     records_frame,
 )
+from tasks.datasets.quarantine import Quarantine
+from tasks.datasets.reasons import decode_failure, exception_text, unmatched
+from tasks.datasets.recipes import QUICK_SIGNAL, paper_pool
 from tasks.errors import StructuralError
-from tasks.quarantine import Quarantine
-from tasks.reasons import decode_failure, exception_text, unmatched
-from tasks.recipes import QUICK_SIGNAL, paper_pool
 
 DATABASE = "ptbxl_database.csv"
 STATEMENTS = "scp_statements.csv"

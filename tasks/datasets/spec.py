@@ -28,13 +28,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.config import ArchitectureSpec, TrainRecipe
-from tasks.contracts import ColumnContract, DatasetContract, SubgroupContract, TableContract, validate_table
 from tasks.datasets.base import DatasetAdapter, InputChunk, TaskSpec
+from tasks.datasets.contracts import ColumnContract, DatasetContract, SubgroupContract, TableContract, validate_table
 from tasks.datasets.imaging import DecodeError, image_mode, load_image
 from tasks.datasets.layout import count_csv_rows, decode_each, file_key, label_column, quarantine_duplicates, quarantine_split_overlap
-from tasks.datasets.spec_table import Filter, _as_number, _as_text, read_table_as_strings, table_format
+from tasks.datasets.quarantine import Quarantine
+from tasks.datasets.spec_table import Filter, as_number, as_text, read_table_as_strings, table_format
 from tasks.errors import ConfigError, StructuralError
-from tasks.quarantine import Quarantine
 
 _NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _TEMPLATE_RE = re.compile(r"\{([^{}]+)\}")
@@ -49,7 +49,7 @@ class _Strict(BaseModel):
 
 
 class ColumnSpec(ColumnContract):
-    """A column's contract (tasks/contracts.py) plus an optional full-match regular expression."""
+    """A column's contract (tasks/datasets/contracts.py) plus an optional full-match regular expression."""
 
     pattern: str | None = None
 
@@ -289,9 +289,9 @@ def parse_spec(data: Any, source: str = "spec") -> DatasetSpec:
     except ValidationError as exc:
         lines = [_format_error(e) for e in exc.errors()]  # type: ignore[arg-type]
         raise SpecError(f"{source}: invalid dataset spec:\n  " + "\n  ".join(lines)) from None
-    from tasks.datasets.base import _DATASETS
+    from tasks.datasets.base import list_datasets
 
-    if spec.name in _DATASETS:
+    if spec.name in {cls.name for cls in list_datasets()}:
         raise SpecError(f"{source}: key name: {spec.name!r} is a built-in dataset; give your dataset a name of its own")
     return spec
 
@@ -455,7 +455,7 @@ def _assign_columns(spec: DatasetSpec, tables: list[pd.DataFrame], refs: dict[st
 
 
 def _quarantine_pattern(df: pd.DataFrame, col: str, pattern: str, secret: bool, q: Quarantine) -> pd.DataFrame:
-    bad = ~_as_text(df[col]).str.fullmatch(pattern).fillna(False).astype(bool)
+    bad = ~as_text(df[col]).str.fullmatch(pattern).fillna(False).astype(bool)
     found = "an identifier (value withheld)" if secret else df.loc[bad, col].map(repr).astype(str)
     q.add_rows(df[bad], "contract", col, f"{col}: expected a value matching {pattern!r}, found " + found)
     return df[~bad].reset_index(drop=True)
@@ -464,12 +464,12 @@ def _quarantine_pattern(df: pd.DataFrame, col: str, pattern: str, secret: bool, 
 def _join(df: pd.DataFrame, other: pd.DataFrame, key: str, path: str, side: Quarantine, q: Quarantine, primary: str) -> pd.DataFrame:
     """Left-join ``other`` (one row per key; repeats quarantined) onto the record table; a record
     without a valid row in ``other`` is quarantined (the key's value is never shown)."""
-    other = other.assign(_key=_as_text(other[key]))
+    other = other.assign(_key=as_text(other[key]))
     other = quarantine_duplicates(other, "_key", f"{key} in {path}", side)
     side.entries[:] = [(f, r, s, key if c == "_key" else c, why.replace("_key:", f"{key}:")) for f, r, s, c, why in side.entries]
     keep = [c for c in other.columns if c not in df.columns and not c.startswith("_") and c != key]
     right = other[["_key", *keep]]
-    merged = df.assign(_key=_as_text(df[key])).merge(right, on="_key", how="left", indicator="_joined")
+    merged = df.assign(_key=as_text(df[key])).merge(right, on="_key", how="left", indicator="_joined")
     missing = (merged["_joined"] == "left_only").to_numpy()
     q.add_rows(merged[missing], "contract", key, f"{key}: no valid row of {path} has this {key} (value withheld)")
     return merged[~missing].drop(columns=["_key", "_joined"]).reset_index(drop=True)
@@ -477,11 +477,11 @@ def _join(df: pd.DataFrame, other: pd.DataFrame, key: str, path: str, side: Quar
 
 def _matches(col: pd.Series, values: list[str]) -> pd.Series:
     """Cells equal to one of ``values``: as text, or as numbers (so '1' matches 1.0 and 1)."""
-    text = _as_text(col)
+    text = as_text(col)
     hit = text.isin(values).fillna(False)
     nums = pd.to_numeric(pd.Series(values, dtype="object"), errors="coerce").dropna()
     if len(nums):
-        hit = hit | _as_number(col).isin(nums.to_numpy())
+        hit = hit | as_number(col).isin(nums.to_numpy())
     return hit.astype(bool)
 
 
@@ -495,7 +495,7 @@ def _labels(spec: DatasetSpec, df: pd.DataFrame, q: Quarantine) -> pd.DataFrame:
     """Adds the y_<label> columns; rows whose label value is not declared are quarantined."""
     lab, secret = spec.label, spec.secret_columns
     if isinstance(lab, MulticlassLabel):
-        text = _as_text(df[lab.column])
+        text = as_text(df[lab.column])
         mapped = text.map(lab.map).astype("object")
         mapped = mapped.where(mapped.notna(), text.where(text.isin(lab.classes)))
         bad = mapped.isna().to_numpy()
@@ -530,7 +530,7 @@ def _quarantine_missing_features(spec: DatasetSpec, df: pd.DataFrame, q: Quarant
         return df
     for i, f in enumerate(spec.inputs.features):
         if f.type == "numeric" and f.missing == "quarantine":
-            gap = _as_number(df[f.column]).isna().to_numpy()
+            gap = as_number(df[f.column]).isna().to_numpy()
             q.add_rows(df[gap], "contract", f.column, f"{f.column}: missing value (inputs.features.{i}.missing is quarantine)")
             df = df[~gap].reset_index(drop=True)
     return df
@@ -542,13 +542,13 @@ def _tabular(inputs: TabularInputs, df: pd.DataFrame, train: np.ndarray) -> np.n
     parts = []
     for f in inputs.features:
         if f.type == "numeric":
-            v = _as_number(df[f.column]).to_numpy(dtype=np.float64)
+            v = as_number(df[f.column]).to_numpy(dtype=np.float64)
             fill = 0.0
             if f.missing == "mean" and np.isfinite(v[train]).any():
                 fill = float(np.nanmean(v[train]))
             parts.append(np.where(np.isnan(v), fill, v)[:, None])
         else:
-            text = _as_text(df[f.column]).fillna("")
+            text = as_text(df[f.column]).fillna("")
             cats = np.stack([(text == c).to_numpy(dtype=np.float64) for c in f.categories or []], axis=1)
             parts.append(np.concatenate([cats, (cats.sum(1) == 0).astype(np.float64)[:, None]], axis=1))
     return np.concatenate(parts, axis=1) if parts else np.empty((len(df), 0))
@@ -558,7 +558,7 @@ def _fill_template(template: str, df: pd.DataFrame) -> pd.Series:
     pieces = _TEMPLATE_RE.split(template)  # literal, column, literal, column, ...
     out = pd.Series(pieces[0], index=df.index, dtype="object")
     for j, piece in enumerate(pieces[1:], start=1):
-        out = out + (_as_text(df[piece]).fillna("").astype(str) if j % 2 else piece)
+        out = out + (as_text(df[piece]).fillna("").astype(str) if j % 2 else piece)
     return out
 
 
@@ -708,7 +708,7 @@ class SpecAdapter(DatasetAdapter):
         df = _quarantine_missing_features(spec, df, quarantine)
         if not isinstance(spec.inputs, TabularInputs):
             df = _quarantine_bad_paths(spec.inputs, df, quarantine)
-        df["_patient"] = _as_text(df[spec.patient_id]).to_numpy()
+        df["_patient"] = as_text(df[spec.patient_id]).to_numpy()
         df["split"] = self._split(df)
         if spec.split.column:
             df = quarantine_split_overlap(df, df["_patient"], spec.split.column, quarantine)
@@ -717,7 +717,7 @@ class SpecAdapter(DatasetAdapter):
     def _split(self, df: pd.DataFrame) -> np.ndarray:
         s = self.spec.split
         if s.column:
-            return np.where(_as_text(df[s.column]).isin(s.test_values).fillna(False).to_numpy(dtype=bool), "test", "train")
+            return np.where(as_text(df[s.column]).isin(s.test_values).fillna(False).to_numpy(dtype=bool), "test", "train")
         fraction = float(self.options.get("test_fraction", s.test_fraction))
         rng = np.random.default_rng(int(self.options.get("split_seed", s.seed)))
         patients = df["_patient"].drop_duplicates().to_numpy()

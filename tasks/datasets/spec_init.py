@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.datasets.spec import parse_spec
-from tasks.datasets.spec_table import _as_number, read_table_as_strings, table_format
+from tasks.datasets.spec_table import as_number, read_table_as_strings, table_format
 
 _ID_NAME = re.compile(r"(^|_)(id|ids|mrn|uid|uuid|accession|hash|md5|md5hash|serial|ssn|nhs|file|filename|dicom)($|_)", re.I)
 _CAMEL_ID = re.compile(r"[a-z0-9](Id|ID)$")
@@ -56,7 +56,7 @@ def _profile(df: pd.DataFrame) -> list[Column]:
         s = df[name]
         present = s.dropna().astype(str).str.strip()
         present = present[present != ""]
-        num = _as_number(present)
+        num = as_number(present)
         c = Column(name, len(s), int(len(s) - len(present)), int(present.nunique()), float(num.notna().mean()) if len(present) else 0.0)
         if c.n_unique <= 20:
             c.values = sorted(present.unique().tolist(), key=lambda v: (-int((present == v).sum()), v))

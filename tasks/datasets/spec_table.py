@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.contracts import read_csv_as_strings
+from tasks.datasets.contracts import read_csv_as_strings
 from tasks.errors import ConfigError, StructuralError
 
 _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
@@ -146,13 +146,13 @@ class Filter:
         present = col.notna()
         if isinstance(op, (ast.In, ast.NotIn)):
             values = [self._value(e) for e in right.elts]  # type: ignore[attr-defined]
-            hit = _as_text(col).isin([_text(v) for v in values]) | _as_number(col).isin([v for v in values if not isinstance(v, str)])
+            hit = as_text(col).isin([_text(v) for v in values]) | as_number(col).isin([v for v in values if not isinstance(v, str)])
             return (hit if isinstance(op, ast.In) else ~hit) & present
         value = self._value(right)
         cmp = _COMPARE[type(op)]
         if isinstance(value, str):
-            return pd.Series(cmp(_as_text(col), value), index=df.index).fillna(False) & present
-        num = _as_number(col)
+            return pd.Series(cmp(as_text(col), value), index=df.index).fillna(False) & present
+        num = as_number(col)
         return pd.Series(cmp(num, value), index=df.index).fillna(False) & num.notna()
 
 
@@ -160,11 +160,11 @@ def _text(v: Any) -> str:
     return v if isinstance(v, str) else format(v, "g")
 
 
-def _as_text(col: pd.Series) -> pd.Series:
+def as_text(col: pd.Series) -> pd.Series:
     return col.astype("string").str.strip()
 
 
-def _as_number(col: pd.Series) -> pd.Series:
+def as_number(col: pd.Series) -> pd.Series:
     if pd.api.types.is_bool_dtype(col):
         return col.map({True: 1.0, False: 0.0}).astype("float64")
     if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):

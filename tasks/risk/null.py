@@ -1,6 +1,6 @@
 """The pool's own null: IN/OUT swaps within complementary pairs, pooled p-values, FDR, evidence.
 
-Models 2k and 2k+1 of a pool train on complementary halves of the patients (tasks/masks.py). Swapping the
+Models 2k and 2k+1 of a pool train on complementary halves of the patients (tasks/training/masks.py). Swapping the
 roles of the two models of pair k -- for every patient at once -- maps the mask design onto itself, and
 under "no membership effect" with i.i.d. model seeds it leaves the joint distribution of all scores
 unchanged. A *swap* is one sign per pair, ``sigma_b in {+1, -1}^K``; ``-1`` exchanges which model of

@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
+
+from tasks.attacks.auc import finite_scores, roc_auc
 
 
 def _nan_stat(fn: Callable[..., Any], a: np.ndarray, axis: int | None = None) -> Any:
@@ -27,30 +28,6 @@ def _nan_stat(fn: Callable[..., Any], a: np.ndarray, axis: int | None = None) ->
         return fn(a, axis=axis)
 
 
-def _clean(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    y = np.asarray(labels).astype(bool).ravel()
-    if s.shape != y.shape:
-        raise ValueError(f"scores and labels differ in shape: {s.shape} vs {y.shape}")
-    keep = ~np.isnan(s)
-    return s[keep], y[keep]
-
-
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Mann-Whitney ROC AUC: P(score_member > score_nonmember) + P(equal) / 2.
-
-    scores (n,) float, labels (n,) bool -> float; NaN scores dropped; NaN if a class is empty.
-    Equals ``sklearn.metrics.roc_auc_score``.
-    """
-    s, y = _clean(scores, labels)
-    n1 = int(y.sum())
-    n0 = y.size - n1
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    r = rankdata(s, method="average")
-    return float((r[y].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
-
-
 def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Empirical ROC curve: one point per distinct threshold.
 
@@ -58,7 +35,7 @@ def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
     at (1, 1). Ties between scores give one (diagonal) step. Degenerate input (a class empty):
     ``fpr = [0, 1]``, ``tpr = [nan, nan]``.
     """
-    s, y = _clean(scores, labels)
+    s, y = finite_scores(scores, labels)
     n1 = int(y.sum())
     n0 = y.size - n1
     if n1 == 0 or n0 == 0:

@@ -171,7 +171,7 @@ def overrepresentation(groups: np.ndarray, top: np.ndarray) -> pd.DataFrame:
     )
 
 
-def _group_labels(col: pd.Series) -> np.ndarray:
+def group_labels(col: pd.Series) -> np.ndarray:
     """Attribute values as strings; missing values -> '<NA>'."""
     vals = col.astype(object).to_numpy()
     miss = pd.isna(col).to_numpy()
@@ -282,7 +282,7 @@ def subgroup_table(
     else:
         records = np.ones(n, dtype=np.int64)
 
-    labels = {a: _group_labels(sub[a]) for a in attributes}
+    labels = {a: group_labels(sub[a]) for a in attributes}
     units: list[tuple[str, np.ndarray]] = [(a, labels[a]) for a in attributes]
     if pairs:
         for a, b in combinations(attributes, 2):

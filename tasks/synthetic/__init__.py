@@ -2,6 +2,10 @@
 
 A writer is ``write(raw_dir: Path, n_patients: int, seed: int = 0) -> Path`` registered under the
 dataset's name with ``@register_synthetic``; every module here is imported on first use.
+
+``demo_pools`` holds the pool settings of `medaudit demo` per dataset.
+
+May import: tasks.datasets, tasks.config, tasks.errors.
 """
 
 from __future__ import annotations

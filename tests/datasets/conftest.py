@@ -22,7 +22,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from tasks.contracts import load_contract
+from tasks.datasets.contracts import load_contract
 
 _EMBEDS_ID = re.compile(r"\d{4,}|[0-9a-fA-F]{32}")
 _GENERIC = re.compile(r"0+|\d+x\d+")  # PTB-XL's records100/00000/ block folders, EMBED's png/1024x768/

@@ -18,9 +18,9 @@ import pytest
 from tasks.datasets import get_dataset
 from tasks.datasets.chexpert import CXR_LABELS, CheXpert
 from tasks.datasets.layout import label_column, quarantine_duplicates, quarantine_split_overlap
+from tasks.datasets.quarantine import Quarantine
 from tasks.errors import ConfigError, StructuralError
-from tasks.quarantine import Quarantine
-from tasks.snapshot import build_snapshot, label_columns
+from tasks.ingest.snapshot import build_snapshot, label_columns
 from tasks.synthetic import get_synthetic_writer
 from tasks.synthetic.chexpert import TRUTH_FILE
 
@@ -132,7 +132,7 @@ def test_every_excluded_row_is_quarantined_with_its_reason(built: SimpleNamespac
     assert reasons[("valid.csv", len(built.valid) + 1)].startswith("Path: patient also has training records")
     assert all("duplicate value" in reasons[("CHEXPERT_DEMO.csv", r)] for f, r in built.expected if f == "CHEXPERT_DEMO.csv")
     # design D4: no raw patient id (the patient folder name) in the reasons the adapter writes. (The contract
-    # check of the PATIENT column itself quotes the duplicated value: tasks/contracts.py's behaviour.)
+    # check of the PATIENT column itself quotes the duplicated value: tasks/datasets/contracts.py's behaviour.)
     own = q[q["column"] != "PATIENT"]
     assert not own["reason"].str.contains("patient0").any()
 

@@ -12,9 +12,9 @@ import pytest
 
 from tasks.datasets import get_dataset
 from tasks.datasets.fitzpatrick import NON_DERMATOLOGY_HASHES
+from tasks.datasets.quarantine import Quarantine
 from tasks.errors import ConfigError, StructuralError
-from tasks.quarantine import Quarantine
-from tasks.snapshot import build_snapshot
+from tasks.ingest.snapshot import build_snapshot
 from tasks.synthetic import get_synthetic_writer
 
 N = 120

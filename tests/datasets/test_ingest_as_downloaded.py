@@ -21,8 +21,8 @@ import pytest
 
 from flows.cli import main
 from tasks.datasets import list_datasets
-from tasks.quarantine import Quarantine
-from tasks.snapshot import Snapshot
+from tasks.datasets.quarantine import Quarantine
+from tasks.ingest.snapshot import Snapshot
 from tasks.synthetic import get_synthetic_writer, synthetic_datasets
 
 # Smallest cohorts the writers accept with every awkward case planted.

@@ -19,9 +19,9 @@ import pytest
 from tasks.datasets.chexpert import CXR_LABELS
 from tasks.datasets.layout import count_csv_rows, label_column
 from tasks.datasets.mimic_cxr import LABELS, MimicCXR, table_path
+from tasks.datasets.quarantine import Quarantine
 from tasks.errors import ConfigError, StructuralError
-from tasks.quarantine import Quarantine
-from tasks.snapshot import build_snapshot
+from tasks.ingest.snapshot import build_snapshot
 from tasks.synthetic import get_synthetic_writer
 from tasks.synthetic.mimic_cxr import TRUTH_FILE
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from tasks.datasets import get_dataset
-from tasks.quarantine import Quarantine
+from tasks.datasets.quarantine import Quarantine
 from tasks.synthetic.mimic_iv_ed import generate_ed_cohort
 
 LINE = 2  # CSV line of frame row 0 (header = line 1)

@@ -17,9 +17,9 @@ import pytest
 import wfdb
 
 from tasks.datasets.ptb_xl import LEADS, PTBXL, SUPERCLASSES, read_ecg
+from tasks.datasets.quarantine import Quarantine
 from tasks.errors import StructuralError
-from tasks.quarantine import Quarantine
-from tasks.snapshot import build_snapshot, label_columns
+from tasks.ingest.snapshot import build_snapshot, label_columns
 from tasks.synthetic import get_synthetic_writer
 from tasks.synthetic.ptb_xl import TRUTH_FILE, ecg_waveform
 

@@ -336,7 +336,7 @@ def test_vit_rejects_bad_sizes() -> None:
 
 def test_bf16_models_are_scored_under_the_autocast_they_trained_with() -> None:
     from tasks.datasets import get_dataset
-    from tasks.training import score_model
+    from tasks.training.shadow import score_model
 
     task = get_dataset("ptb-xl").task
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""Training augmentation (tasks/augment.py): torchvision v2 policies applied per sample, reproducibly.
+"""Training augmentation (tasks/training/augment.py): torchvision v2 policies applied per sample, reproducibly.
 
 Every policy keeps shape and dtype, is a function of the seed (equal seeds equal, different seeds
 different), gives each sample of a batch its own parameters, leaves non-image inputs and the global
@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.augment import AugmentationPolicy, augment, get_augmentation, list_augmentations, register_augmentation, v2
 from tasks.config import TrainRecipe
 from tasks.datasets.base import TaskSpec
-from tasks.training import eval_views, train_model
+from tasks.training.augment import AugmentationPolicy, augment, get_augmentation, list_augmentations, register_augmentation, v2
+from tasks.training.shadow import eval_views, train_model
 
 POLICIES = ["none", "flip", "weak", "medium", "strong"]
 RANDOM_POLICIES = [p for p in POLICIES if p != "none"]
@@ -209,7 +209,7 @@ def test_train_model_augments_deterministically_per_seed() -> None:
 
 
 def test_batched_training_refuses_to_skip_image_augmentation() -> None:
-    from tasks.batched_training import train_models_batched
+    from tasks.training.batched import train_models_batched
 
     task = TaskSpec("multiclass", ("a", "b"), (1, 8, 8), "image", "softmax_mass", "small_cnn")
     x, y = np.zeros((8, 1, 8, 8), np.float32), np.eye(2, dtype=np.float32)[[0, 1] * 4]

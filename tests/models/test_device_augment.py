@@ -1,9 +1,9 @@
-"""tasks/device_augment.py: the augmentation policies with parameters drawn on the device, against v2.
+"""tasks/training/device_augment.py: the augmentation policies with parameters drawn on the device, against v2.
 
 Three checks: (1) given the same parameters, the device kernels give v2's per-sample result exactly
 (``AugmentationPolicy.reference``); (2) the parameters are drawn from the distributions of v2's own
 ``make_params`` (two-sample tests against draws of the real transforms); (3) end to end, augmented batches
-of one image agree with tasks.augment's in every pixel's mean (z-scores of the difference behave as N(0, 1)).
+of one image agree with tasks.training.augment's in every pixel's mean (z-scores of the difference behave as N(0, 1)).
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ import pytest
 import torch
 from scipy import stats
 
-from tasks.augment import _kernel_for, _seeded_cpu_rng, get_augmentation, v2
-from tasks.device_augment import DeviceAugmenter
+from tasks.training.augment import _kernel_for, _seeded_cpu_rng, get_augmentation, v2
+from tasks.training.device_augment import DeviceAugmenter
 
 SHAPE = (1, 16, 16)
 
 
 def _host_params_as_device(name: str, b: int, seed: int) -> list[dict[str, Any] | None]:
-    """v2's make_params draws for b samples (in tasks.augment's order under ``seed``), in DeviceAugmenter's format."""
+    """v2's make_params draws for b samples (in tasks.training.augment's order under ``seed``), in DeviceAugmenter's format."""
     policy = get_augmentation(name)
     plan = policy._plan(SHAPE)
     t = v2()

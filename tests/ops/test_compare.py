@@ -12,7 +12,7 @@ import pytest
 from scipy.stats import binom
 
 from tasks.risk.compare import mcnemar_exact
-from tasks.storage import AuditStore
+from tasks.storage.store import AuditStore
 
 N = 300
 PLANTED = [f"k{i:03d}" for i in range(0, 36, 3)]  # 12 patients of the rare group, exposed after the retrain

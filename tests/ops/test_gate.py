@@ -10,7 +10,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from tasks.storage import AuditStore
+from tasks.storage.store import AuditStore
 
 
 def _fake_audit(results: Path, audit_id: str, risks: list[float | None], aucs: list[float], tprs: list[float]) -> None:

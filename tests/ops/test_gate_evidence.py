@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tasks.storage import AuditStore, read_only_query
+from tasks.storage.store import AuditStore, read_only_query
 
 
 def test_gate_exits_2_without_enough_evidence(tmp_path: Path, helpers: SimpleNamespace) -> None:

@@ -12,7 +12,8 @@ import duckdb
 import pytest
 import yaml
 
-from deployments.reaudit import audit_key_of, decide, deployments_from_file, load_audit_config, reusable_audit
+from deployments.reaudit import deployments_from_file
+from flows.reaudit import audit_key_of, decide, load_audit_config, reusable_audit
 from tasks.config import AuditConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,7 +81,7 @@ def test_shipped_deployments_file_builds_cron_deployments(tmp_path: Path, monkey
     assert [d.name for d in deps] == ["mimic-iv-ed-nightly"]
     dep = deps[0]
     assert dep.schedules[0].schedule.cron == "0 3 * * *"
-    assert dep.entrypoint == "deployments.reaudit.reaudit_flow"
+    assert dep.entrypoint == "flows.reaudit.reaudit_flow"
     cfg = AuditConfig.model_validate(dep.parameters["config"])
     assert cfg.raw_dir == tmp_path / "results/demo_data/mimic-iv-ed/n2000_seed0" and cfg.raw_dir.is_absolute()
     assert cfg.results_dir == tmp_path / "results"
@@ -88,7 +89,7 @@ def test_shipped_deployments_file_builds_cron_deployments(tmp_path: Path, monkey
 
 def test_demo_audit_file_matches_the_demo_pool() -> None:
     """deployments/demo-audit.yaml re-audits what `medaudit demo` built: same pool, so the first run trains nothing."""
-    from tasks.demo_pools import demo_pool
+    from tasks.synthetic.demo_pools import demo_pool
 
     cfg = AuditConfig.from_file(REPO / "deployments" / "demo-audit.yaml")
     pool = demo_pool("mimic-iv-ed")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.report_tables import display_subgroups, opening_paragraph
+from tasks.report.tables import display_subgroups, opening_paragraph
 from tasks.risk.subgroup import MISSING_GROUP, TABLE_COLUMNS, suppress_small_cells
 
 

@@ -146,7 +146,7 @@ def test_scheduled_reaudit_completes_and_publishes_artifacts(served: dict[str, A
 
     dep, run = served["deployment"], served["run"]
     assert dep.schedules and dep.schedules[0].schedule.interval == timedelta(seconds=5)
-    assert dep.entrypoint == "deployments.reaudit.reaudit_flow"
+    assert dep.entrypoint == "flows.reaudit.reaudit_flow"
     assert run.state_type == StateType.COMPLETED and run.deployment_id == dep.id
     audits = [c for c in served["children"] if served["child_flows"][c.id] == "medaudit-audit"]
     assert len(audits) == 1 and audits[0].state_type == StateType.COMPLETED, "the re-audit ran the audit flow as a sub-flow"

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from tasks.storage import AuditStore
+from tasks.storage.store import AuditStore
 
 
 def _mode(path: Path) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from flows.commands.ops import _demo_config
-from tasks.demo_pools import demo_pool
+from tasks.synthetic.demo_pools import demo_pool
 
 
 def test_serve_demo_builds_the_demos_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,9 +21,9 @@ import yaml
 from flows.cli import main
 from tasks.config import TrainRecipe
 from tasks.datasets import get_dataset
-from tasks.quarantine import Quarantine
+from tasks.datasets.quarantine import Quarantine
 from tasks.synthetic.own_data import EXAMPLES, write_clinic_visits, write_derm_images, write_ward_ecg
-from tasks.training import score_model, train_model
+from tasks.training.shadow import score_model, train_model
 
 # The spec's `quick` recipe preset (tasks/datasets/spec.py defaults; derm_images.yaml overrides it), cut
 # to 1-3 epochs on the command line: the pool comes from the dataset, as with a built-in one.
@@ -96,7 +96,7 @@ def _run_spec_dataset(name: str, n_patients: int, tmp: Path, capsys: pytest.Capt
             "--models",
             "8",
             # the few-epoch team model stays far below a logistic regression on these features, so the sanity
-            # gate (tasks/target_sanity.py) would stop the audit; this test is about the spec path, so force it
+            # gate (tasks/audit/model_sanity.py) would stop the audit; this test is about the spec path, so force it
             "--force",
             *run,
         )

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from tasks.datasets import get_dataset
-from tasks.snapshot import build_snapshot
+from tasks.ingest.snapshot import build_snapshot
 from tasks.synthetic import get_synthetic_writer
 from tasks.synthetic.own_data import EXAMPLES
 

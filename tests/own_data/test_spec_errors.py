@@ -16,9 +16,9 @@ import yaml
 
 from flows.cli import main
 from tasks.datasets import get_dataset
+from tasks.datasets.quarantine import Quarantine
 from tasks.errors import ConfigError, StructuralError
-from tasks.quarantine import Quarantine
-from tasks.snapshot import build_snapshot
+from tasks.ingest.snapshot import build_snapshot
 from tasks.synthetic.own_data import EXAMPLES, write_clinic_visits, write_derm_images, write_ward_ecg
 
 BASE = yaml.safe_load((EXAMPLES / "clinic_visits.yaml").read_text())

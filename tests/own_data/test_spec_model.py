@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from tasks.datasets import get_dataset
+from tasks.datasets.quarantine import Quarantine
 from tasks.datasets.spec import SpecAdapter, load_spec, spec_json_schema
 from tasks.datasets.spec_table import Filter
 from tasks.errors import ConfigError
-from tasks.quarantine import Quarantine
 from tasks.synthetic.own_data import EXAMPLES, write_ward_ecg
 
 SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "dataset-spec.schema.json"

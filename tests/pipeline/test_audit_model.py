@@ -15,11 +15,11 @@ import torch
 from flows.cli import main
 from tasks.config import TrainRecipe
 from tasks.datasets import get_dataset
+from tasks.datasets.quarantine import Quarantine
 from tasks.errors import StructuralError
-from tasks.quarantine import Quarantine
-from tasks.risk.target import target_patient_risk, target_record_risk
+from tasks.risk.model_audit import target_patient_risk, target_record_risk
 from tasks.synthetic.mimic_iv_ed import write_ed_cohort
-from tasks.training import score_model, train_model
+from tasks.training.shadow import score_model, train_model
 
 ARCH = {"name": "mlp", "params": {"width": 128, "depth": 2}}
 RECIPE = {"epochs": 30, "batch_size": 64, "learning_rate": 0.02, "weight_decay": 0.0}
@@ -38,7 +38,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     train_patients = rec.loc[rec["split"] == "train", "raw_patient_id"].drop_duplicates()
     members = train_patients.sample(frac=0.5, random_state=1)
     member = rec["raw_patient_id"].isin(set(members)).to_numpy()
-    # standardised in float64 as medaudit feeds --model (tasks/target_inputs.py), so the exported logits
+    # standardised in float64 as medaudit feeds --model (tasks/audit/model_inputs.py), so the exported logits
     # come from exactly the inputs the other three ways see
     x = x.astype(np.float64)
     mu, sd = x[member].mean(0), x[member].std(0)
@@ -121,7 +121,7 @@ def test_members_file_errors_name_file_column_and_line(trained: dict, tmp_path: 
 
 
 def test_logits_file_errors(trained: dict, tmp_path: Path) -> None:
-    from tasks.target_model import read_logits
+    from tasks.audit.model_loading import read_logits
 
     adapter = get_dataset("mimic-iv-ed")
     rec = adapter.read_records(trained["raw"], Quarantine()).rename(columns={"_source_file": "source_file", "_source_row": "source_row"})

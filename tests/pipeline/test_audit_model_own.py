@@ -84,7 +84,7 @@ def team(tmp_path_factory: pytest.TempPathFactory) -> dict:
     models = {"overfit": _fit(x[m], y[m], 256, 2, 200, 1e-3, 0.0), "regularised": _fit(x[m][:, few], y[m], 1, 0, 20, 1e-2, 0.1)}
     # the rows ingest accepts (adults, contract-valid): the team exports logits for these (docs/AUDIT_MODEL.md)
     from tasks.datasets import get_dataset
-    from tasks.quarantine import Quarantine
+    from tasks.datasets.quarantine import Quarantine
 
     accepted_lines = set(get_dataset("mimic-iv-ed").read_records(raw, Quarantine())["_source_row"].astype(int))
     adult = np.isin(np.arange(len(df)) + 2, list(accepted_lines))
@@ -157,8 +157,8 @@ def test_two_column_logits_refused_unless_mapped(team: dict, tmp_path: Path, cap
     assert "--logit-columns logit_0,logit_1 (NEG,POS" in err
     assert not (tmp_path / "r" / "snapshots").exists()
     # mapped: the logit difference (and for softmax probabilities the log ratio) is the binary logit
+    from tasks.audit.model_loading import parse_logits
     from tasks.datasets import get_dataset
-    from tasks.target_model import parse_logits
 
     task = get_dataset("mimic-iv-ed").task
     parsed = parse_logits(tmp_path / "two.csv", task, 1, ("logit_0", "logit_1"))

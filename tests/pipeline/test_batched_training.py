@@ -1,4 +1,4 @@
-"""Batched shadow training (tasks/batched_training.py) against the one-by-one path on the synthetic ED cohort:
+"""Batched shadow training (tasks/training/batched.py) against the one-by-one path on the synthetic ED cohort:
 same models up to float rounding, same shard/meta files, per-model member sets, seeds and step counts."""
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.analysis import training_patients
-from tasks.batched_training import batching_blocker, train_models_batched, train_shadow_models
+from tasks.attacks.scores import get_transform
 from tasks.config import TrainRecipe
 from tasks.datasets import get_dataset
-from tasks.masks import model_seed, pool_masks
-from tasks.scores import get_transform
-from tasks.snapshot import build_snapshot
+from tasks.ingest.snapshot import build_snapshot
 from tasks.synthetic.mimic_iv_ed import write_ed_cohort
-from tasks.training import ShadowJob, train_model, train_shadow_model
+from tasks.training.batched import batching_blocker, train_models_batched, train_shadow_models
+from tasks.training.masks import model_seed, pool_masks
+from tasks.training.pool import training_patients
+from tasks.training.shadow import ShadowJob, train_model, train_shadow_model
 
 N_MODELS = 4
 ARCH = {"width": 64}
@@ -187,9 +187,10 @@ def test_train_pool_with_models_per_task_stores_every_model(tmp_path: Path, per_
     import duckdb
     from prefect import flow
 
-    from flows.audit import pool_key_for, train_pool
+    from flows.audit import train_pool
     from tasks.config import AuditConfig
-    from tasks.storage import AuditStore
+    from tasks.storage.store import AuditStore
+    from tasks.training.pool import pool_key_for
 
     write_ed_cohort(tmp_path / "raw", 120, seed=2)
     cfg = AuditConfig.model_validate(

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from flows.cli import main
-from tasks.storage import AuditStore
+from tasks.storage.store import AuditStore
 
 
 def test_datasets_lists_the_seven_clinical_datasets(capsys: pytest.CaptureFixture[str]) -> None:
@@ -47,12 +47,12 @@ def test_invalid_config_is_rejected(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_small_pools_get_as_many_targets_as_leave_four_references(tmp_path: Path) -> None:
     import argparse
 
-    from flows.cli import _build_config
+    from flows.options import build_config
 
     def targets(models: int | None, given: int | None = None, config: Path | None = None) -> int:
         ns = argparse.Namespace(config=config, models=models, targets=given, seed=None, arch=None, epochs=None)
         ns.__dict__.update(results=tmp_path, dask_address=None, workers=None)
-        return _build_config(ns, "mimic-iv-ed", tmp_path).pool.n_targets
+        return build_config(ns, "mimic-iv-ed", tmp_path).pool.n_targets
 
     assert [targets(m) for m in (4, 6, 8, 12, 48)] == [0, 2, 4, 8, 8]
     assert targets(None) == 8 and targets(12, given=2) == 2

@@ -27,8 +27,8 @@ from torch.utils._pytree import tree_flatten
 from tasks.config import TrainRecipe
 from tasks.datasets import get_dataset
 from tasks.datasets.base import TaskSpec
-from tasks.dp import account, calibrate, dp_schedule, train_dp
-from tasks.training import _PerSampleLoss, score_model, train_model
+from tasks.training.dp import account, calibrate, dp_schedule, train_dp
+from tasks.training.shadow import _PerSampleLoss, score_model, train_model
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
 
@@ -134,7 +134,7 @@ def _dp_step(model: nn.Module, task: TaskSpec, x: torch.Tensor, y: torch.Tensor,
 
 def test_dp_step_uses_only_the_models_device(monkeypatch: pytest.MonkeyPatch) -> None:
     """The whole DP-SGD loop with the model on the meta device: host rows or host noise would raise."""
-    import tasks.dp as dp
+    import tasks.training.dp as dp
 
     task = get_dataset("mimic-iv-ed").task
     x, y, units = _tabular_data()
@@ -169,7 +169,7 @@ def test_the_meta_check_catches_a_host_tensor_in_the_step() -> None:
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_fast_path_and_scoring_stay_on_the_device(device: str) -> None:
-    from tasks.device_augment import DeviceAugmenter
+    from tasks.training.device_augment import DeviceAugmenter
 
     x, y = _image_data(128)
     recipe = TrainRecipe(epochs=2, batch_size=32, learning_rate=0.05, augment="strong", ema_decay=0.9, precision="bf16", channels_last=True)
@@ -203,7 +203,7 @@ def test_todays_path_trains_and_scores_on_the_device(device: str) -> None:
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_batched_pool_on_the_device(device: str) -> None:
-    from tasks.batched_training import score_models_batched, train_models_batched
+    from tasks.training.batched import score_models_batched, train_models_batched
 
     task = get_dataset("mimic-iv-ed").task
     x, y, _ = _tabular_data()
@@ -217,7 +217,7 @@ def test_batched_pool_on_the_device(device: str) -> None:
 @pytest.mark.parametrize("device", DEVICES)
 def test_audit_model_reference_loads_on_the_device(device: str, tmp_path: Any) -> None:
     """audit-model's state-dict target on the device scores like the same model on the CPU."""
-    from tasks.target_model import load_model
+    from tasks.audit.model_loading import load_model
 
     x, y = _image_data(64)
     model, _ = train_model(x, y, IMAGE_TASK, "small_cnn", {"width_multiplier": 0.125}, TrainRecipe(epochs=1, batch_size=32), 0)

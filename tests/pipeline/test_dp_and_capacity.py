@@ -10,14 +10,14 @@ import torch
 from torch import nn
 
 from tasks.attacks.record_auc import record_statistics
+from tasks.attacks.scores import get_transform
 from tasks.config import TrainRecipe
 from tasks.datasets import get_dataset
-from tasks.dp import account, calibrate, dp_schedule
-from tasks.masks import pool_masks
-from tasks.quarantine import Quarantine
-from tasks.scores import get_transform
+from tasks.datasets.quarantine import Quarantine
 from tasks.synthetic.mimic_iv_ed import write_ed_cohort
-from tasks.training import score_model, train_model
+from tasks.training.dp import account, calibrate, dp_schedule
+from tasks.training.masks import pool_masks
+from tasks.training.shadow import score_model, train_model
 
 
 def test_accounting_matches_opacus_privacy_engine() -> None:

@@ -29,17 +29,18 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.cli import main
-from tasks.analysis import analyze_pool, store_result, training_patients
+from tasks.audit.pool_audit import analyze_pool, store_result
 from tasks.config import AttackConfig, ReportConfig
 from tasks.datasets import get_dataset
-from tasks.masks import pool_masks
-from tasks.pseudonym import load_or_create_secret
-from tasks.report import write_report
+from tasks.ingest.pseudonym import load_or_create_secret
+from tasks.ingest.snapshot import build_snapshot
+from tasks.report.pool_audit import write_report
 from tasks.risk.exposure_factors import RARE_PREVALENCE, enrichment, label_prevalence
-from tasks.snapshot import build_snapshot
-from tasks.storage import AuditStore, PoolRecord
+from tasks.storage.store import AuditStore, PoolRecord
 from tasks.synthetic import get_synthetic_writer
 from tasks.synthetic.cohort import ATYPICAL, TRUTH_FILE
+from tasks.training.masks import pool_masks
+from tasks.training.pool import training_patients
 
 N_MODELS = 24
 N_TARGETS = 2  # held-out targets for the aggregate attacks

@@ -1,4 +1,4 @@
-"""The fast training path (tasks/fast_training.py) trains the same models as train_model, and the compute estimate.
+"""The fast training path (tasks/training/fast.py) trains the same models as train_model, and the compute estimate.
 
 "Same models": identical initial weights and batches for a seed (so identical per-model seeds and masks in
 a pool), the same recipe, and the same test AUROC within noise on a learnable synthetic image task. The
@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from tasks.config import TrainRecipe
-from tasks.cost import describe_pool_compute, pool_compute, training_flops_per_record
 from tasks.datasets.base import TaskSpec
-from tasks.fast_training import ReusableModel, resident_inputs
-from tasks.training import score_model, train_model
-from tasks.training import test_auroc as macro_auroc  # (not collected as a test)
+from tasks.training.cost import describe_pool_compute, pool_compute, training_flops_per_record
+from tasks.training.fast import ReusableModel, resident_inputs
+from tasks.training.shadow import score_model, train_model
+from tasks.training.shadow import test_auroc as macro_auroc  # (not collected as a test)
 
 TASK = TaskSpec(
     kind="multilabel",
@@ -106,12 +106,12 @@ def test_inputs_are_uploaded_once_per_worker_as_exact_uint8() -> None:
 
 def test_shadow_model_job_on_the_fast_path(tmp_path: Path) -> None:
     """A pool's job with execution.fast_path: same members and seed, recorded as fast, AUROC of the same recipe."""
-    from tasks.analysis import training_patients
     from tasks.datasets import get_dataset
-    from tasks.masks import model_seed, pool_masks
-    from tasks.snapshot import build_snapshot
+    from tasks.ingest.snapshot import build_snapshot
     from tasks.synthetic.mimic_iv_ed import write_ed_cohort
-    from tasks.training import ShadowJob, train_shadow_model
+    from tasks.training.masks import model_seed, pool_masks
+    from tasks.training.pool import training_patients
+    from tasks.training.shadow import ShadowJob, train_shadow_model
 
     write_ed_cohort(tmp_path / "raw", 250, seed=3)
     snap = build_snapshot(get_dataset("mimic-iv-ed"), tmp_path / "raw", tmp_path / "results", b"fast-path-test-secret-0123456789")
@@ -143,7 +143,7 @@ def test_compute_estimate_matches_closed_forms() -> None:
 
 def test_fast_path_is_on_by_default_on_cuda_only() -> None:
     from tasks.config import ExecutionConfig
-    from tasks.training import wants_fast_path
+    from tasks.training.shadow import wants_fast_path
 
     setting = ExecutionConfig().fast_path
     assert setting == "auto"

@@ -9,8 +9,8 @@ import pytest
 
 from tasks.datasets import get_dataset
 from tasks.errors import StructuralError
-from tasks.pseudonym import load_or_create_secret
-from tasks.snapshot import build_snapshot
+from tasks.ingest.pseudonym import load_or_create_secret
+from tasks.ingest.snapshot import build_snapshot
 from tasks.synthetic.mimic_iv_ed import generate_ed_cohort
 
 

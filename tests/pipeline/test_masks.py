@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.masks import model_seed, pool_masks, record_masks
+from tasks.training.masks import model_seed, pool_masks, record_masks
 
 
 @settings(max_examples=40, deadline=None)

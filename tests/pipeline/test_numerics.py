@@ -16,15 +16,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.analysis import analyze_pool, store_result, training_patients
+from tasks.attacks.scores import get_transform
+from tasks.audit.pool_audit import analyze_pool, store_result
 from tasks.config import AttackConfig, ReportConfig
 from tasks.datasets import get_dataset
-from tasks.masks import pool_masks
-from tasks.pseudonym import load_or_create_secret
-from tasks.scores import get_transform
-from tasks.snapshot import build_snapshot
-from tasks.storage import AuditStore, PoolRecord
+from tasks.ingest.pseudonym import load_or_create_secret
+from tasks.ingest.snapshot import build_snapshot
+from tasks.storage.store import AuditStore, PoolRecord
 from tasks.synthetic.mimic_iv_ed import write_ed_cohort
+from tasks.training.masks import pool_masks
+from tasks.training.pool import training_patients
 
 N_MODELS = 16
 N_TARGETS = 4

@@ -9,11 +9,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from flows.audit import pool_key_for
-from flows.cli import _build_config, build_parser, main
+from flows.cli import build_parser, main
+from flows.options import build_config
 from tasks.config import AuditConfig
+from tasks.training.pool import pool_key_for
 
-# The demo pools as they were written in tasks/demo_pools.py before the presets (their keys must not change).
+# The demo pools as they were written in tasks/synthetic/demo_pools.py before the presets (their keys must not change).
 OLD_DEMO_POOLS = {
     "mimic-iv-ed": {
         "architecture": {"name": "mlp", "params": {"width": 128, "depth": 2}},
@@ -34,10 +35,10 @@ OLD_DEMO_POOLS = {
 def _cfg(*argv: str) -> AuditConfig:
     args = build_parser().parse_args(list(argv))
     if args.command == "demo":
-        from tasks.demo_pools import DEMO_RECIPE
+        from tasks.synthetic.demo_pools import DEMO_RECIPE
 
-        return _build_config(args, args.dataset, Path("raw"), default_recipe=DEMO_RECIPE)
-    return _build_config(args, args.dataset, args.raw_dir)
+        return build_config(args, args.dataset, Path("raw"), default_recipe=DEMO_RECIPE)
+    return build_config(args, args.dataset, args.raw_dir)
 
 
 def test_audit_trains_the_papers_recipe_by_default(tmp_path: Path) -> None:

@@ -14,14 +14,14 @@ import duckdb
 import pytest
 
 from flows.cli import main
-from tasks.storage import AuditStore
+from tasks.storage.store import AuditStore
 
 ROOT = Path(__file__).resolve().parents[2]
 
 _WRITER = """
 import sys, time
 import numpy as np, pyarrow as pa
-from tasks.storage import AuditStore
+from tasks.storage.store import AuditStore
 store = AuditStore(sys.argv[1])
 n = 200_000
 with store.transaction() as con:
@@ -64,7 +64,7 @@ def test_second_writer_waits_for_the_first(tmp_path: Path) -> None:
     db = tmp_path / "medaudit.duckdb"
     first = AuditStore(db)
     code = (
-        "import time; from tasks.storage import AuditStore; t = time.time(); "
+        "import time; from tasks.storage.store import AuditStore; t = time.time(); "
         f"AuditStore({str(db)!r}, wait_seconds=60).close(); print(time.time() - t)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)

@@ -300,7 +300,7 @@ _FULL_WRITER = """
 import sys
 import numpy as np, pyarrow as pa
 from tasks.errors import MedauditError
-from tasks.storage import AuditStore
+from tasks.storage.store import AuditStore
 store = AuditStore(sys.argv[1])
 print("open", flush=True)
 sys.stdin.readline()  # the test fills the disk meanwhile
@@ -342,7 +342,7 @@ def test_database_write_on_a_full_disk_is_a_clear_error_and_stores_nothing(tmp_p
     assert "Traceback" not in err, err
     print(f"{full_disk.method}: {out.strip()}")
     full_disk.free()
-    from tasks.storage import AuditStore
+    from tasks.storage.store import AuditStore
 
     with AuditStore(db) as store:  # reopens as the writer (replaying what the WAL holds)
         assert store.query("SELECT count(*) AS n FROM scores")["n"][0] == 0
@@ -479,8 +479,8 @@ def test_two_audits_of_different_datasets_at_once_both_complete(tmp_path: Path, 
 def test_concurrent_ingests_of_the_same_data_keep_one_snapshot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two ingests of the same raw data both find no snapshot yet; the other one renames its copy in first."""
     from tasks.datasets import get_dataset
-    from tasks.pseudonym import load_or_create_secret
-    from tasks.snapshot import build_snapshot
+    from tasks.ingest.pseudonym import load_or_create_secret
+    from tasks.ingest.snapshot import build_snapshot
     from tasks.synthetic.mimic_iv_ed import write_ed_cohort
 
     write_ed_cohort(tmp_path / "raw", 60, 0)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.pseudonym import load_or_create_secret, patient_keys, write_linkage
+from tasks.ingest.pseudonym import load_or_create_secret, patient_keys, write_linkage
 
 
 def test_secret_is_created_owner_only_and_stable(tmp_path: Path) -> None:

@@ -7,9 +7,9 @@ import pytest
 from scipy.stats import norm
 
 from tasks.attacks import ATTACK_VERSIONS, ATTACKS
+from tasks.attacks.auc import roc_auc
 from tasks.attacks.lira import LiraReference, fit_lira_reference, lira_offline, lira_online
 from tasks.attacks.loss import loss_attack
-from tasks.risk.roc import roc_auc
 
 
 def _gaussian_pool(seed: int, m: int, t: int, n: int, d: float, v: int = 2):

@@ -14,10 +14,10 @@ from scipy.special import ndtr, ndtri
 from scipy.stats import false_discovery_control
 
 from tasks.attacks.record_auc import auc_interval_nct, hanley_mcneil_se, record_statistics
-from tasks.masks import pool_masks
+from tasks.audit.simulate import audit_simulated, simulate_pool
 from tasks.risk.fdr import bh_qvalues
 from tasks.risk.null import SwapNull, assess_evidence, minimum_models, pair_layout, patient_max_z, swap_z
-from tasks.risk.simulate import audit_simulated, simulate_pool
+from tasks.training.masks import pool_masks
 
 
 def _small_pool(seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:

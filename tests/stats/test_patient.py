@@ -40,7 +40,7 @@ def test_patient_llr_sums_records():
 
 def test_patient_llr_improves_detection_when_patients_have_many_records():
     # the combined test should beat any single record: member records all shift by +0.5
-    from tasks.risk.roc import roc_auc
+    from tasks.attacks.auc import roc_auc
 
     rng = np.random.default_rng(1)
     n_pat, per = 400, 8

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.stats import trim_mean
 
+from tasks.attacks.auc import roc_auc
 from tasks.attacks.rmia import _trimmed_mean, rmia_scores, tune_rmia_a
-from tasks.risk.roc import roc_auc
 
 # 2 reference models, 2 records, 3 population points
 REF_X = np.array([[0.8, 0.2], [0.4, 0.6]])

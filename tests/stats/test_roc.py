@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from tasks.risk.roc import log_fpr_grid, roc_auc, roc_curve, summarize_attack, tpr_at_fpr
+from tasks.attacks.auc import roc_auc
+from tasks.risk.roc import log_fpr_grid, roc_curve, summarize_attack, tpr_at_fpr
 
 
 @settings(max_examples=50, deadline=None)

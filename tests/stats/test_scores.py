@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import expit, log_expit, softmax
 
-from tasks.scores import (
+from tasks.attacks.scores import (
     get_transform,
     list_transforms,
     probability_transform_for,
@@ -164,8 +164,8 @@ def test_chest_xray_rmia_applies_the_no_finding_rule(dataset: str, tmp_path) -> 
     import pyarrow.parquet as pq
 
     from flows.audit import _transform_shard
+    from tasks.attacks.scores import score_and_probability
     from tasks.datasets import get_dataset
-    from tasks.scores import score_and_probability
 
     task = get_dataset(dataset).task
     transform, n_lab = task.score_transform, task.n_outputs

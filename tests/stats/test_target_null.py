@@ -1,4 +1,4 @@
-"""Verdicts against an audited model's own non-members (tasks/risk/target_null.py) against closed forms,
+"""Verdicts against an audited model's own non-members (tasks/risk/model_audit_null.py) against closed forms,
 brute-force definitions and simulation with known ground truth; the sanity gate's metric against sklearn."""
 
 from __future__ import annotations
@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from tasks.audit.model_sanity import SanityError, auroc, sanity_check, task_metric
 from tasks.datasets.base import TaskSpec
 from tasks.risk.fdr import bh_qvalues
-from tasks.risk.target_null import (
+from tasks.risk.model_audit_null import (
     calibration,
     empirical_pvalues,
     far_from_uniform,
     member_verdict,
     newcombe_diff_interval,
 )
-from tasks.target_sanity import SanityError, auroc, sanity_check, task_metric
 
 BINARY = TaskSpec(
     kind="binary", label_names=("y",), input_shape=(3,), modality="tabular", score_transform="binary_logit", default_architecture="mlp"

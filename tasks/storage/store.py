@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.errors import MedauditError
-from tasks.sealed import PRIVATE_DIR, check_private, make_private
+from tasks.storage.sealed import PRIVATE_DIR, check_private, make_private
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets (
@@ -299,7 +299,7 @@ class AuditStore:
             check_private(self.path)
         self.con = self._connect(wait_seconds)
         if not read_only:
-            # sealed by default (tasks/sealed.py): the writer tightens the file it owns, whatever the umask
+            # sealed by default (tasks/storage/sealed.py): the writer tightens the file it owns, whatever the umask
             make_private(self.path)
             make_private(Path(f"{self.path}.wal"))
             self._migrate()
@@ -376,7 +376,7 @@ class AuditStore:
         if self._scalar("SELECT count(*) FROM datasets WHERE version = ?", [snapshot.version]):
             self._refresh_ledgers(snapshot)
             return
-        from tasks.snapshot import label_columns
+        from tasks.ingest.snapshot import label_columns
 
         rec = snapshot.records
         labels = rec[label_columns(snapshot.task)].to_numpy(dtype=np.float64)
@@ -774,11 +774,11 @@ class AuditStore:
         return self.con.execute(sql, params or []).df()
 
 
-def read_only_query(db_path: Path, sql: str) -> pd.DataFrame:
-    """Run ``sql`` on a read-only connection: any write is refused by DuckDB itself."""
+def read_only_query(db_path: Path, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
+    """Run ``sql`` (with ``params`` bound to its ``?``) on a read-only connection: any write is refused by DuckDB itself."""
     store = AuditStore(db_path, read_only=True)
     try:
-        return store.con.execute(sql).df()
+        return store.con.execute(sql, params or []).df()
     except duckdb.Error as exc:
         raise MedauditError(f"query failed: {exc}") from exc
     finally:

@@ -17,11 +17,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from tasks.analysis import SE_REFERENCE, AuditResult
-from tasks.report_tables import NULL, SUBGROUP_LEGEND, display_subgroups, opening_paragraph, risk_over_time_plot
+from tasks.audit.pool_audit import SE_REFERENCE, AuditResult
+from tasks.report.tables import NULL, SUBGROUP_LEGEND, display_subgroups, opening_paragraph, risk_over_time_plot
 from tasks.risk.subgroup import MISSING_GROUP, suppress_small_cells
 from tasks.risk.survival import survival_curve
-from tasks.sealed import make_private, make_private_dir
+from tasks.storage.sealed import make_private, make_private_dir
 
 
 def _f(value: object, fmt: str = ".3f") -> str:
@@ -275,11 +275,11 @@ def export_subgroups(result: AuditResult, min_cell: int) -> pd.DataFrame:
     return suppress_small_cells(result.subgroups, min_cell)
 
 
-def _png_b64(path: Path) -> str:
+def png_b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def _table_html(df: pd.DataFrame, max_rows: int | None = None, csv_name: str | None = None) -> str:
+def table_html(df: pd.DataFrame, max_rows: int | None = None, csv_name: str | None = None) -> str:
     """A table with one null style; every row, or the first ``max_rows`` with a "showing N of M" line linking the CSV."""
     shown = df if max_rows is None else df.head(max_rows)
     shown = shown.replace({MISSING_GROUP: "(missing)"})
@@ -333,7 +333,7 @@ def write_report(
     if history is not None and len(history) >= 2:
         files["history_png"] = risk_over_time_plot(history, out_dir / "risk_over_time.png", threshold)
     over_time = (
-        f'<h2>Risk over time</h2><img src="data:image/png;base64,{_png_b64(files["history_png"])}">' if "history_png" in files else ""
+        f'<h2>Risk over time</h2><img src="data:image/png;base64,{png_b64(files["history_png"])}">' if "history_png" in files else ""
     )
     shown_groups = display_subgroups(subgroups, min_cell)
     legend = SUBGROUP_LEGEND.format(threshold=threshold, top=100 * result.headline.get("top_fraction", 0.01), k=min_cell)
@@ -351,30 +351,30 @@ def write_report(
 patients are suppressed.</p>
 {"".join(f'<div class="k">{html.escape(k)}<b>{html.escape(v)}</b></div>' for k, v in headline_rows(h))}
 <p>{html.escape(chance_sentence(h))}</p>
-<h2>Risk survival</h2><img src="data:image/png;base64,{_png_b64(files["survival_png"])}">
-<h2>Subgroups</h2><img src="data:image/png;base64,{_png_b64(files["subgroups_png"])}">
-<img src="data:image/png;base64,{_png_b64(files["subgroup_survival_png"])}">
-{_table_html(shown_groups)}<p class="legend">{html.escape(legend)}</p>
-<h2>Aggregate attacks</h2><img src="data:image/png;base64,{_png_b64(files["roc_png"])}">
-{_table_html(result.attack_summary)}
-<h2>How many models are needed?</h2><img src="data:image/png;base64,{_png_b64(files["se_png"])}">
+<h2>Risk survival</h2><img src="data:image/png;base64,{png_b64(files["survival_png"])}">
+<h2>Subgroups</h2><img src="data:image/png;base64,{png_b64(files["subgroups_png"])}">
+<img src="data:image/png;base64,{png_b64(files["subgroup_survival_png"])}">
+{table_html(shown_groups)}<p class="legend">{html.escape(legend)}</p>
+<h2>Aggregate attacks</h2><img src="data:image/png;base64,{png_b64(files["roc_png"])}">
+{table_html(result.attack_summary)}
+<h2>How many models are needed?</h2><img src="data:image/png;base64,{png_b64(files["se_png"])}">
 <p>{html.escape(evidence_sentence(h))}</p>
 <p>Each record's AUC recomputed from random subsets of its models (half IN, half OUT); the paper's reference is a
 median Hanley-McNeil SE of the top-1% records of at most {SE_REFERENCE}.</p>
-{_table_html(result.model_count_ablation)}
+{table_html(result.model_count_ablation)}
 {over_time}
 <h2>Who is exposed and why</h2>
 <p>Exposed: {html.escape(str(result.exposure_tests["exposed"].iloc[0]) if not result.exposure_tests.empty else "n/a")}.
 Rarity = training prevalence of the rarest label; atypicality = how badly the models that never saw a record fit it,
 standardised within its labels (a patient: their rarest / most atypical record). Each row tests whether the set is
 over-represented among the exposed (one-sided Fisher exact; expected = exposed × share of all units in the set).</p>
-{_table_html(result.exposure_tests)}
-<h2>Most exposed patients (pseudonymous keys)</h2>{_table_html(patients, max_rows=20, csv_name="patient_risk.csv")}
+{table_html(result.exposure_tests)}
+<h2>Most exposed patients (pseudonymous keys)</h2>{table_html(patients, max_rows=20, csv_name="patient_risk.csv")}
 <p>Run <code>medaudit explain PATIENT_KEY</code> for one patient's records and IN/OUT score distributions.</p>
 </body></html>"""
     files["report_html"] = out_dir / "report.html"
     files["report_html"].write_text(body)
-    for path in files.values():  # sealed by default (tasks/sealed.py), whatever the process umask
+    for path in files.values():  # sealed by default (tasks/storage/sealed.py), whatever the process umask
         make_private(path)
     return files
 

@@ -3,8 +3,8 @@
 Scores of model m on record n: ``s = a_n + b_m + e_mn + delta_n * IN_mn`` with a record level ``a_n``, a
 model offset ``b_m`` shared by all records (what a training seed does), unit noise ``e_mn`` and a shift
 ``delta_n`` (in noise sds) on the records of planted patients, so a planted record's binormal AUC is
-``Phi(delta / sqrt(2))``. Masks are the pool's complementary pairs (tasks/masks.py). The audit of a
-simulated pool runs the same functions as ``tasks.analysis.analyze_pool`` (record statistics, patient
+``Phi(delta / sqrt(2))``. Masks are the pool's complementary pairs (tasks/training/masks.py). The audit of a
+simulated pool runs the same functions as ``tasks.audit.pool_audit.analyze_pool`` (record statistics, patient
 maximum, swap null, BH rule). Used by tests/stats/test_null.py and bench/simulate_fdr.py.
 """
 
@@ -16,9 +16,9 @@ import numpy as np
 from scipy.special import ndtri
 
 from tasks.attacks.record_auc import auc_interval_nct, record_statistics
-from tasks.masks import pool_masks
 from tasks.risk.null import SwapNull, patient_max_z
 from tasks.risk.patient import patient_risk
+from tasks.training.masks import pool_masks
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The fast training path (``execution.fast_path``): the same recipe as ``tasks.training.train_model``, built for GPUs.
+"""The fast training path (``execution.fast_path``): the same recipe as ``tasks.training.shadow.train_model``, built for GPUs.
 
 What differs from ``train_model`` (and what does not):
 
@@ -8,7 +8,7 @@ What differs from ``train_model`` (and what does not):
   a batch is one ``index_select`` on the device;
 * batches: the same ones -- ``torch.manual_seed(seed)`` initialisation, ``torch.Generator(seed)`` on the
   host drawing one ``randperm`` per epoch and one augmentation seed per batch, exactly as train_model;
-* augmentation: the same policy, drawn on the device (tasks/device_augment.py): each batch reseeds the
+* augmentation: the same policy, drawn on the device (tasks/training/device_augment.py): each batch reseeds the
   device generator with the seed train_model would have drawn, so the parameters are a draw from the same
   distribution as the host path's, not the same draw;
 * no host synchronisation per step: the loss's finiteness is accumulated on the device and read every
@@ -49,10 +49,10 @@ _CACHE_SIZE = 2
 
 def fast_path_blocker(recipe: TrainRecipe, task: TaskSpec) -> str | None:
     """Why ``recipe`` on ``task`` trains through train_model's loop instead (None: the fast path covers it)."""
-    from tasks.device_augment import DeviceAugmenter
+    from tasks.training.device_augment import DeviceAugmenter
 
     if recipe.dp_epsilon is not None:
-        return "DP-SGD recipes train through tasks/dp.py"
+        return "DP-SGD recipes train through tasks/training/dp.py"
     optimizer = recipe.optimizer  # recipes that name another optimizer keep train_model's loop
     if optimizer != "sgd":
         return f"optimizer {optimizer!r} (the fast path implements SGD)"
@@ -188,7 +188,7 @@ def train_model_fast(
     ``standardize``: (mean, std) float32 (*shape) applied to every batch (tabular inputs, train_shadow_model's rule).
     Returns the trained module (the process's reusable one: use it before training the next model) and stats.
     """
-    from tasks.device_augment import DeviceAugmenter
+    from tasks.training.device_augment import DeviceAugmenter
 
     if (why := fast_path_blocker(recipe, task)) is not None:
         raise ValueError(f"the fast path does not cover this recipe: {why}")
@@ -230,8 +230,8 @@ def _train_loop(
     seed: int,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """train_model_fast's epochs: batches of ``rows`` (n,) on the device, no host sync but every FINITE_CHECK_EVERY steps."""
-    from tasks.augment import _is_image_batch, _seed_from
-    from tasks.training import _loss_fn, _targets, lr_factor
+    from tasks.training.augment import is_image_batch, seed_from
+    from tasks.training.shadow import lr_factor, task_loss, training_targets
 
     device = data.device
     dev_type = device.type
@@ -241,7 +241,7 @@ def _train_loop(
     ema_f = [e for e, v in zip(ema or [], state, strict=False) if v.dtype.is_floating_point]
     val_f = [v for v in state if v.dtype.is_floating_point] if ema else []
     ema_i = [(e, v) for e, v in zip(ema or [], state, strict=False) if not v.dtype.is_floating_point]
-    loss_fn = _loss_fn(task)
+    loss_fn = task_loss(task)
     n = len(rows)
     bs = min(recipe.batch_size, n)
     steps_per_epoch = max(n // bs, 1)
@@ -263,15 +263,15 @@ def _train_loop(
             xb = data.rows(rows.index_select(0, idx))
             if mu is not None:
                 xb = (xb - mu) / sd
-            if aug is not None and _is_image_batch(xb):
-                aug.gen.manual_seed(_seed_from(gen))  # the seed train_model draws for this batch from the same generator
+            if aug is not None and is_image_batch(xb):
+                aug.gen.manual_seed(seed_from(gen))  # the seed train_model draws for this batch from the same generator
                 xb = aug(xb)
             if recipe.channels_last and xb.dim() == 4:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yb = yt.index_select(0, idx)
             with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=recipe.precision == "bf16"):
                 out = runner.forward(xb)
-            loss = loss_fn(out.float(), _targets(yb, task)) / recipe.grad_accum_steps
+            loss = loss_fn(out.float(), training_targets(yb, task)) / recipe.grad_accum_steps
             loss.backward()
             if (b + 1) % recipe.grad_accum_steps:
                 continue

@@ -1,6 +1,6 @@
 """Why one patient is exposed: the text and the IN/OUT score plot of `medaudit explain` (no DuckDB here).
 
-Input is :meth:`tasks.storage.AuditStore.patient_explanation`'s dict. Only the pseudonymous patient key,
+Input is :meth:`tasks.storage.store.AuditStore.patient_explanation`'s dict. Only the pseudonymous patient key,
 record indices and ``source_file`` + ``source_row`` locate records; nothing else that could re-identify
 the patient is printed or drawn.
 """

@@ -1,7 +1,7 @@
 """Training several shadow models of one pool at once (torch.func: stack_module_state + vmap).
 
 ``train_shadow_models(jobs)`` is a drop-in for ``[train_shadow_model(j) for j in jobs]``: it writes the
-same Parquet shard + JSON meta per model (through ``tasks.training.write_shard``) and returns the same
+same Parquet shard + JSON meta per model (through ``tasks.training.shadow.write_shard``) and returns the same
 metadata, but trains the models of the chunk together, as one vmapped forward/backward over a stacked
 model axis. On this CPU, 16 MLPs train 1.3x (width 256, the default) to 3x (width 64) faster per model
 than one by one (docs/PERFORMANCE.md).
@@ -16,7 +16,7 @@ What is batched, and what falls back to the one-by-one loop (``batching_blocker`
   buffer updates / random masks under vmap), fewer than two jobs, or a model with fewer members than
   one batch (the per-model batch size would differ).
 
-Per-model semantics are those of ``tasks.training.train_model``, model by model:
+Per-model semantics are those of ``tasks.training.shadow.train_model``, model by model:
 
 * init: ``torch.manual_seed(job.seed)`` then ``build_model``, exactly as train_model does;
 * data: standardisation on the model's own members (as train_shadow_model), its own
@@ -30,7 +30,7 @@ Per-model semantics are those of ``tasks.training.train_model``, model by model:
   weight decay p *= 1 - lr*wd before the step, gradient accumulation, the lr schedule
   ``lr_factor(step_m, total_m)`` with each model's own step counter and total, and EMA weights;
 * augmentation: none -- only non-image data is batched, and every policy of ``recipe.augment``
-  (tasks/augment.py) is the identity there, as in train_model; train_models_batched refuses image
+  (tasks/training/augment.py) is the identity there, as in train_model; train_models_batched refuses image
   inputs under an augmenting recipe rather than train them unaugmented;
 * scoring: every record, float32 (N, V=1, C), through the same forward in eval mode.
 
@@ -65,8 +65,8 @@ from torch.func import functional_call, stack_module_state
 
 from tasks.config import TrainRecipe
 from tasks.datasets.base import TaskSpec
-from tasks.snapshot import Snapshot
-from tasks.training import ShadowJob, _snapshot_arrays, lr_factor, test_auroc, train_shadow_model, write_shard
+from tasks.ingest.snapshot import Snapshot
+from tasks.training.shadow import ShadowJob, lr_factor, snapshot_arrays, test_auroc, train_shadow_model, write_shard
 
 _SAME_FIELDS = ("pool_key", "snapshot_dir", "architecture", "arch_params", "recipe", "eval_views", "shard_dir", "torch_threads", "device")
 
@@ -346,7 +346,7 @@ def train_shadow_models(jobs: list[ShadowJob]) -> list[dict[str, Any]]:
     first = jobs[0]
     torch.set_num_threads(first.torch_threads)
     device = first.device if first.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    snap, x_all, y_all, is_test = _snapshot_arrays(first.snapshot_dir)
+    snap, x_all, y_all, is_test = snapshot_arrays(first.snapshot_dir)
     recipe = TrainRecipe.model_validate(first.recipe)
     members = [np.asarray(j.member_records, dtype=np.int64) for j in jobs]
     t0 = time.perf_counter()

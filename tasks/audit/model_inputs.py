@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from tasks.contracts import read_csv_as_strings
+from tasks.datasets.contracts import read_csv_as_strings
 from tasks.errors import ConfigError, StructuralError
 
 _BOOL = {"true": 1.0, "false": 0.0}

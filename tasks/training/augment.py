@@ -101,13 +101,13 @@ class AugmentationPolicy:
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Augment an image batch, each sample with its own parameters drawn from ``gen`` (one seed per call)."""
-        if not _is_image_batch(x) or not self.transforms(x.shape[1:]):
+        if not is_image_batch(x) or not self.transforms(x.shape[1:]):
             return x
-        return self.apply(x, _seed_from(gen))
+        return self.apply(x, seed_from(gen))
 
     def apply(self, x: torch.Tensor, seed: int) -> torch.Tensor:
         """The batched per-sample augmentation of (B, C, H, W) ``x`` under ``seed``; equals ``reference``."""
-        if not _is_image_batch(x):
+        if not is_image_batch(x):
             return x
         plan = self._plan(x.shape[1:])
         if not plan.transforms:
@@ -125,7 +125,7 @@ class AugmentationPolicy:
         i = 0
         while i < len(plan.transforms):
             t, p = plan.transforms[i], params[i]
-            if (window := _crop_after_affine(plan, i)) is not None:  # RandomAffine then CenterCrop: warp only the crop
+            if (window := crop_after_affine(plan, i)) is not None:  # RandomAffine then CenterCrop: warp only the crop
                 x = _apply_random_affine(t, x, p, window)
                 i += 2
                 continue
@@ -135,7 +135,7 @@ class AugmentationPolicy:
 
     def reference(self, x: torch.Tensor, seed: int) -> torch.Tensor:
         """The definition: the v2 pipeline run on each sample in turn under ``seed`` (slow)."""
-        if not _is_image_batch(x) or not self.transforms(x.shape[1:]):
+        if not is_image_batch(x) or not self.transforms(x.shape[1:]):
             return x
         compose = v2().Compose(self.transforms(x.shape[1:]))
         with _seeded_cpu_rng(seed):
@@ -173,11 +173,11 @@ def augment(x: torch.Tensor, policy: str, gen: torch.Generator) -> torch.Tensor:
     return get_augmentation(policy)(x, gen)
 
 
-def _is_image_batch(x: torch.Tensor) -> bool:
+def is_image_batch(x: torch.Tensor) -> bool:
     return x.dim() == 4 and x.shape[0] > 0 and x.is_floating_point() and min(x.shape[2], x.shape[3]) > 1
 
 
-def _seed_from(gen: torch.Generator) -> int:
+def seed_from(gen: torch.Generator) -> int:
     return int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))
 
 
@@ -277,7 +277,7 @@ def _kernels() -> dict[type, tuple[Draw, Apply]]:
     return _KERNELS
 
 
-def _fill(t: Any, x: torch.Tensor) -> Any:
+def transform_fill(t: Any, x: torch.Tensor) -> Any:
     """The fill value v2 uses for a plain tensor (its _get_fill on the transform's fill table)."""
     table = t._fill
     return table[type(x)] if type(x) in table else table.get("others")
@@ -304,7 +304,7 @@ def _apply_flip(t: Any, x: torch.Tensor, params: list[bool]) -> torch.Tensor:
     return torch.where(mask[:, None, None, None], flipped, x)
 
 
-def _crop_after_affine(plan: _Plan, i: int) -> tuple[int, int, int, int] | None:
+def crop_after_affine(plan: _Plan, i: int) -> tuple[int, int, int, int] | None:
     """(top, left, height, width) of the CenterCrop that follows RandomAffine ``i``, if it only crops."""
     t = v2()
     if i + 1 >= len(plan.transforms) or type(plan.transforms[i]) is not t.RandomAffine or type(plan.transforms[i + 1]) is not t.CenterCrop:
@@ -322,7 +322,7 @@ def _draw_make_params(t: Any, probe: torch.Tensor) -> dict[str, Any]:
 def _apply_random_crop(t: Any, x: torch.Tensor, params: list[dict[str, Any]]) -> torch.Tensor:
     first = params[0]  # padding and crop size depend on the shape only: equal for every sample
     if first["needs_pad"]:
-        x = _v2f().pad(x, padding=first["padding"], fill=_fill(t, x), padding_mode=t.padding_mode)
+        x = _v2f().pad(x, padding=first["padding"], fill=transform_fill(t, x), padding_mode=t.padding_mode)
     if not first["needs_crop"]:
         return x
     tops = torch.tensor([p["top"] for p in params], device=x.device)
@@ -395,7 +395,7 @@ def affine_warp(t: Any, x: torch.Tensor, theta: torch.Tensor, window: tuple[int,
     scaled = torch.stack((theta[:, 0] / (0.5 * w_in), theta[:, 1] / (0.5 * h_in)), dim=2)
     grid = base.view(1, h * w, 3).expand(b, -1, -1).bmm(scaled).view(b, h, w, 2)
     # v2's _apply_grid_transform: sample with a ones channel that marks where the image (not the fill) lands
-    fill = _fill(t, x)
+    fill = transform_fill(t, x)
     mode = v2().InterpolationMode(t.interpolation).value
     img = x if fill is None else torch.cat([x, torch.ones(b, 1, h_in, w_in, dtype=x.dtype, device=x.device)], dim=1)
     out = nn.functional.grid_sample(img, grid, mode=mode, padding_mode="zeros", align_corners=False)

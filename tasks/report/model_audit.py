@@ -13,10 +13,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from tasks.report import _png_b64, _table_html
+from tasks.audit.model_audit import TargetAuditResult
+from tasks.report.pool_audit import png_b64, table_html
 from tasks.risk.roc import roc_curve
 from tasks.risk.survival import survival_curve
-from tasks.target_audit import TargetAuditResult
 
 
 def _calibration_text(h: dict) -> str:
@@ -179,10 +179,10 @@ def write_target_report(
 <p class="warn">Sensitive: patient keys are pseudonymous but linkable by the data steward. Groups with fewer than {min_cell}
 patients are suppressed.</p>
 <table class="t">{"".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)}</table>
-<img src="data:image/png;base64,{_png_b64(files["risk_png"])}">
-<h2>Attacks</h2>{_table_html(result.attacks)}
-<h2>Member patients by subgroup</h2>{_table_html(subgroups) if not subgroups.empty else "<p>no subgroup attributes</p>"}
-<h2>Most exposed member patients (pseudonymous keys)</h2>{_table_html(top)}
+<img src="data:image/png;base64,{png_b64(files["risk_png"])}">
+<h2>Attacks</h2>{table_html(result.attacks)}
+<h2>Member patients by subgroup</h2>{table_html(subgroups) if not subgroups.empty else "<p>no subgroup attributes</p>"}
+<h2>Most exposed member patients (pseudonymous keys)</h2>{table_html(top)}
 </body></html>"""
     files["report_html"] = out_dir / "report.html"
     files["report_html"].write_text(body)

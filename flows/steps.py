@@ -6,9 +6,9 @@ from typing import Any
 
 from prefect import task
 
-from tasks.batched_training import train_shadow_models
 from tasks.datasets.base import InputChunk
-from tasks.training import ShadowJob, train_shadow_model
+from tasks.training.batched import train_shadow_models
+from tasks.training.shadow import ShadowJob, train_shadow_model
 
 
 @task(name="train-shadow-model", task_run_name="train-model-{job.model_idx}", retries=1, retry_delay_seconds=2)
@@ -37,6 +37,6 @@ def decode_chunk_task(decode: Any, chunk: Any) -> InputChunk:
 def score_target_model_task(
     model_path: str, snapshot_dir: str, member: Any, target: dict[str, Any], n_views: int, seed: int, raw_dir: str | None = None
 ) -> Any:
-    from tasks.target_model import score_target_model
+    from tasks.audit.model_loading import score_target_model
 
     return score_target_model(model_path, snapshot_dir, member, target, n_views, seed, raw_dir)

@@ -24,13 +24,13 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
-from tasks.augment import augment
 from tasks.config import TrainRecipe
 from tasks.datasets.base import TaskSpec
-from tasks.snapshot import Snapshot
+from tasks.ingest.snapshot import Snapshot
+from tasks.training.augment import augment
 
 # Bump when a change alters what a trained model or its logits would be: it is part of the pool key.
-TRAINING_CODE_VERSION = "2"  # 2: per-sample torchvision v2 augmentation (tasks/augment.py); bf16 models scored under bf16
+TRAINING_CODE_VERSION = "2"  # 2: per-sample torchvision v2 augmentation (tasks/training/augment.py); bf16 models scored under bf16
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class ShadowJob:
     shard_dir: str = ""
     torch_threads: int = 1
     device: str = "cpu"
-    # execution.fast_path / execution.compile (tasks/fast_training.py); not part of the pool key
+    # execution.fast_path / execution.compile (tasks/training/fast.py); not part of the pool key
     fast_path: bool | str = False  # True, False or "auto" (on where the device is CUDA)
     compile: str = "off"  # "on", "off" or "auto" (on where the device is CUDA)
 
@@ -60,7 +60,7 @@ def wants_fast_path(setting: bool | str, device: str) -> bool:
 
 
 @lru_cache(maxsize=2)
-def _snapshot_arrays(snapshot_dir: str) -> tuple[Snapshot, np.ndarray, np.ndarray, np.ndarray]:
+def snapshot_arrays(snapshot_dir: str) -> tuple[Snapshot, np.ndarray, np.ndarray, np.ndarray]:
     """Per-process cache: (snapshot, inputs (N, *shape), labels (N, C), is_test (N,))."""
     snap = Snapshot.open(Path(snapshot_dir))
     return snap, snap.inputs(), snap.labels(), (snap.records["split"] == "test").to_numpy()
@@ -79,7 +79,7 @@ def lr_factor(step: int, total: int, recipe: TrainRecipe) -> float:
 
 def eval_views(x: torch.Tensor, n_views: int, task: TaskSpec, seed: int) -> list[torch.Tensor]:
     """The V deterministic evaluation views of a batch (design D8): identity, flip (if label-preserving),
-    then seeded "weak" augmentations (tasks/augment.py: each record its own flip and shift, fixed by
+    then seeded "weak" augmentations (tasks/training/augment.py: each record its own flip and shift, fixed by
     ``seed``). Non-image inputs have a single view."""
     if x.dim() != 4 or n_views == 1:
         return [x]
@@ -92,11 +92,11 @@ def eval_views(x: torch.Tensor, n_views: int, task: TaskSpec, seed: int) -> list
     return views[:n_views]
 
 
-def _loss_fn(task: TaskSpec) -> nn.Module:
+def task_loss(task: TaskSpec) -> nn.Module:
     return nn.CrossEntropyLoss() if task.kind == "multiclass" else nn.BCEWithLogitsLoss()
 
 
-def _targets(y: torch.Tensor, task: TaskSpec) -> torch.Tensor:
+def training_targets(y: torch.Tensor, task: TaskSpec) -> torch.Tensor:
     return y.argmax(dim=1) if task.kind == "multiclass" else y
 
 
@@ -117,7 +117,7 @@ class _PerSampleLoss(nn.Module):
         self.fn = nn.CrossEntropyLoss(reduction="none") if task.kind == "multiclass" else nn.BCEWithLogitsLoss(reduction="none")
 
     def forward(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        loss = self.fn(out, _targets(y, self.task))
+        loss = self.fn(out, training_targets(y, self.task))
         return loss if loss.dim() == 1 else loss.sum(dim=1)
 
 
@@ -137,14 +137,14 @@ def train_model(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train one model on (x (n, *shape) float32, y (n, C) float) and return it with training stats.
 
-    With ``recipe.dp_epsilon`` set, trains with DP-SGD (tasks/dp.py); ``units`` (n,) are then the
+    With ``recipe.dp_epsilon`` set, trains with DP-SGD (tasks/training/dp.py); ``units`` (n,) are then the
     patient codes of the rows for patient-level DP (ignored for record-level DP). ``fast_path`` trains
-    the same recipe through tasks/fast_training.py where it covers it (``compile``: under torch.compile).
+    the same recipe through tasks/training/fast.py where it covers it (``compile``: under torch.compile).
     """
     from models import build_model
 
     if fast_path:
-        from tasks.fast_training import fast_path_blocker, resident_inputs, train_model_fast
+        from tasks.training.fast import fast_path_blocker, resident_inputs, train_model_fast
 
         if fast_path_blocker(recipe, task) is None:
             data = resident_inputs(x, device)
@@ -158,11 +158,11 @@ def train_model(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, recipe)
     ema = [p.detach().clone() for p in model.state_dict().values()] if recipe.ema_decay else None
-    loss_fn = _loss_fn(task)
+    loss_fn = task_loss(task)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.float32))
     n = len(xt)
     if recipe.dp_epsilon is not None:
-        from tasks.dp import train_dp
+        from tasks.training.dp import train_dp
 
         dp_units = units if recipe.dp_unit == "patient" and units is not None else np.arange(n)
         if recipe.dp_unit == "patient" and units is None:
@@ -201,7 +201,7 @@ def train_model(
             yb = yt[idx].to(device)
             with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=recipe.precision == "bf16"):
                 out = model(xb)
-            loss = loss_fn(out.float(), _targets(yb, task)) / recipe.grad_accum_steps
+            loss = loss_fn(out.float(), training_targets(yb, task)) / recipe.grad_accum_steps
             loss.backward()
             if (b + 1) % recipe.grad_accum_steps:
                 continue
@@ -254,7 +254,7 @@ def score_model(
 
     ``precision`` "bf16" scores under the bf16 autocast the model was trained with (a GroupNorm net
     trained that way is a different function in float32); heads stay float32 either way.
-    ``x`` may also be inputs already on the device (tasks/fast_training.py ``ResidentData``).
+    ``x`` may also be inputs already on the device (tasks/training/fast.py ``ResidentData``).
     """
     model.eval()
     out = []
@@ -272,7 +272,7 @@ def score_model(
 
 def test_auroc(logits: np.ndarray, labels: np.ndarray) -> float | None:
     """Macro AUROC over labels with both classes present, from view-0 logits (N, V, C) (sklearn-free)."""
-    from tasks.risk.roc import roc_auc
+    from tasks.attacks.auc import roc_auc
 
     z = logits[:, 0, :]
     aucs = [roc_auc(z[:, c], labels[:, c] > 0.5) for c in range(labels.shape[1]) if 0 < labels[:, c].sum() < len(labels)]
@@ -280,7 +280,7 @@ def test_auroc(logits: np.ndarray, labels: np.ndarray) -> float | None:
 
 
 def _fast_blocker(recipe: TrainRecipe, task: TaskSpec) -> str | None:
-    from tasks.fast_training import fast_path_blocker
+    from tasks.training.fast import fast_path_blocker
 
     return fast_path_blocker(recipe, task)
 
@@ -289,7 +289,7 @@ def train_shadow_model(job: ShadowJob) -> dict[str, Any]:
     """Train and score one shadow model; write its shard; return its metadata (incl. the shard path)."""
     torch.set_num_threads(job.torch_threads)
     device = job.device if job.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    snap, x_all, y_all, is_test = _snapshot_arrays(job.snapshot_dir)
+    snap, x_all, y_all, is_test = snapshot_arrays(job.snapshot_dir)
     recipe = TrainRecipe.model_validate(job.recipe)
     members = np.asarray(job.member_records, dtype=np.int64)
     x = x_all
@@ -304,7 +304,7 @@ def train_shadow_model(job: ShadowJob) -> dict[str, Any]:
     n_views = job.eval_views if snap.task.modality == "image" else 1
     fast = wants_fast_path(job.fast_path, device) and _fast_blocker(recipe, snap.task) is None
     if fast:  # the worker keeps the inputs on the device and the (compiled) model across the pool's models
-        from tasks.fast_training import resident_inputs, train_model_fast
+        from tasks.training.fast import resident_inputs, train_model_fast
 
         data = resident_inputs(x_all, device, key=(job.snapshot_dir, snap.version))
         scaling = None if x is x_all else (mu, sd)

@@ -21,7 +21,7 @@ from torch import nn
 from tasks.config import ArchitectureSpec
 from tasks.datasets.base import TaskSpec
 from tasks.errors import ConfigError, StructuralError
-from tasks.pseudonym import patient_keys
+from tasks.ingest.pseudonym import patient_keys
 
 RECORD_KEY = ("source_file", "source_row")
 
@@ -343,7 +343,7 @@ def contract_of(target: dict[str, Any], task: TaskSpec, dataset: str) -> tuple[t
 def preflight_model(target: dict[str, Any], task: TaskSpec, dataset: str) -> str:
     """Before ingest: load the audited model and run it on one batch of its contract's input shape.
     Returns the contract's description; raises ConfigError with expected vs given width."""
-    from tasks.target_inputs import check_model_fits
+    from tasks.audit.model_inputs import check_model_fits
 
     arch = target.get("architecture")
     model = load_model(Path(target["model_path"]), task, ArchitectureSpec.model_validate(arch).model_dump() if arch else None)
@@ -366,9 +366,9 @@ def score_target_model(
     ``target``: the TargetModelConfig as a dict (architecture, input_columns, input_imputation,
     input_standardization); ``raw_dir``: where raw input columns are read from.
     """
-    from tasks.snapshot import Snapshot
-    from tasks.target_inputs import prepare_inputs, raw_column_inputs
-    from tasks.training import score_model
+    from tasks.audit.model_inputs import prepare_inputs, raw_column_inputs
+    from tasks.ingest.snapshot import Snapshot
+    from tasks.training.shadow import score_model
 
     snap = Snapshot.open(Path(snapshot_dir))
     task = snap.task

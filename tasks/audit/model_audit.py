@@ -1,6 +1,6 @@
 """From an existing model's logits and a reference pool to its record, patient and subgroup risk.
 
-Moves arrays between the store and the math in tasks/risk/target.py and tasks/attacks (offline LiRA,
+Moves arrays between the store and the math in tasks/risk/model_audit.py and tasks/attacks (offline LiRA,
 offline RMIA, LOSS); no Prefect here. Reference models are the stored pool's models: every record
 of the training split is OUT for about half of them, the test split for all.
 """
@@ -13,16 +13,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.analysis import RMIA_A_GRID, RMIA_PARAMS, RMIA_PSEUDO_TARGET, add_patient_attributes, report_subgroup_table, training_patients
 from tasks.attacks.rmia import rmia_scores, tune_rmia_a
+from tasks.attacks.scores import get_transform, probability_transform_for
+from tasks.audit.pool_audit import RMIA_A_GRID, RMIA_PARAMS, RMIA_PSEUDO_TARGET, add_patient_attributes, report_subgroup_table
 from tasks.config import AttackConfig, ReportConfig
+from tasks.ingest.snapshot import Snapshot
+from tasks.risk.model_audit import exposure_summary, membership_attack_summary, target_patient_risk, target_record_risk
+from tasks.risk.model_audit_null import member_qvalues, member_verdict
 from tasks.risk.patient import patient_risk
 from tasks.risk.subgroup import suppress_small_cells
-from tasks.risk.target import exposure_summary, membership_attack_summary, target_patient_risk, target_record_risk
-from tasks.risk.target_null import member_qvalues, member_verdict
-from tasks.scores import get_transform, probability_transform_for
-from tasks.snapshot import Snapshot
-from tasks.storage import AuditStore
+from tasks.storage.store import AuditStore
+from tasks.training.pool import training_patients
 
 MIN_POPULATION = 20  # RMIA needs points that are non-members of every model
 

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tasks.datasets.base import DatasetAdapter
-from tasks.snapshot import SNAPSHOT_FORMAT, Snapshot
+from tasks.ingest.snapshot import SNAPSHOT_FORMAT, Snapshot
+from tasks.results_layout import snapshots_dir
 
 INDEX = "raw_fingerprints.json"
 _EDGE = 1 << 16
@@ -42,7 +43,7 @@ def _code_text(obj: object) -> bytes:
 
 def raw_fingerprint(adapter: DatasetAdapter, raw_dir: Path, secret: bytes) -> str:
     """Fingerprint (hex) of ``raw_dir`` as ``adapter`` would ingest it with this ``secret``."""
-    import tasks.snapshot
+    import tasks.ingest.snapshot
 
     raw_dir = Path(raw_dir)
     h = hashlib.sha256()
@@ -54,7 +55,7 @@ def raw_fingerprint(adapter: DatasetAdapter, raw_dir: Path, secret: bytes) -> st
     }
     h.update(json.dumps(meta, sort_keys=True, default=str).encode())
     h.update(_code_text(type(adapter)))
-    h.update(_code_text(tasks.snapshot))
+    h.update(_code_text(tasks.ingest.snapshot))
     try:
         h.update(adapter.contract.model_dump_json().encode())
     except Exception:  # an adapter without a contract file
@@ -71,7 +72,7 @@ def raw_fingerprint(adapter: DatasetAdapter, raw_dir: Path, secret: bytes) -> st
 
 
 def _index_path(results_dir: Path, dataset: str) -> Path:
-    return Path(results_dir) / "snapshots" / dataset / INDEX
+    return snapshots_dir(results_dir, dataset) / INDEX
 
 
 def cached_snapshot(results_dir: Path, dataset: str, fingerprint: str) -> Snapshot | None:

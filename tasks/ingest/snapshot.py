@@ -34,9 +34,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.datasets.base import DatasetAdapter, InputChunk, TaskSpec
+from tasks.datasets.quarantine import Quarantine
 from tasks.errors import MedauditError
-from tasks.pseudonym import patient_keys, write_linkage
-from tasks.quarantine import Quarantine
+from tasks.ingest.pseudonym import patient_keys, write_linkage
+from tasks.results_layout import snapshots_dir
 
 SNAPSHOT_FORMAT = 1
 # A mapper runs decode jobs (possibly on Dask workers) and yields their results *in order*.
@@ -121,7 +122,7 @@ def build_snapshot(
     if missing:
         raise MedauditError(f"adapter {adapter.name!r} did not produce columns {sorted(missing)}")
 
-    out_root = Path(results_dir) / "snapshots" / adapter.name
+    out_root = snapshots_dir(results_dir, adapter.name)
     out_root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=out_root))
     try:

@@ -1,6 +1,6 @@
 """Settings of `medaudit demo --dataset D`: sized to finish in minutes on a 2-core CPU.
 
-The demo trains each dataset's ``quick`` recipe preset (tasks/recipes.py, ``DatasetAdapter.default_pools``):
+The demo trains each dataset's ``quick`` recipe preset (tasks/datasets/recipes.py, ``DatasetAdapter.default_pools``):
 the paper's recipes (method §2.2) need GPUs; ``quick`` keeps each modality's architecture family
 but shrinks width and epochs so the demo shows the phenomenon on synthetic data of that modality.
 Measured wall times and headline numbers of each demo are in docs/DATASETS.md.

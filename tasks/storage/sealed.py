@@ -3,7 +3,7 @@
 Results hold patient-level risks under pseudonymous keys, so everything medaudit writes (the results
 database, reports, exports, the Prefect home) is owner-only: folders 0700, files 0600. The CLI sets the
 process umask to 077 at start (children inherit it: Dask workers, served flow runs); the writer tightens
-older files it owns; readers refuse a database that others can read, as tasks/pseudonym.py refuses the
+older files it owns; readers refuse a database that others can read, as tasks/ingest/pseudonym.py refuses the
 secret.
 
 `medaudit sql` opens DuckDB read-only with ``enable_external_access=false`` (no file, extension or

@@ -23,8 +23,8 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.datasets.quarantine import Quarantine
 from tasks.errors import StructuralError
-from tasks.quarantine import Quarantine
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 

@@ -1,6 +1,6 @@
 """Verdicts on an audited model's member patients against its own non-member patients.
 
-The risk of tasks/risk/target.py is uniform for a non-member only when the reference models score
+The risk of tasks/risk/model_audit.py is uniform for a non-member only when the reference models score
 like the audited model (same recipe, same inputs). A model trained outside medaudit rarely is: its
 non-members measured 4% to 61% at risk >= 0.9 where uniformity says 10%. So the non-member patients,
 scored the same way, are the *empirical null*: every member patient's risk gets the p-value

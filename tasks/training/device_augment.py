@@ -1,6 +1,6 @@
-"""The augmentation policies of tasks/augment.py with every sample's parameters drawn on the data's device.
+"""The augmentation policies of tasks/training/augment.py with every sample's parameters drawn on the data's device.
 
-``tasks.augment`` draws each sample's parameters on the host with the v2 transforms' own ``make_params``
+``tasks.training.augment`` draws each sample's parameters on the host with the v2 transforms' own ``make_params``
 (one Python call per sample and transform) and is *defined* by the v2 pipeline run sample by sample.
 On a GPU that host loop and the per-batch upload of the parameters cost more than the warp itself. Here
 the same policy (the same list of v2 transforms, built by the same registered builder) draws the
@@ -16,9 +16,9 @@ distributions as v2's ``make_params``:
   (v2 applies its four functions in the order of ``randperm(4)``);
 * Pad, CenterCrop, Normalize, Identity: deterministic.
 
-and applies them with the same batched kernels as ``tasks.augment`` (``crop_gather``, ``affine_warp``,
+and applies them with the same batched kernels as ``tasks.training.augment`` (``crop_gather``, ``affine_warp``,
 ``jitter``), which tests/models/test_augment.py checks equal to v2 given the parameters. So a batch here
-is a draw from the same distribution as ``tasks.augment``'s (tests/models/test_device_augment.py checks
+is a draw from the same distribution as ``tasks.training.augment``'s (tests/models/test_device_augment.py checks
 the parameter distributions against v2's ``make_params`` and the augmented images' statistics against
 the per-sample path), but not the same draw: the two paths use different random streams. A policy with a
 transform this module does not know (e.g. ColorJitter with saturation or hue) is refused at construction
@@ -31,16 +31,16 @@ from typing import Any
 
 import torch
 
-from tasks.augment import (
-    _crop_after_affine,
-    _fill,
-    _is_image_batch,
+from tasks.training.augment import (
     affine_center,
     affine_warp,
+    crop_after_affine,
     crop_gather,
     get_augmentation,
     inverse_affine_matrices,
+    is_image_batch,
     jitter,
+    transform_fill,
     v2,
 )
 
@@ -95,13 +95,13 @@ class DeviceAugmenter:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Augment (B, C, H, W) ``x`` (on ``device``), every sample with its own parameters; non-images unchanged."""
-        if self.plan is None or not self.plan.transforms or not _is_image_batch(x):
+        if self.plan is None or not self.plan.transforms or not is_image_batch(x):
             return x
         params = self.draw(x.shape[0])
         i = 0
         while i < len(self.plan.transforms):
             tr = self.plan.transforms[i]
-            window = _crop_after_affine(self.plan, i)
+            window = crop_after_affine(self.plan, i)
             x = self._apply(tr, x, params[i], window)
             i += 2 if window is not None else 1
         return x
@@ -159,7 +159,7 @@ class DeviceAugmenter:
         if "top" in p:
             fixed = p["fixed"]
             if fixed["needs_pad"]:
-                x = v2().functional.pad(x, padding=fixed["padding"], fill=_fill(tr, x), padding_mode=tr.padding_mode)
+                x = v2().functional.pad(x, padding=fixed["padding"], fill=transform_fill(tr, x), padding_mode=tr.padding_mode)
             if not fixed["needs_crop"]:
                 return x
             return crop_gather(x, p["top"], p["left"], fixed["height"], fixed["width"])

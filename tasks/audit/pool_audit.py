@@ -21,13 +21,14 @@ from tasks.attacks.loss import loss_attack
 from tasks.attacks.record_auc import auc_interval_nct, record_statistics, se_vs_model_count
 from tasks.attacks.rmia import rmia_scores, tune_rmia_a
 from tasks.config import AttackConfig, ReportConfig
+from tasks.ingest.snapshot import Snapshot
 from tasks.risk import exposure_factors as ef
 from tasks.risk.null import SURVIVAL_GRID, NullResult, SwapNull, assess_evidence, calibrated_subgroup_counts, patient_max_z
 from tasks.risk.patient import patient_llr, patient_membership, patient_risk
 from tasks.risk.roc import log_fpr_grid, summarize_attack
-from tasks.risk.subgroup import _group_labels, subgroup_table, suppress_small_cells
-from tasks.snapshot import Snapshot
-from tasks.storage import AuditStore, json_dumps
+from tasks.risk.subgroup import group_labels, subgroup_table, suppress_small_cells
+from tasks.storage.store import AuditStore, json_dumps
+from tasks.training.pool import training_patients
 
 # SE vs number of models (design D17, method §4.11): counts tried (capped at the pool, which is always added),
 # records used (the first score block, or a seeded sample of it), and the paper's reference line for the
@@ -73,13 +74,6 @@ class AuditResult:
     # the survival curves under the swap null: level, x (risk), mean, lo, hi (2.5% / 97.5% over swaps)
     survival_null: pd.DataFrame = field(default_factory=pd.DataFrame)
     null_params: dict[str, Any] = field(default_factory=dict)
-
-
-def training_patients(records: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """(train record_idx (N,), patient order (first appearance, method §3.1), codes (N,) into it)."""
-    train = records[records["split"] == "train"]
-    codes, order = pd.factorize(train["patient_key"], sort=False)
-    return train["record_idx"].to_numpy(), list(order), codes.astype(np.int64)
 
 
 def model_count_ablation(
@@ -507,7 +501,7 @@ def _add_null_columns(stats: pd.DataFrame, patients: pd.DataFrame, null: SwapNul
 def _with_calibrated(table: pd.DataFrame, frame: pd.DataFrame, risk_col: str, attributes: list[str], pairs: bool) -> pd.DataFrame:
     """``table`` (a subgroup table of ``frame``) plus n_at_risk (FDR-controlled) and expected_above (chance) per group."""
     scored = frame[frame[risk_col].notna()]
-    labels = {a: _group_labels(scored[a]) for a in attributes}
+    labels = {a: group_labels(scored[a]) for a in attributes}
     cal = calibrated_subgroup_counts(labels, scored["at_risk"].to_numpy(), scored["chance_above"].to_numpy(), pairs=pairs)
     return table.merge(cal, on=["attribute", "group"], how="left")
 
