@@ -231,16 +231,12 @@ def _train_loop(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """train_model_fast's epochs: batches of ``rows`` (n,) on the device, no host sync but every FINITE_CHECK_EVERY steps."""
     from tasks.training.augment import is_image_batch, seed_from
-    from tasks.training.shadow import lr_factor, task_loss, training_targets
+    from tasks.training.shadow import Ema, optimizer_step, task_loss, training_targets
 
     device = data.device
     dev_type = device.type
     opt = _optimizer(params, recipe, device)
-    state = list(model.state_dict().values())
-    ema = [v.detach().clone() for v in state] if recipe.ema_decay else None
-    ema_f = [e for e, v in zip(ema or [], state, strict=False) if v.dtype.is_floating_point]
-    val_f = [v for v in state if v.dtype.is_floating_point] if ema else []
-    ema_i = [(e, v) for e, v in zip(ema or [], state, strict=False) if not v.dtype.is_floating_point]
+    ema = Ema(model, recipe.ema_decay) if recipe.ema_decay else None
     loss_fn = task_loss(task)
     n = len(rows)
     bs = min(recipe.batch_size, n)
@@ -275,28 +271,16 @@ def _train_loop(
             loss.backward()
             if (b + 1) % recipe.grad_accum_steps:
                 continue
-            lr = recipe.learning_rate * lr_factor(step, total, recipe)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            if recipe.weight_decay:
-                with torch.no_grad():  # decoupled weight decay (method §2.2), one foreach kernel
-                    torch._foreach_mul_(params, 1 - lr * recipe.weight_decay)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            optimizer_step(opt, params, recipe, step, total)
             step += 1
             with torch.no_grad():
                 last = loss.detach() * recipe.grad_accum_steps
                 finite &= torch.isfinite(last)
-                if ema is not None:
-                    torch._foreach_mul_(ema_f, recipe.ema_decay)
-                    torch._foreach_add_(ema_f, val_f, alpha=1 - recipe.ema_decay)
-                    for e, v in ema_i:
-                        e.copy_(v)
+            if ema is not None:
+                ema.update()
             if step % FINITE_CHECK_EVERY == 0:
                 check()
     check()
     if ema is not None:
-        with torch.no_grad():
-            for e, v in zip(ema, state, strict=True):
-                v.copy_(e)
+        ema.copy_to_model()
     return model, {"train_loss": float(last), "steps": step, "fast_path": True, "compiled": runner.compiled}

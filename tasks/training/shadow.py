@@ -66,6 +66,48 @@ def snapshot_arrays(snapshot_dir: str) -> tuple[Snapshot, np.ndarray, np.ndarray
     return snap, snap.inputs(), snap.labels(), (snap.records["split"] == "test").to_numpy()
 
 
+def optimizer_step(opt: torch.optim.Optimizer, params: list[torch.Tensor], recipe: TrainRecipe, step: int, total: int) -> None:
+    """One optimizer step of ``recipe`` at ``step`` of ``total``: the scheduled learning rate, decoupled weight
+    decay (method §2.2; plain Adam couples it instead, make_optimizer) as one foreach update, the step, and
+    the gradients cleared. Shared by train_model and the fast path, so the two follow one recipe."""
+    lr = recipe.learning_rate * lr_factor(step, total, recipe)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    if recipe.weight_decay and recipe.optimizer != "adam":
+        with torch.no_grad():
+            torch._foreach_mul_(params, 1 - lr * recipe.weight_decay)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+class Ema:
+    """Exponential moving average of a model's state (parameters and buffers), updated after each optimizer step.
+
+    Floating-point entries follow ``e <- decay * e + (1 - decay) * v`` (foreach updates); integer buffers
+    (BatchNorm's step counter) are copied. ``copy_to_model`` loads the average into the model at the end.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.state = list(model.state_dict().values())  # the model's own tensors: updated in place by training
+        self.avg = [v.detach().clone() for v in self.state]
+        self.decay = decay
+        self._avg_f = [e for e, v in zip(self.avg, self.state, strict=True) if v.dtype.is_floating_point]
+        self._val_f = [v for v in self.state if v.dtype.is_floating_point]
+        self._ints = [(e, v) for e, v in zip(self.avg, self.state, strict=True) if not v.dtype.is_floating_point]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        torch._foreach_mul_(self._avg_f, self.decay)
+        torch._foreach_add_(self._avg_f, self._val_f, alpha=1 - self.decay)
+        for e, v in self._ints:
+            e.copy_(v)
+
+    @torch.no_grad()
+    def copy_to_model(self) -> None:
+        for v, e in zip(self.state, self.avg, strict=True):
+            v.copy_(e)
+
+
 def lr_factor(step: int, total: int, recipe: TrainRecipe) -> float:
     """Learning-rate multiplier at ``step`` (method §2.2: cos(f·7π/16) with linear warm-up)."""
     f = min(max(step / max(total, 1), 0.0), 1.0)
@@ -157,7 +199,7 @@ def train_model(
         model = model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, recipe)
-    ema = [p.detach().clone() for p in model.state_dict().values()] if recipe.ema_decay else None
+    ema = Ema(model, recipe.ema_decay) if recipe.ema_decay else None
     loss_fn = task_loss(task)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.float32))
     n = len(xt)
@@ -205,28 +247,15 @@ def train_model(
             loss.backward()
             if (b + 1) % recipe.grad_accum_steps:
                 continue
-            lr = recipe.learning_rate * lr_factor(step, total, recipe)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            if recipe.weight_decay and recipe.optimizer != "adam":  # plain Adam couples it (make_optimizer)
-                with torch.no_grad():  # decoupled weight decay (method §2.2)
-                    for p in params:
-                        p.mul_(1 - lr * recipe.weight_decay)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            optimizer_step(opt, params, recipe, step, total)
             step += 1
             last_loss = loss.item() * recipe.grad_accum_steps
             if not math.isfinite(last_loss):
                 raise FloatingPointError(f"training diverged (loss {last_loss}) at step {step}; lower the learning rate")
             if ema is not None:
-                with torch.no_grad():
-                    for e, v in zip(ema, model.state_dict().values(), strict=True):
-                        if v.dtype.is_floating_point:
-                            e.mul_(recipe.ema_decay).add_(v.detach(), alpha=1 - recipe.ema_decay)
-                        else:
-                            e.copy_(v)
+                ema.update()
     if ema is not None:
-        model.load_state_dict(dict(zip(model.state_dict().keys(), ema, strict=True)))
+        ema.copy_to_model()
     return model, {"train_loss": last_loss, "steps": step}
 
 
