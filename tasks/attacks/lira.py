@@ -259,28 +259,15 @@ class _PoolLira(Attack):
         }
 
 
-@register_attack
-class LiraOnline(_PoolLira):
-    name = "lira_online"
-    online, fix_variance = True, False
-
-
-@register_attack
-class LiraOffline(_PoolLira):
-    name = "lira_offline"
-    online, fix_variance = False, False
-
-
-@register_attack
-class LiraOnlineFixedVariance(_PoolLira):
-    name = "lira_online_fixed_var"
-    online, fix_variance = True, True
-
-
-@register_attack
-class LiraOfflineFixedVariance(_PoolLira):
-    name = "lira_offline_fixed_var"
-    online, fix_variance = False, True
+# The pool's LiRA variants: (name, online, fix_variance), registered in this order.
+POOL_LIRA_VARIANTS = (
+    ("lira_online", True, False),
+    ("lira_offline", False, False),
+    ("lira_online_fixed_var", True, True),
+    ("lira_offline_fixed_var", False, True),
+)
+for _name, _online, _fixed in POOL_LIRA_VARIANTS:
+    register_attack(type(f"Lira_{_name}", (_PoolLira,), {"name": _name, "online": _online, "fix_variance": _fixed}))
 
 
 @register_attack

@@ -17,7 +17,7 @@ import pandas as pd
 from tasks.attacks.base import AttackContext, AttackInputs, start_attacks, view_mean
 from tasks.attacks.lira import FewReferenceLiraOffline
 from tasks.attacks.rmia import RmiaOffline
-from tasks.attacks.scores import get_transform, probability_transform_for
+from tasks.attacks.scores import score_and_probability
 from tasks.audit.pool_audit import add_patient_attributes, report_subgroup_table
 from tasks.config import AttackConfig, ReportConfig
 from tasks.ingest.snapshot import Snapshot
@@ -71,8 +71,7 @@ def analyze_target(
     records = snapshot.records
     labels = snapshot.labels()
     task = snapshot.task
-    scores, _flags = get_transform(task.score_transform)(logits, labels)
-    probs, _ = get_transform(probability_transform_for(task.score_transform))(logits, labels)
+    scores, probs, _flags = score_and_probability(task.score_transform, logits, labels)
     # population for RMIA: test-split records the audited model did not see (OUT for every model)
     is_test = (records["split"] == "test").to_numpy()
     pop = np.flatnonzero(is_test & ~member)

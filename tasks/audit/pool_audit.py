@@ -1,7 +1,9 @@
-"""From stored scores to risk tables: streams record blocks out of the store into the math (D11).
+"""From a pool's scores to risk tables (D11).
 
-The math lives in tasks/attacks and tasks/risk (arrays in, arrays out); this module only moves
-blocks between the store and those functions and assembles the result frames.
+:func:`audit_pool` takes the pool as arrays (:class:`PoolScores`: masks and blocks of scores) and runs the
+record statistics, the swap null and every registered pool attack (tasks/attacks/base.py) block by block;
+:func:`analyze_pool` feeds it from the store, streaming the blocks. The math lives in tasks/attacks and
+tasks/risk (arrays in, arrays out); this module moves blocks into it and assembles the result frames.
 """
 
 from __future__ import annotations
