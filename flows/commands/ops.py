@@ -354,11 +354,12 @@ def evidence_shortfall(headline: dict[str, Any], min_evidence: str) -> str | Non
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from tasks.attacks import ATTACKS
+    from tasks.attacks import list_attacks
     from tasks.storage.store import AuditStore
 
-    if args.attack not in ATTACKS:
-        raise ConfigError(f"--attack {args.attack}: unknown attack; the audits run {', '.join(sorted(ATTACKS))}")
+    attacks = sorted(a.name for a in list_attacks("pool"))
+    if args.attack not in attacks:
+        raise ConfigError(f"--attack {args.attack}: unknown attack; the audits run {', '.join(attacks)}")
     if args.max_share_above is None and args.max_tpr_at_1e_3 is None and args.max_lira_auc is None:
         args.max_share_above = 0.01
     store = AuditStore(_db(args.results), read_only=True)

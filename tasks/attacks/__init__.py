@@ -2,29 +2,24 @@
 
 Pure numpy/scipy/pandas: nothing here knows about Prefect, Dask, DuckDB or torch.
 
-``ATTACKS`` names the aggregate attacks run on held-out target models, with their version strings in
-``ATTACK_VERSIONS`` (bump a version when an attack's numbers change, so stored results are not
-mixed). The callables do not share one signature:
+``base`` holds the :class:`~tasks.attacks.base.Attack` interface and the registry that both audits iterate
+(``register_attack``, ``list_attacks``, ``get_attack``). Every module of this package is imported here, so an
+attack in a new module registers itself: adding an attack is one new file. The attacks: LiRA online,
+offline and their fixed-variance variants, and the few-reference offline LiRA of the model audit
+(``lira``), RMIA online / offline (``rmia``), LOSS (``loss``). Higher score = more likely a member.
 
-* ``lira_*``: ``fn(target_scores (T, N, V), ref: LiraReference) -> (T, N)``
-* ``rmia_*``: ``fn(target_x, ref_x, ref_in_x, target_z, ref_z, **kw) -> (T, N)``
-  (``rmia_offline`` also takes ``a``, tuned with :func:`tune_rmia_a`)
-* ``loss``: ``fn(target_scores (T, N, V)) -> (T, N)``
-
-Higher output = more likely a member, for every attack.
-
-``scores`` holds the score transforms (logits -> the score the attacks read), ``auc`` the Mann-Whitney ROC
-AUC.
+``record_auc`` holds the per-record statistics, ``scores`` the score transforms (logits -> the score the
+attacks read), ``auc`` the Mann-Whitney ROC AUC.
 
 May import: numpy, scipy, pandas and tasks.errors only (tasks.risk builds on this package, not the reverse).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-from typing import Any
+import importlib
+import pkgutil
 
+from tasks.attacks.base import Attack, AttackContext, AttackInputs, get_attack, list_attacks, register_attack
 from tasks.attacks.lira import LiraReference, fit_lira_reference, lira_offline, lira_online
 from tasks.attacks.loss import loss_attack
 from tasks.attacks.record_auc import (
@@ -35,29 +30,24 @@ from tasks.attacks.record_auc import (
 )
 from tasks.attacks.rmia import rmia_scores, tune_rmia_a
 
-ATTACKS: dict[str, Callable[..., Any]] = {
-    "lira_online": lira_online,
-    "lira_offline": lira_offline,
-    "lira_online_fixed_var": partial(lira_online, fix_variance=True),
-    "lira_offline_fixed_var": partial(lira_offline, fix_variance=True),
-    "rmia_online": partial(rmia_scores, online=True),
-    "rmia_offline": partial(rmia_scores, online=False),
-    "loss": loss_attack,
-}
-
-ATTACK_VERSIONS: dict[str, str] = {name: "1" for name in ATTACKS}
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
-    "ATTACKS",
-    "ATTACK_VERSIONS",
+    "Attack",
+    "AttackContext",
+    "AttackInputs",
     "LiraReference",
     "binormal_auc",
     "fit_lira_reference",
+    "get_attack",
     "hanley_mcneil_se",
     "lira_offline",
     "lira_online",
+    "list_attacks",
     "loss_attack",
     "record_statistics",
+    "register_attack",
     "rmia_scores",
     "se_vs_model_count",
     "tune_rmia_a",

@@ -16,13 +16,19 @@ Differences from the paper's code, on purpose:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy.special import log_ndtr
+from scipy.stats import t as student_t
+
+from tasks.attacks.base import Attack, AttackInputs, register_attack
 
 SD_FLOOR_ABS = 1e-6
 SD_FLOOR_REL = 1e-6
+PER_RECORD_MIN_OUT = 16  # few-reference "auto": per-record stds once the median OUT count reaches this
 
 _BLOCK_ELEMENTS = 4_000_000
 
@@ -164,3 +170,118 @@ def lira_offline(target_scores: np.ndarray, ref: LiraReference, fix_variance: bo
     s = _target_3d(target_scores, ref)
     sd_out = _floor_sd(ref.sd_out_global if fix_variance else ref.sd_out, ref.mu_out)
     return np.asarray(log_ndtr((s - ref.mu_out) / sd_out)).mean(axis=2)
+
+
+@dataclass
+class FewReferenceRisk:
+    """Per-record results of one audited model against few reference models.
+
+    lira_offline: (N,) log Phi score (higher = member); risk: (N,) exp of it, in (0, 1);
+    n_out: (N,) OUT reference models per record; variance: "per_record" or "fixed" as used.
+    """
+
+    lira_offline: np.ndarray
+    risk: np.ndarray
+    n_out: np.ndarray
+    variance: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def few_reference_lira(target_scores: np.ndarray, ref_scores: np.ndarray, ref_in: np.ndarray, variance: str = "auto") -> FewReferenceRisk:
+    """Offline LiRA of one model against few reference models (the model audit's record risk).
+
+    target_scores: (N, V) or (N,); ref_scores: (M, N, V) or (M, N); ref_in: (M, N) bool.
+    ``variance``: "per_record", "fixed" (one pooled OUT variance, better with few references) or "auto".
+
+    With few references the plain offline LiRA z-score is over-dispersed: the OUT std is estimated
+    from a handful of models (ddof 0 underestimates it) and the OUT median is itself noisy. So the
+    variance is the unbiased (ddof 1) one, pooled over records for "fixed", and widened by the
+    sampling variance of the median, ``sd * sqrt(1 + pi / (2 n_out))``, and a per-record z is read
+    against Student's t with n_out - 1 degrees of freedom: a non-member's risk is then
+    close to uniform even with 4 OUT models per record (tested by simulation).
+    Records without OUT references (or with only one, per_record) or with a non-finite score get NaN.
+    """
+    t = np.asarray(target_scores, dtype=np.float64)
+    t = t[:, None] if t.ndim == 1 else t
+    ref = fit_lira_reference(ref_scores, ref_in)
+    if variance == "auto":
+        med = float(np.median(ref.n_out)) if ref.n_out.size else 0.0
+        variance = "per_record" if med >= PER_RECORD_MIN_OUT else "fixed"
+    if variance not in {"per_record", "fixed"}:
+        raise ValueError(f"variance must be auto, per_record or fixed, got {variance!r}")
+    n = ref.n_out.astype(np.float64)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var1 = np.where(n >= 2, ref.sd_out**2 * n / (n - 1), np.nan)  # (N, V) unbiased
+        if variance == "fixed":
+            var1 = np.broadcast_to(np.nanmean(var1, axis=0, keepdims=True), var1.shape)
+        sd = np.sqrt(var1 * (1.0 + np.pi / (2.0 * n)))
+        sd = np.maximum(sd, SD_FLOOR_ABS + SD_FLOOR_REL * np.abs(ref.mu_out))
+        z = (t - ref.mu_out) / sd
+        # a per-record std from n models makes z Student-t with n - 1 degrees of freedom
+        score = (log_ndtr(z) if variance == "fixed" else student_t.logcdf(z, np.maximum(n - 1, 1))).mean(axis=1)
+    score[(ref.n_out == 0) | ~np.isfinite(score)] = np.nan
+    return FewReferenceRisk(lira_offline=score, risk=np.exp(score), n_out=ref.n_out, variance=variance)
+
+
+class _PoolLira(Attack):
+    """LiRA on a pool's held-out targets: one reference fit per block, shared by the four variants.
+
+    Fixed variance uses one pair of global stds for the whole pool, taken from the first block.
+    """
+
+    audits = ("pool",)
+    llr = True
+    online: bool
+    fix_variance: bool
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.global_sd: tuple[float, float] | None = None
+
+    def score(self, inputs: AttackInputs) -> np.ndarray:
+        reference = inputs.shared("lira_reference", lambda: fit_lira_reference(inputs.ref_scores, inputs.ref_in))
+        if self.global_sd is None:
+            self.global_sd = (reference.sd_in_global, reference.sd_out_global)
+        reference = dataclasses.replace(reference, sd_in_global=self.global_sd[0], sd_out_global=self.global_sd[1])
+        return (lira_online if self.online else lira_offline)(inputs.target_scores, reference, fix_variance=self.fix_variance)
+
+    def params(self, n_reference_models: int) -> dict[str, Any]:
+        fixed = self.fix_variance and self.global_sd is not None
+        return {
+            "fix_variance": self.fix_variance,
+            "n_reference_models": n_reference_models,
+            "n_views": self.context.n_views,
+            "mu": "median",
+            "sd": "std_ddof0",
+            "sd_floor_abs": SD_FLOOR_ABS,
+            "sd_floor_rel": SD_FLOOR_REL,
+            **({"sd_in_global": self.global_sd[0], "sd_out_global": self.global_sd[1]} if fixed else {}),
+        }
+
+
+# The pool's LiRA variants: (name, online, fix_variance), registered in this order.
+POOL_LIRA_VARIANTS = (
+    ("lira_online", True, False),
+    ("lira_offline", False, False),
+    ("lira_online_fixed_var", True, True),
+    ("lira_offline_fixed_var", False, True),
+)
+for _name, _online, _fixed in POOL_LIRA_VARIANTS:
+    register_attack(type(f"Lira_{_name}", (_PoolLira,), {"name": _name, "online": _online, "fix_variance": _fixed}))
+
+
+@register_attack
+class FewReferenceLiraOffline(Attack):
+    """The model audit's offline LiRA (:func:`few_reference_lira`); ``fit`` keeps the last result, the audit's record risk."""
+
+    name = "lira_offline"
+    audits = ("model",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fit: FewReferenceRisk | None = None
+
+    def score(self, inputs: AttackInputs) -> np.ndarray:
+        target = np.asarray(inputs.target_scores)
+        self.fit = few_reference_lira(target[0], inputs.ref_scores, inputs.ref_in, variance=self.context.variance)
+        return self.fit.lira_offline[None]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+from tasks.attacks.base import Attack, AttackInputs, register_attack
 
 
 def loss_attack(target_scores: np.ndarray) -> np.ndarray:
@@ -19,3 +23,16 @@ def loss_attack(target_scores: np.ndarray) -> np.ndarray:
     if s.ndim != 3:
         raise ValueError(f"target_scores must have shape (T, N, V), got {s.shape}")
     return s.mean(axis=2)
+
+
+@register_attack
+class Loss(Attack):
+    """LOSS on the target models' own scores; needs no reference model."""
+
+    name = "loss"
+
+    def score(self, inputs: AttackInputs) -> np.ndarray:
+        return loss_attack(inputs.target_scores)
+
+    def params(self, n_reference_models: int) -> dict[str, Any]:
+        return {"score": self.context.score_transform, "views": "mean"}

@@ -25,9 +25,16 @@ from typing import Any
 import numpy as np
 
 from tasks.attacks.auc import roc_auc
+from tasks.attacks.base import Attack, AttackInputs, register_attack
 
 _TINY = np.finfo(np.float64).tiny
 _BLOCK_ELEMENTS = 4_000_000
+# The audits' settings (method §4.3); the offline ``a`` is tuned on reference model ``RMIA_PSEUDO_TARGET``
+# (the paper's default ``RMIA_DEFAULT_A`` when that model has no usable members or non-members).
+RMIA_PARAMS: dict[str, Any] = {"gamma": 1.0, "n_population": 500, "trim": 0.01, "seed": 0}
+RMIA_A_GRID = np.linspace(0.0, 1.0, 21)
+RMIA_PSEUDO_TARGET = 0
+RMIA_DEFAULT_A = 0.3
 
 
 def _trimmed_mean(x: np.ndarray, mask: np.ndarray, trim: float) -> np.ndarray:
@@ -185,3 +192,76 @@ def tune_rmia_a(
     if not np.isfinite(best_a):
         raise ValueError("no a in the grid gave a finite AUC (pseudo-target needs members and non-members)")
     return best_a
+
+
+class _Rmia(Attack):
+    """RMIA with the audits' settings; offline ``a`` tuned once, on the first block, never on a target's truth (design D15)."""
+
+    needs = "probs"
+    online: bool
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.a: float | None = None
+        self.a_source: str | None = None
+        self.n_population = 0
+
+    def usable(self, n_references: int, n_population: int) -> bool:
+        return n_references >= 2 and n_population > 0
+
+    def score(self, inputs: AttackInputs) -> np.ndarray:
+        self.n_population = int(np.shape(inputs.ref_population)[1])
+        tuned = {} if self.online else {"a": self._tuned_a(inputs)}
+        return rmia_scores(
+            inputs.target_probs,
+            inputs.ref_probs,
+            inputs.ref_in,
+            inputs.target_population,
+            inputs.ref_population,
+            online=self.online,
+            **tuned,
+            **RMIA_PARAMS,
+        )
+
+    def _tuned_a(self, inputs: AttackInputs) -> float:
+        if self.a is None:
+            try:
+                self.a = tune_rmia_a(
+                    inputs.ref_probs,
+                    inputs.ref_in,
+                    inputs.ref_population,
+                    pseudo_target=RMIA_PSEUDO_TARGET,
+                    grid=RMIA_A_GRID,
+                    **RMIA_PARAMS,
+                )
+            except ValueError:
+                self.a, self.a_source = RMIA_DEFAULT_A, "default (tuning failed: no finite AUC on the pseudo-target)"
+            else:
+                self.a_source = f"tuned on reference model {int(inputs.ref_models[RMIA_PSEUDO_TARGET])} as pseudo-target"
+        return self.a
+
+    def params(self, n_reference_models: int) -> dict[str, Any]:
+        common = {
+            **RMIA_PARAMS,
+            "n_reference_models": n_reference_models,
+            "population": "test split",
+            "n_population_available": self.n_population,
+            "probabilities": "view mean",
+        }
+        if self.online:
+            return {"online": True, **common}
+        grid = [float(RMIA_A_GRID[0]), float(RMIA_A_GRID[-1]), len(RMIA_A_GRID)]
+        return {"online": False, "a": self.a, "a_source": self.a_source, "a_grid": grid, **common}
+
+
+@register_attack
+class RmiaOnline(_Rmia):
+    name = "rmia_online"
+    audits = ("pool",)
+    online = True
+
+
+@register_attack
+class RmiaOffline(_Rmia):
+    name = "rmia_offline"
+    online = False

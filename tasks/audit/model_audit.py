@@ -1,7 +1,8 @@
 """From an existing model's logits and a reference pool to its record, patient and subgroup risk.
 
-Moves arrays between the store and the math in tasks/risk/model_audit.py and tasks/attacks (offline LiRA,
-offline RMIA, LOSS); no Prefect here. Reference models are the stored pool's models: every record
+Moves arrays between the store and the math in tasks/risk/model_audit.py and the registered model-audit
+attacks of tasks/attacks (few-reference offline LiRA, whose score is the record risk, offline RMIA, LOSS);
+no Prefect here. Reference models are the stored pool's models: every record
 of the training split is OUT for about half of them, the test split for all.
 """
 
@@ -13,12 +14,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.attacks.rmia import rmia_scores, tune_rmia_a
-from tasks.attacks.scores import get_transform, probability_transform_for
-from tasks.audit.pool_audit import RMIA_A_GRID, RMIA_PARAMS, RMIA_PSEUDO_TARGET, add_patient_attributes, report_subgroup_table
+from tasks.attacks.base import AttackContext, AttackInputs, start_attacks, view_mean
+from tasks.attacks.lira import FewReferenceLiraOffline
+from tasks.attacks.rmia import RmiaOffline
+from tasks.attacks.scores import score_and_probability
+from tasks.audit.pool_audit import add_patient_attributes, report_subgroup_table
 from tasks.config import AttackConfig, ReportConfig
 from tasks.ingest.snapshot import Snapshot
-from tasks.risk.model_audit import exposure_summary, membership_attack_summary, target_patient_risk, target_record_risk
+from tasks.risk.model_audit import exposure_summary, membership_attack_summary, target_patient_risk
 from tasks.risk.model_audit_null import member_qvalues, member_verdict
 from tasks.risk.patient import patient_risk
 from tasks.risk.subgroup import suppress_small_cells
@@ -68,23 +71,32 @@ def analyze_target(
     records = snapshot.records
     labels = snapshot.labels()
     task = snapshot.task
-    scores, _flags = get_transform(task.score_transform)(logits, labels)
-    probs, _ = get_transform(probability_transform_for(task.score_transform))(logits, labels)
-    tr = target_record_risk(scores, ref_scores, ref_in, variance=variance)
-
-    # offline RMIA; population z: test-split records the audited model did not see (OUT for every model)
+    scores, probs, _flags = score_and_probability(task.score_transform, logits, labels)
+    # population for RMIA: test-split records the audited model did not see (OUT for every model)
     is_test = (records["split"] == "test").to_numpy()
     pop = np.flatnonzero(is_test & ~member)
-    rmia = np.full(len(records), np.nan)
+    n_pop = len(pop) if len(pop) >= MIN_POPULATION else 0
+    x_t = view_mean(probs)
+    x_r = view_mean(ref_probs)
+    inputs = AttackInputs(
+        ref_in,
+        target_scores=scores[None],
+        ref_scores=ref_scores,
+        target_probs=x_t[None],
+        ref_probs=x_r,
+        target_population=x_t[None, pop],
+        ref_population=x_r[:, pop],
+        ref_models=tuple(range(ref_in.shape[0])),
+    )
+    runs = start_attacks(AttackContext("model", scores.shape[1], task.score_transform, variance=variance))
+    usable = {name: run.usable(ref_in.shape[0], n_pop) for name, run in runs.items()}
+    attack_scores = {name: run.score(inputs)[0] if usable[name] else np.full(len(records), np.nan) for name, run in runs.items()}
+    lira, rmia = runs["lira_offline"], runs["rmia_offline"]
+    if not isinstance(lira, FewReferenceLiraOffline) or lira.fit is None or not isinstance(rmia, RmiaOffline):
+        raise TypeError("the model audit's record risk is the few-reference offline LiRA, with offline RMIA beside it")
+    tr = lira.fit
     rmia_note = f"population: {len(pop)} test-split non-members"
-    x_t = np.nanmean(probs, axis=1)
-    x_r = ref_probs.mean(axis=2)
-    if len(pop) >= MIN_POPULATION and ref_in.shape[0] >= 2:
-        a = tune_rmia_a(x_r, ref_in, x_r[:, pop], pseudo_target=RMIA_PSEUDO_TARGET, grid=RMIA_A_GRID, **RMIA_PARAMS)
-        rmia = rmia_scores(x_t[None], x_r, ref_in, x_t[None, pop], x_r[:, pop], online=False, a=a, **RMIA_PARAMS)[0]
-        rmia_note += f", a = {a:g}"
-    else:
-        rmia_note += f": fewer than {MIN_POPULATION}, offline RMIA skipped"
+    rmia_note += f", a = {rmia.a:g}" if usable["rmia_offline"] else f": fewer than {MIN_POPULATION}, offline RMIA skipped"
 
     rec = pd.DataFrame(
         {
@@ -93,7 +105,7 @@ def analyze_target(
             "score": np.nanmean(scores, axis=1),
             "lira_offline": tr.lira_offline,
             "risk": tr.risk,
-            "rmia_offline": rmia,
+            "rmia_offline": attack_scores["rmia_offline"],
             "n_out": tr.n_out.astype(np.int64),
         }
     )
@@ -115,7 +127,6 @@ def analyze_target(
 
     fprs = list(attack.fpr_points)
     patient_member = patients["member"].to_numpy()
-    attack_scores = {"lira_offline": tr.lira_offline, "rmia_offline": rmia, "loss": rec["score"].to_numpy()}
     rec_level = membership_attack_summary(attack_scores, member, fprs).assign(level="record")
     # patient level: the attacker does not know which records were used, so the max over all records
     pat_scores = {k: patient_risk(v, codes, n_pat)["risk_max"].to_numpy() for k, v in attack_scores.items()}

@@ -1,25 +1,22 @@
-"""From stored scores to risk tables: streams record blocks out of the store into the math (design D11).
+"""From a pool's scores to risk tables (design D11).
 
-The math lives in tasks/attacks and tasks/risk (arrays in, arrays out); this module only moves
-blocks between the store and those functions and assembles the result frames.
+:func:`audit_pool` takes the pool as arrays (:class:`PoolScores`: masks and blocks of scores) and runs the
+record statistics, the swap null and every registered pool attack (tasks/attacks/base.py) block by block;
+:func:`analyze_pool` feeds it from the store, streaming the blocks. The math lives in tasks/attacks and
+tasks/risk (arrays in, arrays out); this module moves blocks into it and assembles the result frames.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from tasks.attacks import ATTACK_VERSIONS
-from tasks.attacks.lira import SD_FLOOR_ABS, SD_FLOOR_REL, fit_lira_reference, lira_offline, lira_online
-from tasks.attacks.loss import loss_attack
+from tasks.attacks.base import AttackContext, AttackInputs, start_attacks, view_mean
 from tasks.attacks.record_auc import auc_interval_nct, record_statistics, se_vs_model_count
-from tasks.attacks.rmia import rmia_scores, tune_rmia_a
 from tasks.config import AttackConfig, ReportConfig
 from tasks.ingest.snapshot import Snapshot
 from tasks.risk import exposure_factors as ef
@@ -40,16 +37,6 @@ SE_REFERENCE = 0.05
 SE_SEED = 0
 # The record interval stored with every record (columns auc_nct_lo / auc_nct_hi).
 INTERVAL_METHOD = "95% noncentral-t interval of the equal-variance binormal AUC (exact for normal scores), clipped at 0.5"
-# RMIA settings (method §4.3); the offline ``a`` is tuned on reference model ``RMIA_PSEUDO_TARGET``.
-RMIA_PARAMS: dict[str, Any] = {"gamma": 1.0, "n_population": 500, "trim": 0.01, "seed": 0}
-RMIA_A_GRID = np.linspace(0.0, 1.0, 21)
-RMIA_PSEUDO_TARGET = 0
-LIRA_VARIANTS = {
-    "lira_online": (lira_online, False),
-    "lira_offline": (lira_offline, False),
-    "lira_online_fixed_var": (lira_online, True),
-    "lira_offline_fixed_var": (lira_offline, True),
-}
 
 
 @dataclass
@@ -253,6 +240,28 @@ def _exposure_headline(tests: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
+@dataclass
+class PoolScores:
+    """A pool's scores as the pool audit reads them: arrays, or blocks of arrays streamed from a store.
+
+    models: (M,) model ids; those below ``n_targets`` are the held-out targets, the rest the references.
+    masks: (M, P) bool, model trained on patient p (patients in :func:`training_patients` order).
+    score_blocks: (record_idx (n,), scores (M, n, V) float64, NaN = not scored) over the training records in
+        record_idx order; prob_blocks: the same with probabilities, read only when a probability attack runs.
+    population: (record_idx (n,), probabilities (M, n, V)) over the test split, non-members of every model,
+        ``n_population`` records in all; read only when a probability attack runs.
+    """
+
+    models: list[int]
+    n_targets: int
+    n_views: int
+    masks: np.ndarray
+    score_blocks: Iterable[tuple[np.ndarray, np.ndarray]]
+    prob_blocks: Iterable[tuple[np.ndarray, np.ndarray]] = ()
+    population: Iterable[tuple[np.ndarray, np.ndarray]] = ()
+    n_population: int = 0
+
+
 def analyze_pool(
     store: AuditStore,
     snapshot: Snapshot,
@@ -266,21 +275,49 @@ def analyze_pool(
     block_size: int = 100_000,
     progress: Callable[[int, int], None] | None = None,
 ) -> AuditResult:
-    """Run every record-level statistic and attack over the complete models of a pool."""
+    """:func:`audit_pool` over the complete models of a stored pool, streamed block by block out of ``store``."""
+    records = snapshot.records
+    train_idx, _, _ = training_patients(records)
+    test_idx = records.loc[records["split"] == "test", "record_idx"].to_numpy()
+    pool = PoolScores(
+        models=models,
+        n_targets=n_targets,
+        n_views=n_views,
+        masks=store.load_masks(pool_key, max(models) + 1)[models],
+        score_blocks=store.score_blocks(pool_key, models, train_idx, n_views, block_size),
+        prob_blocks=store.score_blocks(pool_key, models, train_idx, n_views, column="prob"),
+        population=store.score_blocks(pool_key, models, test_idx, n_views, column="prob"),
+        n_population=len(test_idx),
+    )
+    return audit_pool(snapshot, pool, attack, report, progress=progress)
+
+
+def audit_pool(
+    snapshot: Snapshot,
+    pool: PoolScores,
+    attack: AttackConfig,
+    report: ReportConfig,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> AuditResult:
+    """Run every record-level statistic and every registered pool attack (tasks/attacks/base.py) over a pool."""
     records = snapshot.records
     train_idx, order, codes = training_patients(records)
     n_pat = len(order)
-    masks = store.load_masks(pool_key, max(models) + 1)[models]  # (M, P)
+    models = pool.models
+    masks = pool.masks
     models_arr = np.asarray(models)
-    tgt = np.flatnonzero(models_arr < n_targets)
-    ref = np.flatnonzero(models_arr >= n_targets)
+    tgt = np.flatnonzero(models_arr < pool.n_targets)
+    ref = np.flatnonzero(models_arr >= pool.n_targets)
     n_train = len(train_idx)
     T = len(tgt)
-    attacks = {name: np.full((T, n_train), np.nan) for name in (*LIRA_VARIANTS, "loss")}
+    # no held-out target: no aggregate attack to run or summarise
+    runs = start_attacks(AttackContext("pool", pool.n_views, snapshot.task.score_transform)) if T else {}
+    score_runs = {name: a for name, a in runs.items() if a.needs == "scores"}
+    attacks = {name: np.full((T, n_train), np.nan) for name in runs}
     membership = np.zeros((T, n_train), dtype=bool)
     stats_parts = []
     ablation: pd.DataFrame | None = None
-    global_sd: tuple[float, float] | None = None
     scored_models = np.zeros(len(models), dtype=bool)  # models with at least one finite score
     null = SwapNull(
         models,
@@ -291,7 +328,7 @@ def analyze_pool(
         min_per_side=attack.min_models_per_side,
     )
     done = 0
-    for recs, scores in store.score_blocks(pool_key, models, train_idx, n_views, block_size):
+    for recs, scores in pool.score_blocks:
         pos = np.searchsorted(train_idx, recs)
         in_mask = masks[:, codes[pos]]
         part = record_statistics(scores, in_mask, attack.min_models_per_side)
@@ -304,13 +341,9 @@ def analyze_pool(
             ok = (part["flag"] == "").to_numpy()
             ablation = model_count_ablation(scores[:, ok], in_mask[:, ok])
         if T:
-            reference = fit_lira_reference(scores[ref], in_mask[ref])
-            if global_sd is None:  # fixed variance: one pair of stds for the whole pool, from the first block
-                global_sd = (reference.sd_in_global, reference.sd_out_global)
-            reference = dataclasses.replace(reference, sd_in_global=global_sd[0], sd_out_global=global_sd[1])
-            for name, (fn, fixed) in LIRA_VARIANTS.items():
-                attacks[name][:, pos] = fn(scores[tgt], reference, fix_variance=fixed)
-            attacks["loss"][:, pos] = loss_attack(scores[tgt])
+            inputs = AttackInputs(in_mask[ref], target_scores=scores[tgt], ref_scores=scores[ref], ref_models=tuple(models_arr[ref]))
+            for name, run in score_runs.items():
+                attacks[name][:, pos] = run.score(inputs)
             membership[:, pos] = in_mask[tgt]
         done += len(recs)
         if progress:
@@ -318,24 +351,28 @@ def analyze_pool(
     stats = pd.concat(stats_parts, ignore_index=True)
     if ablation is None:
         ablation = pd.DataFrame(columns=["n_models", "scope", "n_records", "se_median", "se_p90", "se_max", "auc_median"])
-
-    params: dict[str, dict[str, Any]] = {}
-    if T:
-        for name, (_, fixed) in LIRA_VARIANTS.items():
-            params[name] = {
-                "fix_variance": fixed,
-                "n_reference_models": int(scored_models[ref].sum()),
-                "n_views": n_views,
-                "mu": "median",
-                "sd": "std_ddof0",
-                "sd_floor_abs": SD_FLOOR_ABS,
-                "sd_floor_rel": SD_FLOOR_REL,
-                **({"sd_in_global": global_sd[0], "sd_out_global": global_sd[1]} if fixed and global_sd else {}),
-            }
-        params["loss"] = {"score": snapshot.task.score_transform, "views": "mean"}
-        rmia, rmia_params = _rmia(store, records, pool_key, models, tgt, ref[scored_models[ref]], masks, train_idx, codes, n_views)
-        attacks.update(rmia)
-        params.update(rmia_params)
+    # probability attacks: a second pass, on the reference models with scores (a missing model has none)
+    scored_ref = ref[scored_models[ref]]
+    for name, run in list(runs.items()):
+        if run.needs == "probs" and not run.usable(len(scored_ref), pool.n_population):
+            del runs[name], attacks[name]
+    prob_runs = {name: a for name, a in runs.items() if a.needs == "probs"}
+    if prob_runs:
+        z = view_mean(np.concatenate([v for _, v in pool.population], axis=1))  # (M, P)
+        for recs, probs in pool.prob_blocks:
+            pos = np.searchsorted(train_idx, recs)
+            x = view_mean(probs)
+            inputs = AttackInputs(
+                masks[:, codes[pos]][scored_ref],
+                target_probs=x[tgt],
+                ref_probs=x[scored_ref],
+                target_population=z[tgt],
+                ref_population=z[scored_ref],
+                ref_models=tuple(models_arr[scored_ref]),
+            )
+            for name, run in prob_runs.items():
+                attacks[name][:, pos] = run.score(inputs)
+    params = {name: run.params(len(scored_ref)) for name, run in runs.items()}
 
     # ---- patients
     patients = patient_risk(stats["auc"].to_numpy(), codes, n_pat)
@@ -349,9 +386,9 @@ def analyze_pool(
     fprs = list(attack.fpr_points)
     grid = log_fpr_grid(200, 1e-5)
     results, rocs, summary = [], [], []
-    for name, sc in attacks.items() if T else ():  # no held-out target: no aggregate attack to summarise
+    for name, sc in attacks.items():
         levels = [("record", sc, membership)]
-        if name.startswith("lira"):
+        if runs[name].llr:
             levels.append(("patient", patient_llr(sc, codes, n_pat), patient_membership(membership, codes, n_pat)))
         for level, s, m in levels:
             summ = summarize_attack(s, m, fprs, grid)
@@ -360,7 +397,7 @@ def analyze_pool(
                 results.append(
                     {
                         "attack": name,
-                        "attack_version": ATTACK_VERSIONS.get(name, "1"),
+                        "attack_version": runs[name].version,
                         "level": level,
                         "params": _params_json(params.get(name, {}), level),
                         "target_model": int(models_arr[tgt[t]]),
@@ -566,61 +603,3 @@ def _survival_band(res: NullResult) -> pd.DataFrame:
             )
         )
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["level", "x", "mean", "lo", "hi"])
-
-
-def _rmia(
-    store: AuditStore,
-    records: pd.DataFrame,
-    pool_key: str,
-    models: list[int],
-    tgt: np.ndarray,
-    ref: np.ndarray,
-    masks: np.ndarray,
-    train_idx: np.ndarray,
-    codes: np.ndarray,
-    n_views: int,
-) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
-    """RMIA online/offline on the targets and their parameters; population z = the test split (non-members of every model)."""
-    test_idx = records.loc[records["split"] == "test", "record_idx"].to_numpy()
-    if len(test_idx) == 0 or len(ref) < 2:
-        return {}, {}
-    z = np.concatenate([v for _, v in store.score_blocks(pool_key, models, test_idx, n_views, column="prob")], axis=1)
-    with warnings.catch_warnings():  # a model without scores (missing) gives all-NaN slices
-        warnings.simplefilter("ignore", RuntimeWarning)
-        z = np.nanmean(z, axis=2)  # (M, P) view-averaged probabilities
-    out = {"rmia_online": np.full((len(tgt), len(train_idx)), np.nan), "rmia_offline": np.full((len(tgt), len(train_idx)), np.nan)}
-    a: float | None = None
-    a_source: str | None = None
-    for recs, probs in store.score_blocks(pool_key, models, train_idx, n_views, column="prob"):
-        pos = np.searchsorted(train_idx, recs)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            x = np.nanmean(probs, axis=2)
-        in_mask = masks[:, codes[pos]]
-        if a is None:  # tuned on a reference model as pseudo-target, never on a target's truth (design D15)
-            try:
-                a = tune_rmia_a(x[ref], in_mask[ref], z[ref], pseudo_target=RMIA_PSEUDO_TARGET, grid=RMIA_A_GRID, **RMIA_PARAMS)
-            except ValueError:  # the pseudo-target has no usable members / non-members: keep the paper's default
-                a, a_source = 0.3, "default (tuning failed: no finite AUC on the pseudo-target)"
-            else:
-                a_source = f"tuned on reference model {int(models[ref[RMIA_PSEUDO_TARGET]])} as pseudo-target"
-        out["rmia_online"][:, pos] = rmia_scores(x[tgt], x[ref], in_mask[ref], z[tgt], z[ref], online=True, **RMIA_PARAMS)
-        out["rmia_offline"][:, pos] = rmia_scores(x[tgt], x[ref], in_mask[ref], z[tgt], z[ref], online=False, a=a, **RMIA_PARAMS)
-    common = {
-        **RMIA_PARAMS,
-        "n_reference_models": len(ref),
-        "population": "test split",
-        "n_population_available": len(test_idx),
-        "probabilities": "view mean",
-    }
-    params = {
-        "rmia_online": {"online": True, **common},
-        "rmia_offline": {
-            "online": False,
-            "a": a,
-            "a_source": a_source,
-            "a_grid": [float(RMIA_A_GRID[0]), float(RMIA_A_GRID[-1]), len(RMIA_A_GRID)],
-            **common,
-        },
-    }
-    return out, params

@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from flows.cli import main
+from tasks.attacks.lira import few_reference_lira
 from tasks.config import TrainRecipe
 from tasks.datasets import get_dataset
 from tasks.datasets.quarantine import Quarantine
 from tasks.errors import StructuralError
-from tasks.risk.model_audit import target_patient_risk, target_record_risk
+from tasks.risk.model_audit import target_patient_risk
 from tasks.synthetic.mimic_iv_ed import write_ed_cohort
 from tasks.training.shadow import score_model, train_model
 
@@ -158,13 +159,13 @@ def test_target_risk_math_against_a_simulation() -> None:
         target = mu + sigma * rng.normal(size=n)
         target[:20] = mu[:20] + 3.0 * sigma[:20]
         for variance in ("per_record", "fixed"):
-            tr = target_record_risk(target, ref, ref_in, variance=variance)
+            tr = few_reference_lira(target, ref, ref_in, variance=variance)
             risk = tr.risk[20:]
             assert abs(np.mean(risk) - 0.5) < 0.02, (m, variance)
             assert abs(np.quantile(risk, 0.9) - 0.9) < 0.03 and abs(np.quantile(risk, 0.99) - 0.99) < 0.01, (m, variance)
             if m == 64:
                 np.testing.assert_allclose(np.median(tr.risk[:20]), norm.cdf(3.0), atol=0.03)
-    assert target_record_risk(target, ref, ref_in, variance="auto").variance == "fixed"  # 4 OUT per record
+    assert few_reference_lira(target, ref, ref_in, variance="auto").variance == "fixed"  # 4 OUT per record
     # a patient's risk is the max over their member records only; non-member patients over all
     pat = target_patient_risk(np.array([0.2, 0.99, 0.7, 0.4]), np.array([True, False, False, False]), np.array([0, 0, 1, 1]), 2)
     assert pat["member"].tolist() == [True, False] and pat["risk"].tolist() == [0.2, 0.7]

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from tasks.attacks import ATTACK_VERSIONS, ATTACKS
+from tasks.attacks import get_attack, list_attacks
 from tasks.attacks.auc import roc_auc
+from tasks.attacks.base import AttackContext, AttackInputs
 from tasks.attacks.lira import LiraReference, fit_lira_reference, lira_offline, lira_online
 from tasks.attacks.loss import loss_attack
 
@@ -132,16 +133,18 @@ def test_record_without_references_is_nan():
 
 
 def test_registry_and_loss():
-    assert set(ATTACKS) == {
+    assert [a.name for a in list_attacks("pool")] == [
         "lira_online",
         "lira_offline",
         "lira_online_fixed_var",
         "lira_offline_fixed_var",
+        "loss",
         "rmia_online",
         "rmia_offline",
-        "loss",
-    }
-    assert set(ATTACK_VERSIONS) == set(ATTACKS)
+    ]
+    assert [a.name for a in list_attacks("model")] == ["lira_offline", "loss", "rmia_offline"]
+    assert all(a.version == "1" for a in list_attacks("pool"))
     s = np.array([[[1.0, 3.0], [np.nan, 1.0]]])
-    out = ATTACKS["loss"](s)
+    loss = get_attack("loss", "pool")(AttackContext("pool", 2, "logit"))
+    out = loss.score(AttackInputs(np.zeros((0, 2), dtype=bool), target_scores=s))
     assert out[0, 0] == 2.0 and np.isnan(out[0, 1])
