@@ -135,7 +135,7 @@ def audit_model_flow(config: dict[str, Any], show_progress: bool = True) -> dict
         store.register_snapshot(snapshot)
         training = train_pool(cfg, snapshot, store, pool_key, n_views, show_progress=show_progress)
         audit_id = uuid.uuid4().hex[:12]
-        store.start_target_audit(
+        store.start_model_audit(
             audit_id,
             {
                 "pool_key": pool_key,
@@ -164,13 +164,15 @@ def audit_model_flow(config: dict[str, Any], show_progress: bool = True) -> dict
             matched = {"pool_key": key_m, "trained": trained_m.get("trained", 0), "recipe": tgt.reference_recipe.model_dump(mode="json")}
             matched |= _verdict(res_m)
         keys = {"audit_id": audit_id}
-        store.insert_frame("target_record_stats", result.records.assign(**keys))
+        store.insert_frame("model_audit_record_stats", result.records.assign(**keys))
         attrs = list(snapshot.attributes)
         pats = result.patients
         attributes = [dict(zip(attrs, v, strict=True)) for v in pats[attrs].itertuples(index=False)] if attrs else [{}] * len(pats)
         cols = ["patient_key", "member", "n_records", "n_member_records", "risk", "risk_mean", "p_value", "q_value"]
-        store.insert_frame("target_patient_stats", pats[cols].assign(**keys, attributes=attributes))
-        store.insert_frame("target_attack_results", attacks_frame_for_store(result.attacks, list(cfg.attack.fpr_points)).assign(**keys))
+        store.insert_frame("model_audit_patient_stats", pats[cols].assign(**keys, attributes=attributes))
+        store.insert_frame(
+            "model_audit_attack_results", attacks_frame_for_store(result.attacks, list(cfg.attack.fpr_points)).assign(**keys)
+        )
         headline = {
             **result.headline,
             **sanity,
@@ -184,7 +186,7 @@ def audit_model_flow(config: dict[str, Any], show_progress: bool = True) -> dict
             "members_excluded_lines": members.excluded_lines[:20],
             "matched_references": matched,
         }
-        store.finish_target_audit(audit_id, headline)
+        store.finish_model_audit(audit_id, headline)
     out_dir = model_audit_report_dir(cfg.results_dir, snapshot.dataset, audit_id)
     files = write_target_report(
         result, out_dir, title=name, audit_id=audit_id, min_cell=cfg.report.min_cell, threshold=cfg.report.risk_threshold, headline=headline
