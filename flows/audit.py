@@ -11,7 +11,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from tasks.ingest.cache import snapshot_unless_unchanged
 from tasks.ingest.pseudonym import load_or_create_secret
 from tasks.ingest.snapshot import Snapshot, build_snapshot
 from tasks.report.pool_audit import chance_sentence, evidence_sentence, figure_b64, headline_rows, write_report
-from tasks.report.tables import SUBGROUP_LEGEND, display_subgroups
+from tasks.report.tables import SUBGROUP_LEGEND, display_subgroups, with_current_audit
 from tasks.results_layout import audit_report_dir, shards_dir
 from tasks.risk.null import minimum_models
 from tasks.storage.store import AuditStore, PoolRecord
@@ -43,9 +42,6 @@ from tasks.training.cost import describe_pool_compute
 from tasks.training.masks import pool_masks
 from tasks.training.pool import pool_key_for, training_patients
 from tasks.training.pool_runner import TrainingTally, finished_shards, load_shard, missing_models, plan_tasks, pool_row, shadow_jobs
-
-# headline numbers of the current audit added to the risk-over-time history (issue #13's FDR count where present)
-HISTORY_KEYS = ("share_patients_above_threshold", "n_patients_above_threshold", "n_patients_at_risk")
 
 
 def _prefect_mapper(window: int = 4) -> Callable[[Callable, Iterable[Any]], Iterator[InputChunk]]:
@@ -87,6 +83,26 @@ def ingest_snapshot(cfg: AuditConfig, *, show_progress: bool = True) -> Snapshot
         bar.close()
     if reused:
         get_run_logger().info("raw folder unchanged since snapshot %s was built: not ingested again", snapshot.version)
+    return snapshot
+
+
+def open_or_ingest(cfg: AuditConfig, snapshot_dir: str | None, *, show_progress: bool = True) -> Snapshot:
+    """The snapshot a caller has just ingested (``snapshot_dir``), else ``cfg``'s raw folder ingested now; logged."""
+    logger = get_run_logger()
+    if snapshot_dir:
+        snapshot = Snapshot.open(Path(snapshot_dir))
+        logger.info("using snapshot %s/%s ingested by the caller", snapshot.dataset, snapshot.version)
+    else:
+        logger.info("ingesting %s from %s (read, validate against the data contract, decode)", cfg.dataset, cfg.raw_dir)
+        snapshot = ingest_snapshot(cfg, show_progress=show_progress)
+    logger.info(
+        "snapshot %s/%s: %s raw, %d accepted, %d quarantined",
+        snapshot.dataset,
+        snapshot.version,
+        snapshot.n_raw,
+        snapshot.n_accepted,
+        snapshot.n_quarantined,
+    )
     return snapshot
 
 
@@ -211,20 +227,7 @@ def audit_flow(config: dict[str, Any], show_progress: bool = True, snapshot_dir:
     cfg = AuditConfig.model_validate(config)
     check_pool_size(cfg)
     logger = get_run_logger()
-    if snapshot_dir:
-        snapshot = Snapshot.open(Path(snapshot_dir))
-        logger.info("using snapshot %s/%s ingested by the caller", snapshot.dataset, snapshot.version)
-    else:
-        logger.info("ingesting %s from %s (read, validate against the data contract, decode)", cfg.dataset, cfg.raw_dir)
-        snapshot = ingest_snapshot(cfg, show_progress=show_progress)
-    logger.info(
-        "snapshot %s/%s: %s raw, %d accepted, %d quarantined",
-        snapshot.dataset,
-        snapshot.version,
-        snapshot.n_raw,
-        snapshot.n_accepted,
-        snapshot.n_quarantined,
-    )
+    snapshot = open_or_ingest(cfg, snapshot_dir, show_progress=show_progress)
     pool_key, n_views = pool_key_for(cfg, snapshot)
     with AuditStore(cfg.db_path) as store:
         store.register_snapshot(snapshot)
@@ -255,11 +258,7 @@ def audit_flow(config: dict[str, Any], show_progress: bool = True, snapshot_dir:
             )
         step("store results")(store_result)(store, result, audit_id, pool_key, list(snapshot.attributes))
         out_dir = audit_report_dir(cfg.results_dir, snapshot.dataset, audit_id)
-        now = {"audit_id": audit_id, "pool_key": pool_key, "n_models": len(models), "finished_at": datetime.now(UTC).replace(tzinfo=None)}
-        history = pd.concat(
-            [store.risk_history(cfg.dataset), pd.DataFrame([{**now, **{k: result.headline.get(k) for k in HISTORY_KEYS}}])],
-            ignore_index=True,
-        )
+        history = with_current_audit(store.risk_history(cfg.dataset), result.headline, audit_id, pool_key, len(models))
         files = step("report")(write_report)(
             result,
             out_dir,

@@ -82,7 +82,8 @@ def _names(value: str, flag: str) -> list[str]:
 
 
 def cmd_audit_model(args: argparse.Namespace) -> int:
-    from flows.audit_model import preflight, run_audit_model
+    from flows.audit_model import run_audit_model
+    from tasks.audit.model_run import preflight
     from tasks.report.model_audit import target_rows
 
     cfg = build_target_config(args)
