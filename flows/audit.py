@@ -11,12 +11,11 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import dask
-import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
@@ -26,28 +25,23 @@ from tqdm.auto import tqdm
 
 from flows.monitoring import audit_run_name, name_run, progress_text, step
 from flows.steps import decode_chunk_task, train_shadow_model_task, train_shadow_models_task
-from tasks.attacks.scores import score_and_probability
 from tasks.audit.pool_audit import AuditResult, analyze_pool, store_result
 from tasks.config import AuditConfig
 from tasks.datasets import get_dataset
 from tasks.datasets.base import InputChunk
-from tasks.errors import ConfigError, MedauditError
+from tasks.errors import ConfigError
 from tasks.ingest.cache import snapshot_unless_unchanged
 from tasks.ingest.pseudonym import load_or_create_secret
 from tasks.ingest.snapshot import Snapshot, build_snapshot
 from tasks.report.pool_audit import chance_sentence, evidence_sentence, figure_b64, headline_rows, write_report
-from tasks.report.tables import SUBGROUP_LEGEND, display_subgroups
-from tasks.results_layout import audit_report_dir
+from tasks.report.tables import SUBGROUP_LEGEND, display_subgroups, with_current_audit
+from tasks.results_layout import audit_report_dir, shards_dir
 from tasks.risk.null import minimum_models
 from tasks.storage.store import AuditStore, PoolRecord
-from tasks.training.batched import batching_blocker
 from tasks.training.cost import describe_pool_compute
-from tasks.training.masks import model_seed, pool_masks
+from tasks.training.masks import pool_masks
 from tasks.training.pool import pool_key_for, training_patients
-from tasks.training.shadow import TRAINING_CODE_VERSION, ShadowJob
-
-# headline numbers of the current audit added to the risk-over-time history (issue #13's FDR count where present)
-HISTORY_KEYS = ("share_patients_above_threshold", "n_patients_above_threshold", "n_patients_at_risk")
+from tasks.training.pool_runner import TrainingTally, finished_shards, load_shard, missing_models, plan_tasks, pool_row, shadow_jobs
 
 
 def _prefect_mapper(window: int = 4) -> Callable[[Callable, Iterable[Any]], Iterator[InputChunk]]:
@@ -92,12 +86,24 @@ def ingest_snapshot(cfg: AuditConfig, *, show_progress: bool = True) -> Snapshot
     return snapshot
 
 
-def _transform_shard(meta: dict[str, Any], labels: np.ndarray, transform: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    import pyarrow.parquet as pq
-
-    col = pq.read_table(meta["shard"], columns=["logits"]).column("logits").combine_chunks()
-    logits = col.values.to_numpy(zero_copy_only=False).reshape(len(col), meta["n_views"], meta["n_outputs"])
-    return score_and_probability(transform, logits, labels)
+def open_or_ingest(cfg: AuditConfig, snapshot_dir: str | None, *, show_progress: bool = True) -> Snapshot:
+    """The snapshot a caller has just ingested (``snapshot_dir``), else ``cfg``'s raw folder ingested now; logged."""
+    logger = get_run_logger()
+    if snapshot_dir:
+        snapshot = Snapshot.open(Path(snapshot_dir))
+        logger.info("using snapshot %s/%s ingested by the caller", snapshot.dataset, snapshot.version)
+    else:
+        logger.info("ingesting %s from %s (read, validate against the data contract, decode)", cfg.dataset, cfg.raw_dir)
+        snapshot = ingest_snapshot(cfg, show_progress=show_progress)
+    logger.info(
+        "snapshot %s/%s: %s raw, %d accepted, %d quarantined",
+        snapshot.dataset,
+        snapshot.version,
+        snapshot.n_raw,
+        snapshot.n_accepted,
+        snapshot.n_quarantined,
+    )
+    return snapshot
 
 
 def check_pool_size(cfg: AuditConfig) -> None:
@@ -116,49 +122,21 @@ def check_pool_size(cfg: AuditConfig) -> None:
 def train_pool(
     cfg: AuditConfig, snapshot: Snapshot, store: AuditStore, pool_key: str, n_views: int, *, show_progress: bool = True
 ) -> dict[str, int]:
-    """Train the models the pool lacks (design D19) on the task runner; the flow process is the only writer."""
+    """Train the models the pool lacks (design D19) on the task runner; the flow process is the only writer.
+
+    Recovery, the task plan and the failure policy are tasks/training/pool_runner.py."""
     logger = get_run_logger()
-    records = snapshot.records
-    train_idx, order, codes = training_patients(records)
-    arch = cfg.pool.architecture
-    store.ensure_pool(
-        PoolRecord(
-            pool_key,
-            snapshot.dataset,
-            snapshot.version,
-            arch.name,
-            arch.params,
-            cfg.pool.recipe.model_dump(mode="json"),
-            cfg.pool.seed,
-            n_views,
-            cfg.pool.n_targets,
-            snapshot.task.score_transform,
-            TRAINING_CODE_VERSION,
-            len(order),
-            cfg.pool.recipe_preset,
-        ),
-        order,
-    )
+    train_idx, order, codes = training_patients(snapshot.records)
+    store.ensure_pool(PoolRecord(**pool_row(cfg, snapshot, pool_key, n_views, len(order))), order)
     masks = pool_masks(len(order), cfg.pool.seed, cfg.pool.n_models)
     store.store_masks(pool_key, masks)
-    labels = snapshot.labels()
-    shard_dir = cfg.results_dir / "shards" / pool_key
-
-    def load(meta: dict[str, Any]) -> bool:
-        scores, probs, flags = _transform_shard(meta, labels, snapshot.task.score_transform)
-        stored = store.load_model_shard(pool_key, meta["model_idx"], Path(meta["shard"]), meta, scores, probs, flags)
-        Path(meta["shard"]).unlink(missing_ok=True)
-        Path(meta["shard"]).with_suffix(".json").unlink(missing_ok=True)
-        return stored
-
+    shard_dir = shards_dir(cfg.results_dir, pool_key)
+    load = partial(
+        load_shard, labels=snapshot.labels(), transform=snapshot.task.score_transform, store_shard=partial(store.load_model_shard, pool_key)
+    )
+    recovered = sum(load(meta) for meta in finished_shards(shard_dir))  # shards finished but not loaded when the last run stopped
     complete = store.completed_models(pool_key)
-    recovered = 0
-    for shard in sorted(shard_dir.glob("model_*.parquet")) if shard_dir.exists() else []:
-        meta_path = shard.with_suffix(".json")
-        if meta_path.exists():  # a shard finished but not yet loaded when the last run stopped
-            recovered += load(json.loads(meta_path.read_text()))
-    complete = store.completed_models(pool_key)
-    missing = [m for m in range(cfg.pool.n_models) if m not in complete]
+    missing = missing_models(cfg.pool.n_models, complete)
     logger.info("pool %s: %d models stored, %d recovered from shards, %d to train", pool_key, len(complete), recovered, len(missing))
     if not missing:
         return {"trained": 0, "recovered": recovered, "failed": 0}
@@ -167,73 +145,41 @@ def train_pool(
         progress=0.0, key="shadow-training-progress", description=f"pool {pool_key}: " + progress_text(0, len(missing), 0.0)
     )
     started = time.monotonic()
-    jobs = [
-        ShadowJob(
-            pool_key,
-            m,
-            model_seed(cfg.pool.seed, m),
-            str(snapshot.path),
-            arch.name,
-            dict(arch.params),
-            cfg.pool.recipe.model_dump(mode="json"),
-            n_views,
-            train_idx[masks[m][codes]],
-            str(shard_dir),
-            cfg.execution.torch_threads,
-            cfg.execution.device,
-            fast_path=cfg.execution.fast_path,
-            compile=cfg.execution.compile,
-        )
-        for m in missing
-    ]
+    jobs = shadow_jobs(cfg, snapshot, pool_key, n_views, masks, train_idx, codes, missing, shard_dir)
+    arch = cfg.pool.architecture
     logger.info(
         "%s", describe_pool_compute(snapshot.task, arch.name, dict(arch.params), cfg.pool.recipe, [len(j.member_records) for j in jobs])
     )
-    # execution.models_per_task > 1: chunks of models trained together in one task (batched where
-    # tasks/training/batched.py can; otherwise one task per model keeps the workers busy)
-    per_task = cfg.execution.models_per_task
-    if per_task > 1 and len(jobs) > 1 and (why := batching_blocker(jobs)) is not None:
-        logger.info("models_per_task=%d not used for pool %s: %s; one task per model", per_task, pool_key, why)
-        per_task = 1
+    plan = plan_tasks(jobs, cfg.execution.models_per_task)
+    if plan.not_batched:
+        logger.info(
+            "models_per_task=%d not used for pool %s: %s; one task per model", cfg.execution.models_per_task, pool_key, plan.not_batched
+        )
     futures, chunk_size = [], {}
     resources = cfg.execution.training_resources
     # tasks claim their resources (e.g. a GPU) so Dask places them only on workers that offer them
     with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
-        for start in range(0, len(jobs), per_task):
-            chunk = jobs[start : start + per_task]
-            fut = train_shadow_models_task.submit(chunk) if per_task > 1 else train_shadow_model_task.submit(chunk[0])
+        for chunk in plan.chunks:
+            fut = train_shadow_models_task.submit(chunk) if plan.batched else train_shadow_model_task.submit(chunk[0])
             futures.append(fut)
             chunk_size[fut.task_run_id] = len(chunk)
-    failed: list[str] = []
-    n_failed = trained = finished = 0  # finished: own count (a disabled tqdm bar, --no-progress, counts nothing)
+    tally = TrainingTally(len(missing), shard_dir)
     with tqdm(total=len(missing), desc="shadow models", unit="model", disable=not show_progress) as bar:
         for fut in as_completed(futures):
             n = chunk_size[fut.task_run_id]
             try:
                 result = fut.result()
-            except Exception as exc:  # keep the models that did finish; a rerun trains only the missing
-                if isinstance(exc, OSError) and exc.errno is not None:  # e.g. a full results disk: the rest would fail alike
-                    raise MedauditError(
-                        f"{exc.filename or shard_dir}: a shadow-model task failed after its retry: {exc.strerror or exc}; the models "
-                        "stored so far are kept: make room (or fix the folder) and rerun to train only the missing ones"
-                    ) from exc
-                failed.append(f"{type(exc).__name__}: {exc}")
-                n_failed += n
+            except Exception as exc:  # the policy: keep the models that did finish, stop on a disk error
+                tally.failed(exc, n)
                 logger.error("%s failed: %s", "a shadow model" if n == 1 else f"a task of {n} shadow models", exc)
             else:
-                for meta in result if isinstance(result, list) else [result]:
-                    trained += load(meta)
+                tally.stored(n, sum(load(meta) for meta in (result if isinstance(result, list) else [result])))
             bar.update(n)
-            finished += n
-            status = progress_text(finished - n_failed, len(missing), time.monotonic() - started, n_failed)
-            update_progress_artifact(progress_id, progress=100.0 * finished / len(missing), description=f"pool {pool_key}: {status}")
+            status = progress_text(tally.finished - tally.n_failed, len(missing), time.monotonic() - started, tally.n_failed)
+            update_progress_artifact(progress_id, progress=100.0 * tally.finished / len(missing), description=f"pool {pool_key}: {status}")
             logger.info("%s", status)
-    if failed:
-        raise MedauditError(
-            f"{n_failed} of {len(missing)} shadow models failed (first: {failed[0]}); "
-            f"the {trained} finished ones are stored: rerun to train only the missing models"
-        )
-    return {"trained": trained, "recovered": recovered, "failed": 0}
+    tally.raise_if_failed()
+    return {"trained": tally.trained, "recovered": recovered, "failed": 0}
 
 
 def publish_artifacts(result: AuditResult, files: dict[str, Path], cfg: AuditConfig, pool_key: str) -> None:
@@ -281,20 +227,7 @@ def audit_flow(config: dict[str, Any], show_progress: bool = True, snapshot_dir:
     cfg = AuditConfig.model_validate(config)
     check_pool_size(cfg)
     logger = get_run_logger()
-    if snapshot_dir:
-        snapshot = Snapshot.open(Path(snapshot_dir))
-        logger.info("using snapshot %s/%s ingested by the caller", snapshot.dataset, snapshot.version)
-    else:
-        logger.info("ingesting %s from %s (read, validate against the data contract, decode)", cfg.dataset, cfg.raw_dir)
-        snapshot = ingest_snapshot(cfg, show_progress=show_progress)
-    logger.info(
-        "snapshot %s/%s: %s raw, %d accepted, %d quarantined",
-        snapshot.dataset,
-        snapshot.version,
-        snapshot.n_raw,
-        snapshot.n_accepted,
-        snapshot.n_quarantined,
-    )
+    snapshot = open_or_ingest(cfg, snapshot_dir, show_progress=show_progress)
     pool_key, n_views = pool_key_for(cfg, snapshot)
     with AuditStore(cfg.db_path) as store:
         store.register_snapshot(snapshot)
@@ -325,11 +258,7 @@ def audit_flow(config: dict[str, Any], show_progress: bool = True, snapshot_dir:
             )
         step("store results")(store_result)(store, result, audit_id, pool_key, list(snapshot.attributes))
         out_dir = audit_report_dir(cfg.results_dir, snapshot.dataset, audit_id)
-        now = {"audit_id": audit_id, "pool_key": pool_key, "n_models": len(models), "finished_at": datetime.now(UTC).replace(tzinfo=None)}
-        history = pd.concat(
-            [store.risk_history(cfg.dataset), pd.DataFrame([{**now, **{k: result.headline.get(k) for k in HISTORY_KEYS}}])],
-            ignore_index=True,
-        )
+        history = with_current_audit(store.risk_history(cfg.dataset), result.headline, audit_id, pool_key, len(models))
         files = step("report")(write_report)(
             result,
             out_dir,

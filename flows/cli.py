@@ -37,7 +37,7 @@ def _print_result(res: dict[str, Any], as_json: bool) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from flows.audit import run_audit
-    from flows.reaudit import reusable_audit
+    from tasks.audit.reaudit import reusable_audit
 
     cfg = demo_config(args)
     # a rerun with the same data, pool and settings shows the stored audit instead of adding a duplicate

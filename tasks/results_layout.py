@@ -2,6 +2,7 @@
 
     <results>/medaudit.duckdb                              the results database
     <results>/snapshots/<dataset>/                         versioned Parquet snapshots (and the ingest cache index)
+    <results>/shards/<pool_key>/                           shadow models' logits between a worker and the store
     <results>/reports/<dataset>/<audit_id>/                a pool audit's report, plots and exports
     <results>/reports/<dataset>/model-<audit_id>/          an audit-model report
     <results>/reports/<study>/<dataset>/                   a study over several pools (dp_sweep, scaling)
@@ -24,6 +25,10 @@ def db_path(results_dir: Path) -> Path:
 
 def snapshots_dir(results_dir: Path, dataset: str) -> Path:
     return Path(results_dir) / "snapshots" / dataset
+
+
+def shards_dir(results_dir: Path, pool_key: str) -> Path:
+    return Path(results_dir) / "shards" / pool_key
 
 
 def audit_report_dir(results_dir: Path, dataset: str, audit_id: str) -> Path:

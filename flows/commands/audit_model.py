@@ -82,7 +82,8 @@ def _names(value: str, flag: str) -> list[str]:
 
 
 def cmd_audit_model(args: argparse.Namespace) -> int:
-    from flows.audit_model import preflight, run_audit_model
+    from flows.audit_model import run_audit_model
+    from tasks.audit.model_run import preflight
     from tasks.report.model_audit import target_rows
 
     cfg = build_target_config(args)
@@ -102,7 +103,7 @@ def cmd_audit_model(args: argparse.Namespace) -> int:
             f"warning: {h['members_excluded_at_ingest']} members excluded at ingest (lines {h['members_excluded_lines'][:10]})",
             file=sys.stderr,
         )
-    print(f"results             {res['db_path']}  (views target_record_risk, target_patient_risk, target_audit_summary)")
+    print(f"results             {res['db_path']}  (views model_audit_record_risk, model_audit_patient_risk, model_audit_summary)")
     print(f"report              {res['files']['report_html']}")
     return 0
 

@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -210,31 +210,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     with temporary_settings({PREFECT_API_URL: api_url}):
         if args.deployments:
             deps = deployments_from_file(args.deployments, _overrides(args))
-        elif args.demo:
-            cfg = _demo_config(args)
-            deps = [
-                reaudit_deployment(
-                    cfg,
-                    args.name or f"reaudit-demo-{cfg.dataset}",
-                    cron=args.cron if args.cron or args.interval else "0 3 * * *",
-                    interval=args.interval,
-                    timezone=args.timezone,
-                    force=args.force,
-                )
-            ]
         else:
-            cfg = load_audit_config(args.config, _overrides(args))
+            cfg = _demo_config(args) if args.demo else load_audit_config(args.config, _overrides(args))
+            name = args.name or (f"reaudit-demo-{cfg.dataset}" if args.demo else f"reaudit-{cfg.dataset}")
             cron = args.cron if args.cron or args.interval else "0 3 * * *"
-            deps = [
-                reaudit_deployment(
-                    cfg,
-                    args.name or f"reaudit-{cfg.dataset}",
-                    cron=cron,
-                    interval=args.interval,
-                    timezone=args.timezone,
-                    force=args.force,
-                )
-            ]
+            deps = [reaudit_deployment(cfg, name, cron=cron, interval=args.interval, timezone=args.timezone, force=args.force)]
         from prefect import serve
 
         for d in deps:
@@ -278,15 +258,6 @@ def cmd_reaudit(args: argparse.Namespace) -> int:
 # ---- gate, history, report -----------------------------------------------------------------
 
 
-@dataclass
-class Check:
-    name: str
-    observed: float | None
-    threshold: float
-    passed: bool | None  # None: could not be evaluated
-    detail: str = ""
-
-
 def _db(results: Path) -> Path:
     db = db_path(results)
     if not db.exists():
@@ -294,67 +265,9 @@ def _db(results: Path) -> Path:
     return db
 
 
-def latest_audit(store: Any, dataset: str | None = None, audit_id: str | None = None) -> dict[str, Any]:
-    from tasks.storage.queries import latest_finished_audit
-
-    rows = latest_finished_audit(store, dataset, audit_id)
-    if rows.empty:
-        what = f"audit {audit_id}" if audit_id else "finished audit" + (f" of {dataset}" if dataset else "")
-        raise MedauditError(f"{store.path}: no {what} found")
-    row = rows.iloc[0].to_dict()
-    row["headline"] = json.loads(row["headline"]) if isinstance(row["headline"], str) else row["headline"]
-    return row
-
-
-def gate_checks(
-    store: Any,
-    audit_id: str,
-    *,
-    max_share_above: float | None,
-    risk: float,
-    max_tpr_at_1e3: float | None,
-    max_auc: float | None,
-    attack: str = "lira_online",
-    level: str = "record",
-) -> list[Check]:
-    """Each requested check with its observed value; ``passed`` is None when the audit lacks the number."""
-    from tasks.storage.queries import attack_means, patients_above
-
-    checks: list[Check] = []
-    if max_share_above is not None:
-        n_above, n_scored = patients_above(store, audit_id, risk)
-        share = n_above / n_scored if n_scored else None
-        checks.append(
-            Check(
-                f"share of patients with risk >= {risk:g}",
-                share,
-                max_share_above,
-                None if share is None else share <= max_share_above,
-                f"{n_above} of {n_scored} scored patients",
-            )
-        )
-    if max_tpr_at_1e3 is not None or max_auc is not None:
-        n, auc, tpr = attack_means(store, audit_id, attack, level)
-        detail = f"{attack}, {level} level, mean over {n} target models"
-        if max_tpr_at_1e3 is not None:
-            checks.append(Check(f"{attack} TPR at FPR 1e-3", tpr, max_tpr_at_1e3, None if tpr is None else tpr <= max_tpr_at_1e3, detail))
-        if max_auc is not None:
-            checks.append(Check(f"{attack} AUC", auc, max_auc, None if auc is None else auc <= max_auc, detail))
-    return checks
-
-
-def evidence_shortfall(headline: dict[str, Any], min_evidence: str) -> str | None:
-    """Why the audit's evidence is below ``min_evidence`` ('sufficient' or 'none'), or None when it is enough.
-
-    Audits from before the swap null carry no evidence level and are judged on their numbers alone.
-    """
-    if min_evidence == "none" or headline.get("evidence") in (None, "sufficient"):
-        return None
-    return str(headline.get("evidence_reason") or "the audit's evidence is insufficient")
-
-
 def cmd_gate(args: argparse.Namespace) -> int:
     from tasks.attacks import list_attacks
+    from tasks.audit.gate import evidence_shortfall, gate_checks, latest_audit
     from tasks.storage.store import AuditStore
 
     attacks = sorted(a.name for a in list_attacks("pool"))
@@ -425,6 +338,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from tasks.audit.gate import latest_audit
     from tasks.storage.store import AuditStore
 
     store = AuditStore(_db(args.results), read_only=True)

@@ -1,4 +1,6 @@
-"""`medaudit scaling`: one pool per architecture on the same snapshot, risk versus capacity (design D17)."""
+"""`medaudit scaling`: one pool per architecture on the same snapshot, risk versus capacity (design D17).
+
+The rows are tasks/audit/scaling.py, the plot tasks/report/scaling.py."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from tasks.results_layout import demo_data_dir, study_report_dir
@@ -33,51 +34,13 @@ def parse_archs(text: str) -> list[dict[str, Any]]:
     return archs
 
 
-def parameter_count(arch: dict[str, Any], task: Any) -> int:
-    from models import build_model
-
-    model = build_model(arch["name"], task.input_shape, task.n_outputs, task.modality, **arch["params"])
-    return int(sum(p.numel() for p in model.parameters()))
-
-
-def scaling_plot(curves: dict[str, np.ndarray], perf: pd.DataFrame, path: Path, threshold: float) -> Path:
-    """Patient-risk survival per architecture (left) next to diagnostic performance (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from tasks.risk.survival import survival_curve
-
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [2, 1]})
-    for label, risk in curves.items():
-        sc = survival_curve(risk)
-        line = ax.step(sc["x"], sc["sf"], where="post", label=f"{label} ({(risk >= threshold).sum()} ≥ {threshold})")[0]
-        ax.fill_between(sc["x"], sc["lo"].clip(lower=1e-6), sc["hi"], step="post", alpha=0.15, color=line.get_color())
-    ax.set_yscale("log")
-    ax.set_ylim(bottom=0.5 / max(max((len(r) for r in curves.values()), default=1), 1))
-    ax.set_xlim(0.475, 1.0)
-    ax.set_xlabel("patient risk (max record AUC)")
-    ax.set_ylabel("share of patients with risk ≥ x")
-    ax.legend(fontsize=8)
-    ax.set_title("Risk versus model capacity")
-    bx.bar(perf["label"], perf["test_auroc_mean"], yerr=perf["test_auroc_std"].fillna(0), color="tab:green", alpha=0.8)
-    bx.set_ylabel("test AUROC (mean ± std over models)")
-    bx.tick_params(axis="x", rotation=30, labelsize=7)
-    lo = float(np.nanmin(perf["test_auroc_mean"])) if perf["test_auroc_mean"].notna().any() else 0.5
-    bx.set_ylim(max(0.0, lo - 0.1), 1.0)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 def cmd_scaling(args: argparse.Namespace) -> int:
     from flows.audit import run_audit
     from flows.options import build_config, parse_options
+    from tasks.audit.scaling import arch_label, scaling_row
     from tasks.datasets import get_dataset
     from tasks.errors import ConfigError
-    from tasks.storage.queries import pool_patient_risks, pool_test_auroc
+    from tasks.report.scaling import scaling_plot
     from tasks.synthetic import write_cohort_once
     from tasks.synthetic.demo_pools import DEMO_RECIPE
 
@@ -96,30 +59,10 @@ def cmd_scaling(args: argparse.Namespace) -> int:
     for arch in archs:
         args.arch = None
         cfg = build_config(args, args.dataset, raw_dir, {"architecture": arch}, default_recipe=recipe)
-        label = arch["name"] + "".join(f" {k}={v}" for k, v in arch["params"].items())
-        print(f"== {label}")
+        print(f"== {arch_label(arch)}")
         res = run_audit(cfg, show_progress=not args.no_progress)
-        db = cfg.db_path
-        pool = res["pool_key"]
-        risk = pool_patient_risks(db, pool)["risk"].to_numpy(dtype=float)
-        perf = pool_test_auroc(db, pool)
-        curves[label] = risk
-        h = res["headline"]
-        rows.append(
-            {
-                "label": label,
-                "architecture": arch["name"],
-                "params": json.dumps(arch["params"]),
-                "n_parameters": parameter_count(arch, task),
-                "pool_key": pool,
-                "n_models": h["n_models"],
-                "patients_above_threshold": h["n_patients_above_threshold"],
-                "share_above_threshold": h["share_patients_above_threshold"],
-                "lira_auc_mean": h["lira_auc_mean"],
-                "test_auroc_mean": perf["m"][0],
-                "test_auroc_std": perf["s"][0],
-            }
-        )
+        row, curves[arch_label(arch)] = scaling_row(cfg.db_path, res, arch, task)
+        rows.append(row)
     table = pd.DataFrame(rows).sort_values("n_parameters", kind="stable")
     out = study_report_dir(args.results, "scaling", get_dataset(args.dataset).name)
     out.mkdir(parents=True, exist_ok=True)

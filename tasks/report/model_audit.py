@@ -190,7 +190,7 @@ patients are suppressed.</p>
 
 
 def attacks_frame_for_store(attacks: pd.DataFrame, fprs: list[float]) -> pd.DataFrame:
-    """attacks (one row per attack and level, tpr_at_<fpr> columns) -> target_attack_results rows."""
+    """attacks (one row per attack and level, tpr_at_<fpr> columns) -> model_audit_attack_results rows."""
     out = attacks[["attack", "level", "auc", "n_members", "n_non_members"]].copy()
     out["tpr_at_fpr"] = [{float(f): float(r[f"tpr_at_{f:g}"]) for f in fprs} for _, r in attacks.iterrows()]
     return out

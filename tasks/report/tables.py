@@ -13,7 +13,9 @@ report's opening paragraph, and the risk-over-time plot.
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -161,3 +163,13 @@ def risk_over_time_plot(history: pd.DataFrame, path: Path, threshold: float) -> 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+# headline numbers of the current audit added to the risk-over-time history (issue #13's FDR count where present)
+HISTORY_KEYS = ("share_patients_above_threshold", "n_patients_above_threshold", "n_patients_at_risk")
+
+
+def with_current_audit(history: pd.DataFrame, headline: dict[str, Any], audit_id: str, pool_key: str, n_models: int) -> pd.DataFrame:
+    """The dataset's risk history (``AuditStore.risk_history``) with the audit being finished appended, timed now."""
+    now = {"audit_id": audit_id, "pool_key": pool_key, "n_models": n_models, "finished_at": datetime.now(UTC).replace(tzinfo=None)}
+    return pd.concat([history, pd.DataFrame([{**now, **{k: headline.get(k) for k in HISTORY_KEYS}}])], ignore_index=True)

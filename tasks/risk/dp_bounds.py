@@ -17,7 +17,10 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from scipy.special import expit, ndtr
+import numpy as np
+from scipy.special import expit, ndtr, ndtri
+
+from tasks.attacks.record_auc import record_statistics
 
 
 def gdp_mu(
@@ -89,3 +92,38 @@ def auc_bound_from_epsilon_delta(eps: float, delta: float) -> float:
     if math.isinf(eps):
         return 1.0
     return float(1.0 - (1.0 - delta) ** 2 * expit(-eps))
+
+
+def max_auc_noise_limit(
+    bound: float, n_in: np.ndarray, n_out: np.ndarray, *, min_per_side: int = 2, level: float = 0.95, seed: int = 0
+) -> float:
+    """The ``level`` quantile of the largest *estimated* record AUC when every record's true AUC is ``bound``.
+
+    The bound holds for every record's true AUC; an audit only estimates record AUCs, and the maximum over
+    many noisy estimates is biased upwards, so an observed maximum is above the bound only beyond this limit.
+
+    Records r = 0..R-1 have n_in[r] IN and n_out[r] OUT models; scores are binormal with unit
+    variances and separation sqrt(2)·Phi^-1(bound) (AUC = bound) and go through the audit's own
+    estimator (tasks/attacks/record_auc.py). Simulations: as many as fit 2e7 score draws, 20 to 200.
+    Returns 1.0 for a bound of 1 (nothing can exceed it) and NaN without records.
+    """
+    n_in = np.asarray(n_in, dtype=np.int64)
+    n_out = np.asarray(n_out, dtype=np.int64)
+    if not np.isfinite(bound) or bound >= 1.0:
+        return 1.0
+    if len(n_in) == 0:
+        return float("nan")
+    sep = math.sqrt(2.0) * float(ndtri(max(bound, 0.5)))
+    m = int((n_in + n_out).max())
+    col = np.arange(m)[:, None]
+    in_mask = col < n_in[None, :]
+    valid = col < (n_in + n_out)[None, :]
+    n_sims = int(np.clip(2e7 // (m * len(n_in)), 20, 200))
+    rng = np.random.default_rng(seed)
+    maxima = np.empty(n_sims)
+    for i in range(n_sims):
+        scores = rng.standard_normal(in_mask.shape) + sep * in_mask
+        scores[~valid] = np.nan
+        auc = record_statistics(scores, in_mask, min_per_side)["auc"].to_numpy()
+        maxima[i] = np.nanmax(auc) if np.isfinite(auc).any() else np.nan
+    return float(np.nanquantile(maxima, level))

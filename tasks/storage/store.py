@@ -90,29 +90,37 @@ CREATE TABLE IF NOT EXISTS attack_roc_curves (
 CREATE TABLE IF NOT EXISTS model_count_stats (
     audit_id VARCHAR, pool_key VARCHAR, n_models INTEGER, scope VARCHAR, se_median DOUBLE, se_p90 DOUBLE,
     se_max DOUBLE, auc_median DOUBLE, n_records BIGINT);
-CREATE TABLE IF NOT EXISTS target_audits (
+CREATE TABLE IF NOT EXISTS model_audits (
     audit_id VARCHAR PRIMARY KEY, pool_key VARCHAR, dataset VARCHAR, dataset_version VARCHAR, target_name VARCHAR,
     target_kind VARCHAR, target_digest VARCHAR, members_digest VARCHAR, n_references INTEGER, variance VARCHAR,
     config JSON, headline JSON, started_at TIMESTAMP, finished_at TIMESTAMP, flow_run_id VARCHAR);
-CREATE TABLE IF NOT EXISTS target_record_stats (
+CREATE TABLE IF NOT EXISTS model_audit_record_stats (
     audit_id VARCHAR, record_idx BIGINT, member BOOLEAN, score DOUBLE, lira_offline DOUBLE, risk DOUBLE,
     rmia_offline DOUBLE, n_out INTEGER);
-CREATE TABLE IF NOT EXISTS target_patient_stats (
+CREATE TABLE IF NOT EXISTS model_audit_patient_stats (
     audit_id VARCHAR, patient_key VARCHAR, member BOOLEAN, n_records INTEGER, n_member_records INTEGER,
     risk DOUBLE, risk_mean DOUBLE, attributes MAP(VARCHAR, VARCHAR), p_value DOUBLE, q_value DOUBLE);
-CREATE TABLE IF NOT EXISTS target_attack_results (
+CREATE TABLE IF NOT EXISTS model_audit_attack_results (
     audit_id VARCHAR, attack VARCHAR, level VARCHAR, auc DOUBLE, n_members BIGINT, n_non_members BIGINT,
     tpr_at_fpr MAP(DOUBLE, DOUBLE));
 """
 
-# Tables renamed since a database file may have been written: (old, new). A view now carries the old name.
-_RENAMED_TABLES = (("attack_roc", "attack_roc_curves"),)
+# Tables renamed since a database file may have been written: (old, new). A view now carries the old name:
+# `attack_roc` is the ROC view; the `target_*` names of the model audit are deprecated compatibility views
+# (COMPAT_VIEWS), kept for one release.
+_RENAMED_TABLES = (
+    ("attack_roc", "attack_roc_curves"),
+    ("target_audits", "model_audits"),
+    ("target_record_stats", "model_audit_record_stats"),
+    ("target_patient_stats", "model_audit_patient_stats"),
+    ("target_attack_results", "model_audit_attack_results"),
+)
 # Columns added to a table of SCHEMA after database files were written: (table, column, type). SCHEMA's
 # CREATE statement lists them too; older files get them here, so their rows read back with NULLs.
 _ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("pools", "recipe_preset", "VARCHAR"),
-    ("target_patient_stats", "p_value", "DOUBLE"),
-    ("target_patient_stats", "q_value", "DOUBLE"),
+    ("model_audit_patient_stats", "p_value", "DOUBLE"),
+    ("model_audit_patient_stats", "q_value", "DOUBLE"),
     # issue 13: the swap null, FDR-controlled flags and the noncentral-t record interval
     ("record_stats", "auc_nct_lo", "DOUBLE"),
     ("record_stats", "auc_nct_hi", "DOUBLE"),
@@ -217,15 +225,15 @@ CREATE OR REPLACE MACRO compare_subgroups(audit_a, audit_b) AS TABLE
     FROM compare_audits(audit_a, audit_b) c, unnest(map_entries(c.attributes)) AS u(e)
     WHERE c.change NOT IN ('only in A', 'only in B')
     GROUP BY ALL ORDER BY attribute, "group";
-CREATE OR REPLACE VIEW target_record_risk AS
+CREATE OR REPLACE VIEW model_audit_record_risk AS
     SELECT t.audit_id, t.target_name, t.dataset, s.record_idx, r.patient_key, r.split, s.member, s.risk,
            s.lira_offline, s.rmia_offline, s.score, s.n_out, r.source_file, r.source_row
-    FROM target_record_stats s JOIN target_audits t USING (audit_id)
+    FROM model_audit_record_stats s JOIN model_audits t USING (audit_id)
     JOIN records r ON r.dataset_version = t.dataset_version AND r.record_idx = s.record_idx;
-CREATE OR REPLACE VIEW target_patient_risk AS
+CREATE OR REPLACE VIEW model_audit_patient_risk AS
     SELECT t.audit_id, t.target_name, t.dataset, s.* EXCLUDE (audit_id)
-    FROM target_patient_stats s JOIN target_audits t USING (audit_id);
-CREATE OR REPLACE VIEW target_audit_summary AS
+    FROM model_audit_patient_stats s JOIN model_audits t USING (audit_id);
+CREATE OR REPLACE VIEW model_audit_summary AS
     SELECT t.audit_id, t.target_name, t.dataset, t.target_kind, t.target_digest, t.pool_key, t.n_references,
            t.variance, t.finished_at, r.attack, r.level, r.auc, r.n_members, r.n_non_members,
            r.tpr_at_fpr[0.001] AS tpr_at_1e3, r.tpr_at_fpr[0.01] AS tpr_at_1e2,
@@ -233,8 +241,22 @@ CREATE OR REPLACE VIEW target_audit_summary AS
            CAST(t.headline->>'expected_by_chance' AS DOUBLE) AS expected_by_chance,
            CAST(t.headline->>'n_member_patients_significant' AS BIGINT) AS n_member_patients_significant,
            CAST(t.headline->>'sanity_non_members' AS DOUBLE) AS sanity_non_members
-    FROM target_audits t JOIN target_attack_results r USING (audit_id) WHERE t.finished_at IS NOT NULL;
+    FROM model_audits t JOIN model_audit_attack_results r USING (audit_id) WHERE t.finished_at IS NOT NULL;
 """
+
+# Deprecated: the model audit's tables and views were named `target_*` before `target` came to mean only the
+# pool's held-out target models. These views keep queries written against the old names working for one
+# release; they go in the release after (README, "SQL views").
+DEPRECATED_VIEWS: dict[str, str] = {
+    "target_audits": "model_audits",
+    "target_record_stats": "model_audit_record_stats",
+    "target_patient_stats": "model_audit_patient_stats",
+    "target_attack_results": "model_audit_attack_results",
+    "target_record_risk": "model_audit_record_risk",
+    "target_patient_risk": "model_audit_patient_risk",
+    "target_audit_summary": "model_audit_summary",
+}
+COMPAT_VIEWS = "".join(f"CREATE OR REPLACE VIEW {old} AS SELECT * FROM {new};\n" for old, new in DEPRECATED_VIEWS.items())
 
 SCORE_COLUMNS = ("score", "prob")
 
@@ -305,6 +327,7 @@ class AuditStore:
             self._migrate()
             self.con.execute(SCHEMA)
             self.con.execute(VIEWS)
+            self.con.execute(COMPAT_VIEWS)
 
     def _connect(self, wait_seconds: float) -> duckdb.DuckDBPyConnection:
         """Open the file; while another process holds it (one writer at a time, design D10), wait for it."""
@@ -658,18 +681,18 @@ class AuditStore:
     def finish_audit(self, audit_id: str, headline: dict[str, Any]) -> None:
         self.con.execute("UPDATE audits SET headline = ?, finished_at = ? WHERE audit_id = ?", [json_dumps(headline), _now(), audit_id])
 
-    def start_target_audit(self, audit_id: str, row: dict[str, Any]) -> None:
-        """Register an audit of an existing model (``row``: the target_audits columns but the times)."""
+    def start_model_audit(self, audit_id: str, row: dict[str, Any]) -> None:
+        """Register an audit of an existing model (``row``: the model_audits columns but the times)."""
         cols = ["pool_key", "dataset", "dataset_version", "target_name", "target_kind", "target_digest", "members_digest"]
         cols += ["n_references", "variance", "config", "flow_run_id"]
         self.con.execute(
-            f"INSERT INTO target_audits (audit_id, {', '.join(cols)}, started_at) VALUES (?, {', '.join('?' * len(cols))}, ?)",
+            f"INSERT INTO model_audits (audit_id, {', '.join(cols)}, started_at) VALUES (?, {', '.join('?' * len(cols))}, ?)",
             [audit_id, *(json_dumps(row[c]) if c == "config" else row[c] for c in cols), _now()],
         )
 
-    def finish_target_audit(self, audit_id: str, headline: dict[str, Any]) -> None:
+    def finish_model_audit(self, audit_id: str, headline: dict[str, Any]) -> None:
         self.con.execute(
-            "UPDATE target_audits SET headline = ?, finished_at = ? WHERE audit_id = ?", [json_dumps(headline), _now(), audit_id]
+            "UPDATE model_audits SET headline = ?, finished_at = ? WHERE audit_id = ?", [json_dumps(headline), _now(), audit_id]
         )
 
     # ---- audits over time

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from deployments.reaudit import deployments_from_file
-from flows.reaudit import audit_key_of, decide, load_audit_config, reusable_audit
+from flows.reaudit import load_audit_config
+from tasks.audit.reaudit import audit_key_of, decide, reusable_audit
 from tasks.config import AuditConfig
 
 REPO = Path(__file__).resolve().parents[2]

@@ -109,7 +109,7 @@ def _run_spec_dataset(name: str, n_patients: int, tmp: Path, capsys: pytest.Capt
         assert set(declared) <= attrs, (declared, attrs)
         tables = [r[0] for r in db.execute("SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'").fetchall()]
         dumped = {t: db.execute(f'SELECT * FROM "{t}"').df().astype(str).to_csv() for t in tables}
-        stored = db.execute("SELECT attributes FROM target_patient_stats LIMIT 1").fetchone()[0]
+        stored = db.execute("SELECT attributes FROM model_audit_patient_stats LIMIT 1").fetchone()[0]
     assert set(json.loads(stored) if isinstance(stored, str) else stored) == set(declared)
     # the model audit's subgroup table (cells under report.min_cell patients are suppressed in the report)
     target_groups = pd.read_csv(next((results / "reports").rglob("model-*/subgroup_risk.csv")))

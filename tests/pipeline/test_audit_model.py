@@ -90,11 +90,11 @@ def test_audit_model_finds_its_members_and_the_three_inputs_agree(trained: dict,
     db = Path(ts["db_path"])
     with duckdb.connect(str(db), read_only=True) as con:
         risks = {
-            a: con.sql("SELECT risk FROM target_record_risk WHERE audit_id = ? ORDER BY record_idx", params=[a]).fetchnumpy()["risk"]
+            a: con.sql("SELECT risk FROM model_audit_record_risk WHERE audit_id = ? ORDER BY record_idx", params=[a]).fetchnumpy()["risk"]
             for a in (ts["audit_id"], sd["audit_id"], lg["audit_id"], ex["audit_id"])
         }
-        summary = con.sql("SELECT * FROM target_audit_summary WHERE audit_id = ?", params=[ts["audit_id"]]).df()
-        pats = con.sql("SELECT * FROM target_patient_risk WHERE audit_id = ?", params=[ts["audit_id"]]).df()
+        summary = con.sql("SELECT * FROM model_audit_summary WHERE audit_id = ?", params=[ts["audit_id"]]).df()
+        pats = con.sql("SELECT * FROM model_audit_patient_risk WHERE audit_id = ?", params=[ts["audit_id"]]).df()
     np.testing.assert_allclose(risks[sd["audit_id"]], risks[ts["audit_id"]], rtol=1e-5)
     np.testing.assert_allclose(risks[lg["audit_id"]], risks[ts["audit_id"]], rtol=1e-5)
     np.testing.assert_allclose(risks[ex["audit_id"]], risks[ts["audit_id"]], rtol=1e-5)

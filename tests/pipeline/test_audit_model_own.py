@@ -233,10 +233,12 @@ def test_overfit_and_regularised_models_against_their_own_non_members(
     assert h["trained"] == 8 and by_logits["headline"]["trained"] == 0 and r["trained"] == 0  # references shared
     with duckdb.connect(by_model["db_path"], read_only=True) as con:
         risk = {
-            a: con.sql("SELECT risk FROM target_record_risk WHERE audit_id = ? ORDER BY record_idx", params=[a]).fetchnumpy()["risk"]
+            a: con.sql("SELECT risk FROM model_audit_record_risk WHERE audit_id = ? ORDER BY record_idx", params=[a]).fetchnumpy()["risk"]
             for a in (by_model["audit_id"], by_logits["audit_id"])
         }
-        q = con.sql("SELECT q_value FROM target_patient_risk WHERE audit_id = ? AND member", params=[by_model["audit_id"]]).fetchnumpy()
+        q = con.sql(
+            "SELECT q_value FROM model_audit_patient_risk WHERE audit_id = ? AND member", params=[by_model["audit_id"]]
+        ).fetchnumpy()
     np.testing.assert_allclose(risk[by_model["audit_id"]], risk[by_logits["audit_id"]], rtol=1e-4)
     assert int((q["q_value"] <= 0.05).sum()) == h["n_member_patients_significant"]
     # the overfit model leaks, measured against its own non-members; the regularised one does not

@@ -183,7 +183,7 @@ def test_fallbacks_and_refusals(pool: dict) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("per_task", [1, 4])
 def test_train_pool_with_models_per_task_stores_every_model(tmp_path: Path, per_task: int) -> None:
-    """flows/audit.py train_pool: execution.models_per_task=4 submits chunks of 4 and 2 models; 1 = one task per model."""
+    """flows/audit.py train_pool (pool_runner.plan_tasks): models_per_task=4 submits chunks of 4 and 2 models; 1 = one per model."""
     import duckdb
     from prefect import flow
 

@@ -8,10 +8,12 @@ import pandas as pd
 import pytest
 
 from flows.cli import main
-from flows.commands.dp_sweep import _dp_config, dp_sweep_plot, max_auc_noise_limit, parse_epsilons, parse_units
+from flows.commands.dp_sweep import parse_epsilons, parse_units
+from tasks.audit.dp_sweep import dp_config
 from tasks.config import AuditConfig
 from tasks.errors import ConfigError
-from tasks.risk.dp_bounds import auc_bound_from_epsilon_delta
+from tasks.report.dp_sweep import dp_sweep_plot
+from tasks.risk.dp_bounds import auc_bound_from_epsilon_delta, max_auc_noise_limit
 
 
 def test_parse_epsilons_and_units() -> None:
@@ -39,11 +41,11 @@ def test_cli_reports_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 def test_inf_is_the_plain_pool(tmp_path: Path) -> None:
     base = AuditConfig(dataset="mimic-iv-ed", raw_dir=tmp_path)
-    plain = _dp_config(base, math.inf, "patient", 0.5)
+    plain = dp_config(base, math.inf, "patient", 0.5)
     assert plain.pool.recipe == base.pool.recipe  # same recipe: the same pool key as an ordinary audit
-    dp = _dp_config(base, 5.0, "patient", 0.5).pool.recipe
+    dp = dp_config(base, 5.0, "patient", 0.5).pool.recipe
     assert (dp.dp_epsilon, dp.dp_unit, dp.dp_clip_norm) == (5.0, "patient", 0.5)
-    assert _dp_config(base, 5.0, "record", None).pool.recipe.dp_clip_norm == base.pool.recipe.dp_clip_norm
+    assert dp_config(base, 5.0, "record", None).pool.recipe.dp_clip_norm == base.pool.recipe.dp_clip_norm
 
 
 def test_max_auc_noise_limit() -> None:
@@ -102,7 +104,5 @@ def test_dp_sweep_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ca
 def test_few_models_can_never_flag_a_bound() -> None:
     """With 4 IN / 4 OUT models the estimated max AUC reaches 1.0 by chance: the limit sits within
     float noise of 1, and `exceeds_bound` needs more than 1e-6 above it (1.0 observed is no alarm)."""
-    from flows.commands.dp_sweep import max_auc_noise_limit
-
     limit = max_auc_noise_limit(0.732, np.full(300, 4), np.full(300, 4))
     assert 1.0 - 1e-6 < limit <= 1.0  # so an observed 1.0 is not above limit + 1e-6

@@ -163,9 +163,9 @@ def test_chest_xray_rmia_applies_the_no_finding_rule(dataset: str, tmp_path) -> 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from flows.audit import _transform_shard
     from tasks.attacks.scores import score_and_probability
     from tasks.datasets import get_dataset
+    from tasks.training.pool_runner import transform_shard
 
     task = get_dataset(dataset).task
     transform, n_lab = task.score_transform, task.n_outputs
@@ -182,6 +182,6 @@ def test_chest_xray_rmia_applies_the_no_finding_rule(dataset: str, tmp_path) -> 
     assert flags.tolist() == ["no_finding_rule", "", "no_finding_rule"]
     shard = tmp_path / "model_0.parquet"
     pq.write_table(pa.table({"logits": pa.array(list(z.reshape(3, -1).astype(np.float32)), type=pa.list_(pa.float32()))}), shard)
-    _s2, p2, f2 = _transform_shard({"shard": str(shard), "n_views": 1, "n_outputs": n_lab}, y, transform)
+    _s2, p2, f2 = transform_shard({"shard": str(shard), "n_views": 1, "n_outputs": n_lab}, y, transform)
     np.testing.assert_allclose(p2, get_transform("rmia_probability_cxr")(z.astype(np.float32), y)[0])
     assert f2.tolist() == flags.tolist()
