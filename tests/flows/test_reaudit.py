@@ -15,6 +15,7 @@ import yaml
 from deployments.reaudit import deployments_from_file
 from flows.reaudit import audit_key_of, decide, load_audit_config, reusable_audit
 from tasks.config import AuditConfig
+from tests.helpers.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -105,7 +106,7 @@ def test_serve_needs_a_server(tmp_path: Path, helpers: SimpleNamespace, monkeypa
     cfg.write_text(yaml.safe_dump({"dataset": "mimic-iv-ed", "raw_dir": str(tmp_path)}))
     assert helpers.run_cli(["serve", "--config", str(cfg)])[0] == 2
     assert "medaudit server" in capsys.readouterr().err
-    port = helpers.free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     assert helpers.run_cli(["serve", "--config", str(cfg), "--api-url", f"http://127.0.0.1:{port}/api"])[0] == 2
     assert "no Prefect server answers" in capsys.readouterr().err
     assert "PREFECT_API_URL" not in os.environ  # a failed serve leaves this process as it was
