@@ -27,30 +27,6 @@ from tests.helpers.processes import Processes  # noqa: E402
 configure_prefect(quiet=True)
 
 
-# The longest end-to-end runs (a Prefect server and scheduler, a browser, an external Dask cluster,
-# one audit per dataset layout, the DP and capacity trends, benchmark smoke runs) are `heavy`: the
-# default run (README, CI) skips them to stay well under 20 minutes on 2 cores; `pytest -m heavy`
-# runs them. The spine's end-to-end demo, the fault tests and every statistics test stay in the default run.
-HEAVY = (
-    "tests/flows/test_gate.py::test_gate_on_a_real_audit",
-    "tests/flows/test_reaudit.py::test_reaudits_train_only_what_changed",
-    "tests/flows/test_scale_out.py",
-    "tests/flows/test_scheduled_reaudit.py",
-    "tests/e2e/test_demo_datasets.py",
-    "tests/training/test_dp_and_capacity.py::test_risk_falls_as_epsilon_falls",
-    "tests/training/test_dp_and_capacity.py::test_larger_architecture_exposes_more_patients",
-    "tests/flows/test_scaling.py::test_scaling_trains_one_pool_per_architecture",
-    "tests/flows/test_dp_sweep.py::test_dp_sweep_end_to_end",
-    "tests/bench/",
-)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.nodeid.startswith(HEAVY):
-            item.add_marker(pytest.mark.heavy)
-
-
 DEMO_ARGS = ["demo", "--patients", "400", "--models", "8", "--targets", "2", "--no-progress", "--json"]
 
 

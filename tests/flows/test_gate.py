@@ -73,6 +73,7 @@ def test_gate_never_writes(tmp_path: Path, helpers: SimpleNamespace) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_gate_on_a_real_audit(demo_audit: dict[str, Any], helpers: SimpleNamespace) -> None:
     results, audit_id = str(demo_audit["results"]), demo_audit["audit_id"]
     headline = demo_audit["result"]["headline"]

@@ -156,6 +156,7 @@ def test_a_demo_rerun_reuses_its_audit(demo_audit: dict[str, Any], helpers: Simp
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_reaudits_train_only_what_changed(demo_audit: dict[str, Any], helpers: SimpleNamespace, tmp_path: Path) -> None:
     results = demo_audit["results"]
     db = results / "medaudit.duckdb"

@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers.processes import Processes, free_port, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 
 def test_demo_on_an_external_dask_cluster(helpers: SimpleNamespace, processes: Processes, tmp_path: Path) -> None:

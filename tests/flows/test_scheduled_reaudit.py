@@ -26,7 +26,7 @@ import yaml
 
 from tests.helpers.processes import Processes, free_port, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOYMENT = "medaudit-reaudit/ops-test"
