@@ -75,6 +75,7 @@ def test_second_writer_waits_for_the_first(tmp_path: Path, processes: Processes)
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_killed_flow_resumes_and_trains_only_the_missing_models(tmp_path: Path, processes: Processes) -> None:
     results = tmp_path / "results"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

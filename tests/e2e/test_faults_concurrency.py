@@ -83,6 +83,7 @@ def _demo_cmd(argv: list[str], results: Path) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_killed_dask_worker_mid_training_loses_no_model(tmp_path: Path, processes: Processes) -> None:
     from distributed import Client
 
@@ -264,6 +265,7 @@ def test_database_write_on_a_full_disk_is_a_clear_error_and_stores_nothing(tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_full_results_disk_mid_audit_is_a_clear_error_and_a_rerun_completes(
     tmp_path: Path, processes: Processes, full_disk: _FullDisk
 ) -> None:
@@ -336,6 +338,7 @@ def _start_together(processes: Processes, runs: dict[str, list[str]], env: dict[
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_two_audits_of_the_same_pool_at_once_store_each_model_once(tmp_path: Path, processes: Processes) -> None:
     results = tmp_path / "results"
     n_models = 8
@@ -358,6 +361,7 @@ def test_two_audits_of_the_same_pool_at_once_store_each_model_once(tmp_path: Pat
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_two_audits_of_different_datasets_at_once_both_complete(tmp_path: Path, processes: Processes) -> None:
     results = tmp_path / "results"
     n_models = 6

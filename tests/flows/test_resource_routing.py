@@ -29,6 +29,7 @@ def test_cuda_device_claims_a_gpu_by_default() -> None:
     assert ExecutionConfig(device="auto", task_resources={"GPU": 0.5}).training_resources == {"GPU": 0.5}
 
 
+@pytest.mark.heavy
 def test_training_tasks_run_only_on_workers_offering_the_resource(helpers: SimpleNamespace, processes: Processes, tmp_path: Path) -> None:
     from distributed import Client
 
