@@ -5,7 +5,7 @@ model offset ``b_m`` shared by all records (what a training seed does), unit noi
 ``delta_n`` (in noise sds) on the records of planted patients, so a planted record's binormal AUC is
 ``Phi(delta / sqrt(2))``. Masks are the pool's complementary pairs (tasks/training/masks.py). The audit of a
 simulated pool runs the same functions as ``tasks.audit.pool_audit.analyze_pool`` (record statistics, patient
-maximum, swap null, BH rule). Used by tests/stats/test_null.py and bench/simulate_fdr.py.
+maximum, swap null, BH rule). Used by tests/risk/test_null.py and bench/simulate_fdr.py.
 """
 
 from __future__ import annotations

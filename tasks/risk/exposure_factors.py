@@ -23,7 +23,7 @@ Arrays in, frames out; no Prefect, Dask or DuckDB here.
   correlation where there is none. So the OUT models are split by pool position (even / odd): the
   atypicality uses the mean of the even half, and every test of risk against atypicality uses
   ``auc_crossfit``, the binormal AUC of the IN models against the odd half only. Disjoint models, so
-  under the null the two are independent (tests/stats/test_exposure_factors.py checks the null rate).
+  under the null the two are independent (tests/risk/test_exposure_factors.py checks the null rate).
 * **Enrichment tests**: is a set of units (the rarest bins, the most atypical decile) over-represented
   among the exposed units? One-sided Fisher exact test of [in set vs not] x [exposed vs not]
   (hypergeometric, exact given the margins); expected = exposed x share of units in the set.

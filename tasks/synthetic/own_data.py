@@ -1,5 +1,6 @@
 """Three synthetic datasets in the layouts of the example specs docs/examples/own_data/*.yaml, written
-as a team would export them, each with a few planted faults (docs/OWN_DATA.md, tests/own_data/).
+as a team would export them, each with a few planted faults (docs/OWN_DATA.md, tests/datasets/test_spec_*.py,
+tests/e2e/test_spec_end_to_end.py).
 
 * ``write_clinic_visits``: visits.csv + patients.csv (tabular, categorical and missing values, joined on mrn);
 * ``write_derm_images``: manifest.csv + images/<patient>_<k>.png (multiclass images, several per patient);

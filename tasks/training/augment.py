@@ -12,7 +12,7 @@ image batch (tabular rows, 1-D signals) is returned unchanged and ``gen`` is not
 The result is by definition that of the v2 pipeline run on each sample in turn,
 ``torch.stack([v2.Compose(transforms)(xi) for xi in x])`` under that seed (``AugmentationPolicy.reference``).
 ``apply`` computes the same thing batched, about 2x (flip, weak) to 5x (medium, strong) faster
-(docs/PERFORMANCE.md; tests/models/test_augment.py checks both agree): it draws every sample's
+(docs/PERFORMANCE.md; tests/training/test_augment.py checks both agree): it draws every sample's
 parameters with the transforms' own ``make_params`` in the loop's order, then applies each transform
 once to the whole batch --
 deterministic ones (Pad, CenterCrop, Normalize) directly, the flips through ``v2.functional`` on a

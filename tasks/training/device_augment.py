@@ -17,8 +17,8 @@ distributions as v2's ``make_params``:
 * Pad, CenterCrop, Normalize, Identity: deterministic.
 
 and applies them with the same batched kernels as ``tasks.training.augment`` (``crop_gather``, ``affine_warp``,
-``jitter``), which tests/models/test_augment.py checks equal to v2 given the parameters. So a batch here
-is a draw from the same distribution as ``tasks.training.augment``'s (tests/models/test_device_augment.py checks
+``jitter``), which tests/training/test_augment.py checks equal to v2 given the parameters. So a batch here
+is a draw from the same distribution as ``tasks.training.augment``'s (tests/training/test_device_augment.py checks
 the parameter distributions against v2's ``make_params`` and the augmented images' statistics against
 the per-sample path), but not the same draw: the two paths use different random streams. A policy with a
 transform this module does not know (e.g. ColorJitter with saturation or hue) is refused at construction

@@ -277,11 +277,8 @@ def test_missing_column_is_structural(tmp_path: Path) -> None:
         get_dataset("embed").read_records(tmp_path, Quarantine())
 
 
-def test_writer_is_deterministic(raw: Path, tmp_path: Path) -> None:
+def test_writer_without_awkward_rows_gives_four_views_per_exam(tmp_path: Path) -> None:
     write = get_synthetic_writer("embed")
-    write(tmp_path / "same", N, seed=11)
-    for name in (CLIN, META):
-        assert (tmp_path / "same" / name).read_bytes() == (raw / name).read_bytes()
     clean = write(tmp_path / "clean", 5, seed=0, awkward=False)
     meta = pd.read_csv(clean)
     assert len(meta) == 4 * len(pd.read_csv(tmp_path / "clean" / CLIN).drop_duplicates("acc_anon"))

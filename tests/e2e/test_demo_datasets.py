@@ -15,7 +15,7 @@ import pytest
 
 from flows.cli import main
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 # Smallest cohorts the writers accept with every awkward case planted (FairVision needs 30).
 PATIENTS = {"ptb-xl": 20, "chexpert": 20, "mimic-cxr": 20, "fitzpatrick": 24, "fairvision": 30, "embed": 20}

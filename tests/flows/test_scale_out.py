@@ -10,32 +10,24 @@ from types import SimpleNamespace
 import duckdb
 import pytest
 
-pytestmark = pytest.mark.slow
+from tests.helpers.processes import Processes, free_port, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 
-def test_demo_on_an_external_dask_cluster(helpers: SimpleNamespace, processes, tmp_path: Path) -> None:
+def test_demo_on_an_external_dask_cluster(helpers: SimpleNamespace, processes: Processes, tmp_path: Path) -> None:
     from distributed import Client
 
     dask = str(Path(sys.executable).with_name("dask"))
-    port = helpers.free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
-    scheduler = processes.start(
-        "scheduler", [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], cwd=tmp_path
-    )
-    workers = [
+    processes.start("scheduler", [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], cwd=tmp_path)
+    for i in (1, 2):
         processes.start(
             f"worker{i}",
             [dask, "worker", address, "--nthreads", "1", "--nworkers", "1", "--host", "127.0.0.1", "--no-dashboard", "--name", f"w{i}"],
             cwd=tmp_path,
         )
-        for i in (1, 2)
-    ]
-
-    def dead() -> str | None:
-        for name, proc in [("scheduler", scheduler), ("worker1", workers[0]), ("worker2", workers[1])]:
-            if proc.poll() is not None:
-                return f"{name} exited with {proc.returncode}:\n{processes.log(name)}"
-        return None
 
     def worker_pids() -> dict[str, int] | None:
         try:
@@ -45,7 +37,7 @@ def test_demo_on_an_external_dask_cluster(helpers: SimpleNamespace, processes, t
         except (OSError, TimeoutError):
             return None
 
-    pids = helpers.wait_for(worker_pids, 180, "2 Dask workers on the scheduler", interval=2, alive=dead)
+    pids = wait_for(worker_pids, 180, "2 Dask workers on the scheduler", interval=2, alive=processes.dead)
     assert len(set(pids.values())) == 2
 
     results = tmp_path / "results"

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from flows.monitoring import progress_text
+from tests.helpers.processes import free_port
 
 
 def test_progress_text_has_throughput_eta_and_projected_wall_time() -> None:
@@ -18,7 +19,7 @@ def test_progress_text_has_throughput_eta_and_projected_wall_time() -> None:
 
 
 def test_an_unreachable_prefect_api_is_one_line(helpers: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, capsys, tmp_path) -> None:
-    url = f"http://127.0.0.1:{helpers.free_port()}/api"  # nothing listens there
+    url = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
     monkeypatch.setenv("PREFECT_API_URL", url)
     code, out = helpers.run_cli(["demo", "--patients", "50", "--models", "4", "--results", str(tmp_path), "--no-progress"])
     err = capsys.readouterr().err

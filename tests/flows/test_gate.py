@@ -73,10 +73,11 @@ def test_gate_never_writes(tmp_path: Path, helpers: SimpleNamespace) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_gate_on_a_real_audit(demo_audit: dict[str, Any], helpers: SimpleNamespace) -> None:
     results, audit_id = str(demo_audit["results"]), demo_audit["audit_id"]
     headline = demo_audit["result"]["headline"]
-    # the 8-model pool is near chance (tests/ops/test_gate_evidence.py): judge its numbers regardless of evidence here
+    # the 8-model pool is near chance (tests/flows/test_gate_evidence.py): judge its numbers regardless of evidence here
     strict = ["--max-share-above", "0.0", "--max-lira-auc", "0.5", "--max-tpr-at-1e-3", "0.0", "--min-evidence", "none"]
     code, out = helpers.run_cli(["gate", "--results", results, "--audit-id", audit_id, *strict, "--json"])
     assert code == 1, out

@@ -92,7 +92,7 @@ def _tabular_data(n: int = 240) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 _CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 
-# record-level DP on the CPU is tests/pipeline/test_dp_and_capacity.py's (calibration dominates the time)
+# record-level DP on the CPU is tests/training/test_dp_and_capacity.py's (calibration dominates the time)
 @pytest.mark.parametrize(
     ("device", "unit"), [("cpu", "patient"), pytest.param("cuda", "record", marks=_CUDA), pytest.param("cuda", "patient", marks=_CUDA)]
 )

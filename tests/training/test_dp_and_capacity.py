@@ -91,6 +91,7 @@ def _pool_risk(tmp_path, arch: dict, recipe: TrainRecipe, n_models: int = 8) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_risk_falls_as_epsilon_falls(tmp_path) -> None:
     arch = {"name": "mlp", "params": {"width": 128}}
     base = {"epochs": 30, "batch_size": 64, "learning_rate": 0.05, "weight_decay": 0.0}
@@ -101,6 +102,7 @@ def test_risk_falls_as_epsilon_falls(tmp_path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_larger_architecture_exposes_more_patients(tmp_path) -> None:
     recipe = TrainRecipe(epochs=40, batch_size=64, learning_rate=0.02, weight_decay=1e-4)
     small = _pool_risk(tmp_path, {"name": "mlp", "params": {"width": 8, "depth": 1}}, recipe)

@@ -13,13 +13,10 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import duckdb
@@ -27,7 +24,9 @@ import httpx
 import pytest
 import yaml
 
-pytestmark = pytest.mark.slow
+from tests.helpers.processes import Processes, free_port, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOYMENT = "medaudit-reaudit/ops-test"
@@ -50,7 +49,7 @@ def _healthy(api: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def served(demo_audit: dict[str, Any], helpers: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def served(demo_audit: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Server + served deployment; yields once the first scheduled run completed (the serve process is then stopped)."""
     from prefect.client.schemas.filters import (
         ArtifactFilter,
@@ -74,29 +73,21 @@ def served(demo_audit: dict[str, Any], helpers: SimpleNamespace, tmp_path_factor
     cfg_file = root / "audit.yaml"
     cfg_file.write_text(yaml.safe_dump(config))
 
-    port = helpers.free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     server_env = {**env, "PREFECT_HOME": str(root / "server-home"), "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5"}
     serve_env = {**env, "PREFECT_API_URL": api, "PREFECT_HOME": str(root / "serve-home"), "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
-    procs = helpers.Processes(root)
-
-    def dead(proc: subprocess.Popen, name: str) -> str | None:
-        return f"`medaudit {name}` exited with {proc.returncode}:\n{procs.log(name)}" if proc.poll() is not None else None
-
-    try:
-        server = procs.start("server", [sys.executable, "-m", "flows.cli", "server", "--port", str(port)], env=server_env, cwd=root)
-        helpers.wait_for(lambda: _healthy(api), 180, "the Prefect server", interval=2, alive=lambda: dead(server, "server"))
+    with Processes(root) as procs:
+        procs.start("server", [sys.executable, "-m", "flows.cli", "server", "--port", str(port)], env=server_env, cwd=root)
+        wait_for(lambda: _healthy(api), 180, "the Prefect server", interval=2, alive=procs.dead)
         assert f"UI:   http://127.0.0.1:{port}" in procs.log("server")
-        serve = procs.start(
+        procs.start(
             "serve",
             [sys.executable, "-m", "flows.cli", "serve", "--config", str(cfg_file), "--interval", "5", "--name", "ops-test"],
             env=serve_env,
             cwd=root,
         )
-
-        def alive() -> str | None:
-            return dead(server, "server") or dead(serve, "serve")
 
         with prefect_client(api) as client:
 
@@ -105,7 +96,7 @@ def served(demo_audit: dict[str, Any], helpers: SimpleNamespace, tmp_path_factor
                     return client.read_deployment_by_name(DEPLOYMENT)
                 return None
 
-            dep = helpers.wait_for(deployment, 120, "the served deployment", interval=2, alive=alive)
+            dep = wait_for(deployment, 120, "the served deployment", interval=2, alive=procs.dead)
 
             def first_completed() -> Any:
                 runs = client.read_flow_runs(
@@ -119,7 +110,7 @@ def served(demo_audit: dict[str, Any], helpers: SimpleNamespace, tmp_path_factor
                 done = [r for r in runs if r.state_type == StateType.COMPLETED]
                 return done[0] if done else None
 
-            run = helpers.wait_for(first_completed, 600, "a scheduled re-audit run to complete", interval=3, alive=alive)
+            run = wait_for(first_completed, 600, "a scheduled re-audit run to complete", interval=3, alive=procs.dead)
             procs.stop("serve")  # no more scheduled runs while the tests look at this one
             children = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id])))
             artifacts = client.read_artifacts(
@@ -137,8 +128,6 @@ def served(demo_audit: dict[str, Any], helpers: SimpleNamespace, tmp_path_factor
             "results": root / "results",
             "serve_log": procs.log("serve", tail=20000),
         }
-    finally:
-        procs.stop_all()
 
 
 def test_scheduled_reaudit_completes_and_publishes_artifacts(served: dict[str, Any]) -> None:
@@ -166,7 +155,7 @@ def test_scheduled_reaudit_completes_and_publishes_artifacts(served: dict[str, A
     assert (str(audits[0].id), 6) in rows and n_models == 6
 
 
-def _chromium(binary: str, profile: Path, *args: str, timeout: float = 120) -> str:
+def _chromium(procs: Processes, name: str, binary: str, profile: Path, *args: str, timeout: float = 120) -> str:
     cmd = [
         binary,
         "--headless",
@@ -181,17 +170,13 @@ def _chromium(binary: str, profile: Path, *args: str, timeout: float = 120) -> s
         "--virtual-time-budget=15000",
         *args,
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    finally:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)  # chromium's helpers, in the group this call created
-        proc.wait()
-    return out.decode(errors="replace")
+    procs.start(name, cmd)
+    procs.wait(name, timeout)
+    procs.kill(name)  # chromium's helpers, left in its process group
+    return procs.out(name)
 
 
-def test_prefect_ui_shows_the_run_and_the_subgroup_table(served: dict[str, Any], tmp_path: Path) -> None:
+def test_prefect_ui_shows_the_run_and_the_subgroup_table(served: dict[str, Any], processes: Processes, tmp_path: Path) -> None:
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     if binary is None:
         pytest.skip("no headless browser: install Debian's `chromium` package to check the Prefect UI")
@@ -206,16 +191,16 @@ def test_prefect_ui_shows_the_run_and_the_subgroup_table(served: dict[str, Any],
     shots = {}
     for i, (name, url) in enumerate(pages.items()):
         shot = tmp_path / f"{name}.png"
-        _chromium(binary, tmp_path / f"profile-{i}", f"--screenshot={shot}", url)
+        _chromium(processes, f"shot-{name}", binary, tmp_path / f"profile-{i}", f"--screenshot={shot}", url)
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000, name
         shots[name] = shot
 
-    dom = _chromium(binary, tmp_path / "profile-dom", "--dump-dom", pages["subgroup_artifact"])
+    dom = _chromium(processes, "dom", binary, tmp_path / "profile-dom", "--dump-dom", pages["subgroup_artifact"])
     for text in ("subgroup-risk", "White", "Black", "race", "share_above", "median_risk"):
         assert text in dom, text
-    dom = _chromium(binary, tmp_path / "profile-dom2", "--dump-dom", pages["flow_run"])
+    dom = _chromium(processes, "dom2", binary, tmp_path / "profile-dom2", "--dump-dom", pages["flow_run"])
     assert audit_run.name in dom and "medaudit-audit" in dom and "Completed" in dom
-    dom = _chromium(binary, tmp_path / "profile-dom3", "--dump-dom", pages["headline_artifact"])
+    dom = _chromium(processes, "dom3", binary, tmp_path / "profile-dom3", "--dump-dom", pages["headline_artifact"])
     assert "Privacy audit" in dom and "aggregate LiRA AUC" in dom
 
     if os.environ.get("MEDAUDIT_SCREENSHOTS"):

@@ -18,11 +18,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
+
+from tests.helpers.processes import Processes, free_port, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
@@ -100,14 +101,12 @@ class Browser:
 
 
 @pytest.fixture
-def browser(helpers: SimpleNamespace, tmp_path: Path) -> Iterator[Browser]:
+def browser(tmp_path: Path) -> Iterator[Browser]:
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if binary is None or driver is None:
         pytest.skip("no headless browser: install Debian's `chromium` and `chromium-driver` packages")
-    procs = helpers.Processes(tmp_path)
-    port = helpers.free_port()
-    procs.start("chromedriver", [driver, f"--port={port}"])
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
@@ -115,13 +114,14 @@ def browser(helpers: SimpleNamespace, tmp_path: Path) -> Iterator[Browser]:
             return httpx.get(f"{url}/status", timeout=5).json()["value"]["ready"]
         return False
 
-    helpers.wait_for(ready, 60, "chromedriver")
-    b = Browser(url, binary, tmp_path / "profile")
-    try:
-        yield b
-    finally:
-        b.close()
-        procs.stop_all()
+    with Processes(tmp_path) as procs:
+        procs.start("chromedriver", [driver, f"--port={port}"])
+        wait_for(ready, 60, "chromedriver", alive=procs.dead)
+        b = Browser(url, binary, tmp_path / "profile")
+        try:
+            yield b
+        finally:
+            b.close()
 
 
 def _client(api: str) -> Any:
@@ -136,17 +136,16 @@ def _client(api: str) -> Any:
     return cm()
 
 
-def test_a_running_audit_is_visible_live(browser: Browser, helpers: SimpleNamespace, tmp_path: Path) -> None:
+def test_a_running_audit_is_visible_live(browser: Browser, tmp_path: Path) -> None:
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, TaskRunFilter, TaskRunFilterFlowRunId
     from prefect.client.schemas.objects import StateType
 
-    port = helpers.free_port()
+    port = free_port()
     base, api = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    procs = helpers.Processes(tmp_path)
     shots: dict[str, Path] = {}
-    try:
-        server = procs.start(
+    with Processes(tmp_path) as procs:
+        procs.start(
             "server", [sys.executable, "-m", "flows.cli", "server", "--port", str(port)], env={**env, "PREFECT_HOME": str(tmp_path / "ph")}
         )
 
@@ -155,9 +154,7 @@ def test_a_running_audit_is_visible_live(browser: Browser, helpers: SimpleNamesp
                 return httpx.get(f"{api}/health", timeout=5).status_code == 200
             return False
 
-        helpers.wait_for(
-            healthy, 180, "the Prefect server", interval=2, alive=lambda: procs.log("server") if server.poll() is not None else None
-        )
+        wait_for(healthy, 180, "the Prefect server", interval=2, alive=procs.dead)
         demo = procs.start(
             "demo",
             [
@@ -195,7 +192,7 @@ def test_a_running_audit_is_visible_live(browser: Browser, helpers: SimpleNamesp
                         return run
                 return None
 
-            run = helpers.wait_for(training_run, 900, "a shadow model of the running audit to finish", interval=3, alive=dead)
+            run = wait_for(training_run, 900, "a shadow model of the running audit to finish", interval=3, alive=dead)
             assert run.name.startswith("mimic-iv-ed · pool ") and " · audit " in run.name, run.name
             assert {"medaudit", "dataset:mimic-iv-ed"} <= set(run.tags)
 
@@ -209,7 +206,7 @@ def test_a_running_audit_is_visible_live(browser: Browser, helpers: SimpleNamesp
             still = client.read_flow_run(run.id)
             assert still.state_type == StateType.RUNNING, f"the audit finished before the browser looked ({still.state_type})"
 
-            helpers.wait_for(lambda: demo.poll() is not None, 1200, "the demo to finish", interval=5)
+            wait_for(lambda: demo.poll() is not None, 1200, "the demo to finish", interval=5)
             assert demo.returncode == 0, procs.log("demo")
             tasks = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[run.id])))
             names = {t.name.rsplit("-", 1)[0] if t.name.startswith("train-model-") else t.name for t in tasks}
@@ -230,8 +227,6 @@ def test_a_running_audit_is_visible_live(browser: Browser, helpers: SimpleNamesp
         )
         assert where is not None and where["left"] >= 0 and where["right"] <= where["width"], where
         shots["subgroup_artifact"] = browser.screenshot(tmp_path / "subgroup_artifact.png")
-    finally:
-        procs.stop_all()
     for shot in shots.values():
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
     if os.environ.get("MEDAUDIT_SCREENSHOTS"):

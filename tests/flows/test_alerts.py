@@ -21,6 +21,7 @@ import yaml
 
 from flows.alerts import EVENT, breaches
 from tasks.config import AlertConfig
+from tests.helpers.processes import Processes, free_port, wait_for
 
 HEADLINE = {"share_patients_above_threshold": 0.05, "n_patients_above_threshold": 20, "risk_threshold": 0.9, "lira_auc_mean": 0.56}
 
@@ -60,7 +61,7 @@ def _events(api: str) -> list[dict[str, Any]]:
 @pytest.mark.slow
 @pytest.mark.heavy
 def test_a_reaudit_past_its_limits_fires_the_event_and_the_automation(
-    demo_audit: dict[str, Any], helpers: SimpleNamespace, tmp_path: Path
+    demo_audit: dict[str, Any], helpers: SimpleNamespace, processes: Processes, tmp_path: Path
 ) -> None:
     results = tmp_path / "results"
     shutil.copytree(demo_audit["results"], results)  # the demo's pool, so the forced re-audit trains nothing
@@ -75,12 +76,11 @@ def test_a_reaudit_past_its_limits_fires_the_event_and_the_automation(
 
     receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    port = helpers.free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    procs = helpers.Processes(tmp_path)
     try:
-        server = procs.start(
+        processes.start(
             "server",
             [sys.executable, "-m", "flows.cli", "server", "--port", str(port), "--no-ui"],
             env={**env, "PREFECT_HOME": str(tmp_path / "ph")},
@@ -92,9 +92,7 @@ def test_a_reaudit_past_its_limits_fires_the_event_and_the_automation(
             except httpx.HTTPError:
                 return False
 
-        helpers.wait_for(
-            healthy, 180, "the Prefect server", interval=2, alive=lambda: procs.log("server") if server.poll() is not None else None
-        )
+        wait_for(healthy, 180, "the Prefect server", interval=2, alive=processes.dead)
         client_env = {**env, "PREFECT_API_URL": api, "PREFECT_HOME": str(tmp_path / "client-home")}
 
         def cli(*argv: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -115,7 +113,7 @@ def test_a_reaudit_past_its_limits_fires_the_event_and_the_automation(
         assert {b["limit"] for b in out["alerts"]} == {"max_share_above", "max_patients_at_risk"}
         audit_id = out["audit"]["audit_id"]
 
-        events = helpers.wait_for(lambda: _events(api), 60, f"the {EVENT} event on the server", interval=2)
+        events = wait_for(lambda: _events(api), 60, f"the {EVENT} event on the server", interval=2)
         ev = events[0]
         assert ev["resource"]["prefect.resource.id"] == "medaudit.dataset.mimic-iv-ed"
         assert ev["payload"]["audit_id"] == audit_id and ev["payload"]["previous_audit_id"] == demo_audit["audit_id"]
@@ -124,7 +122,7 @@ def test_a_reaudit_past_its_limits_fires_the_event_and_the_automation(
         def notified() -> list[dict[str, Any]]:
             return [b for b in _Receiver.bodies if audit_id in b.get("body", "")]
 
-        note = helpers.wait_for(notified, 120, "the Automation's webhook notification", interval=2)[0]
+        note = wait_for(notified, 120, "the Automation's webhook notification", interval=2)[0]
         assert "mimic-iv-ed" in note["subject"] and "medaudit compare" in note["body"]
 
         # a second run with nothing changed is skipped, fires nothing new, and history lists both runs
@@ -135,4 +133,3 @@ def test_a_reaudit_past_its_limits_fires_the_event_and_the_automation(
         assert code == 0 and "audited" in hist and "skipped" in hist
     finally:
         receiver.shutdown()
-        procs.stop_all()

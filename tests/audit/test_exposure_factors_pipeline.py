@@ -9,7 +9,7 @@ drawn with known structure, so the ground truth is known. Planted: the writers' 
 carrying a rare label (training prevalence < 5%: memorised too). PTB-XL's five superclasses are all
 common, so a test-only wrapper makes HYP rare by dropping its codes from most ECGs. The null cohort draws
 every record's memorisation independently of labels and fit. Real training on the demos is covered by
-tests/pipeline/test_demo_end_to_end.py and the heavy label-group demo test.
+tests/e2e/test_demo_end_to_end.py and the heavy label-group demo test.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_bench_gpu_smoke(tmp_path: Path) -> None:
     out = tmp_path / "gpu.json"
     proc = subprocess.run(

@@ -20,6 +20,7 @@ def test_parse_archs() -> None:
         parse_archs("mlp:width")
 
 
+@pytest.mark.heavy
 def test_scaling_trains_one_pool_per_architecture(tmp_path: Path) -> None:
     args = ["scaling", "mimic-iv-ed", "--archs", "mlp:width=8:depth=1,mlp:width=256:depth=2", "--patients", "200"]
     assert main([*args, "--models", "6", "--targets", "2", "--results", str(tmp_path), "--no-progress", "--epochs", "10"]) == 0

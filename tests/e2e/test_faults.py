@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 
 from flows.cli import main
 from tasks.storage.store import AuditStore
+from tests.helpers.processes import Processes, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,6 +22,7 @@ _WRITER = """
 import sys, time
 import numpy as np, pyarrow as pa
 from tasks.storage.store import AuditStore
+from tests.helpers.processes import Processes, wait_for
 store = AuditStore(sys.argv[1])
 n = 200_000
 with store.transaction() as con:
@@ -34,16 +35,12 @@ with store.transaction() as con:
 """
 
 
-def test_writer_killed_mid_transaction_leaves_no_partial_model(tmp_path: Path) -> None:
+def test_writer_killed_mid_transaction_leaves_no_partial_model(tmp_path: Path, processes: Processes) -> None:
     db = tmp_path / "medaudit.duckdb"
     AuditStore(db).close()
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(db)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    try:
-        assert proc.stdout.readline().strip() == "inserted"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        proc.kill()
+    processes.start("writer", [sys.executable, "-c", _WRITER, str(db)], cwd=ROOT)
+    wait_for(lambda: processes.out("writer").strip() == "inserted", 120, "the writer's insert", interval=0.2, alive=processes.dead)
+    processes.kill("writer")
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.sql("SELECT count(*) FROM scores").fetchall()[0][0] == 0
         assert con.sql("SELECT count(*) FROM pool_models").fetchall()[0][0] == 0
@@ -60,42 +57,37 @@ def test_unusable_results_folder_is_a_clear_error(tmp_path: Path, capsys: pytest
     assert "not-a-folder" in err and "Traceback" not in err
 
 
-def test_second_writer_waits_for_the_first(tmp_path: Path) -> None:
+def test_second_writer_waits_for_the_first(tmp_path: Path, processes: Processes) -> None:
     db = tmp_path / "medaudit.duckdb"
     first = AuditStore(db)
     code = (
         "import time; from tasks.storage.store import AuditStore; t = time.time(); "
         f"AuditStore({str(db)!r}, wait_seconds=60).close(); print(time.time() - t)"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    time.sleep(3)
-    assert proc.poll() is None  # still waiting
+    waiter = processes.start("waiter", [sys.executable, "-c", code], cwd=ROOT)
+    # it says that it waits (its start-up alone can take seconds on a busy machine), then waits 2 s more
+    wait_for(lambda: "waiting" in processes.err("waiter"), 120, "the second writer to wait", interval=0.2, alive=processes.dead)
+    time.sleep(2)
+    assert waiter.poll() is None  # still waiting
     first.close()
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
-    assert float(out) >= 1.0  # it waited for the first writer (about 3 s minus its start-up)
-    assert "waiting" in err
+    assert processes.wait("waiter", 60) == 0, processes.err("waiter")
+    assert float(processes.out("waiter")) >= 1.0  # it waited for the first writer (about 2 s)
 
 
 @pytest.mark.slow
-def test_killed_flow_resumes_and_trains_only_the_missing_models(tmp_path: Path) -> None:
+@pytest.mark.heavy
+def test_killed_flow_resumes_and_trains_only_the_missing_models(tmp_path: Path, processes: Processes) -> None:
     results = tmp_path / "results"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "flows.cli", "demo", "--patients", "400", "--models", "16", "--targets", "4", "--results", str(results)]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT, env=env, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        seen = ""
-        while "shadow models:  " not in seen or "/16" not in seen.split("shadow models:")[-1][:60]:
-            seen += proc.stderr.read(200) or ""
-            assert time.monotonic() < deadline, seen[-2000:]
-        buf = ""
-        while not any(f" {k}/16 " in buf for k in range(4, 16)):  # a few models are stored
-            buf += proc.stderr.read(100) or ""
-            assert time.monotonic() < deadline and proc.poll() is None, buf[-2000:]
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
+    processes.start("demo", cmd, cwd=ROOT, env=env)
+
+    def a_few_stored() -> bool:  # the `shadow models` progress bar shows 4 to 15 of 16 done
+        bar = processes.err("demo").partition("shadow models:")[2]
+        return any(f" {k}/16 " in bar for k in range(4, 16))
+
+    wait_for(a_few_stored, 240, "a few stored models", interval=0.2, alive=processes.dead)
+    processes.kill("demo")
     with duckdb.connect(str(results / "medaudit.duckdb"), read_only=True) as con:
         stored_before = con.sql("SELECT count(*) FROM pool_models").fetchall()[0][0]
     assert 0 < stored_before < 16

@@ -72,6 +72,7 @@ def test_plot_from_a_table(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_dp_sweep_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("MEDAUDIT_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MEDAUDIT_SECRET_FILE", str(tmp_path / "secret" / "patient_key.secret"))

@@ -16,6 +16,7 @@ from deployments.reaudit import deployments_from_file
 from flows.reaudit import load_audit_config
 from tasks.audit.reaudit import audit_key_of, decide, reusable_audit
 from tasks.config import AuditConfig
+from tests.helpers.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -106,7 +107,7 @@ def test_serve_needs_a_server(tmp_path: Path, helpers: SimpleNamespace, monkeypa
     cfg.write_text(yaml.safe_dump({"dataset": "mimic-iv-ed", "raw_dir": str(tmp_path)}))
     assert helpers.run_cli(["serve", "--config", str(cfg)])[0] == 2
     assert "medaudit server" in capsys.readouterr().err
-    port = helpers.free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     assert helpers.run_cli(["serve", "--config", str(cfg), "--api-url", f"http://127.0.0.1:{port}/api"])[0] == 2
     assert "no Prefect server answers" in capsys.readouterr().err
     assert "PREFECT_API_URL" not in os.environ  # a failed serve leaves this process as it was
@@ -156,6 +157,7 @@ def test_a_demo_rerun_reuses_its_audit(demo_audit: dict[str, Any], helpers: Simp
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_reaudits_train_only_what_changed(demo_audit: dict[str, Any], helpers: SimpleNamespace, tmp_path: Path) -> None:
     results = demo_audit["results"]
     db = results / "medaudit.duckdb"

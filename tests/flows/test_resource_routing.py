@@ -18,6 +18,7 @@ import duckdb
 import pytest
 
 from tasks.config import ExecutionConfig
+from tests.helpers.processes import Processes, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -28,11 +29,12 @@ def test_cuda_device_claims_a_gpu_by_default() -> None:
     assert ExecutionConfig(device="auto", task_resources={"GPU": 0.5}).training_resources == {"GPU": 0.5}
 
 
-def test_training_tasks_run_only_on_workers_offering_the_resource(helpers: SimpleNamespace, processes, tmp_path: Path) -> None:
+@pytest.mark.heavy
+def test_training_tasks_run_only_on_workers_offering_the_resource(helpers: SimpleNamespace, processes: Processes, tmp_path: Path) -> None:
     from distributed import Client
 
     dask = str(Path(sys.executable).with_name("dask"))
-    port = helpers.free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     processes.start("scheduler", [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], cwd=tmp_path)
     common = [dask, "worker", address, "--nthreads", "1", "--nworkers", "1", "--host", "127.0.0.1", "--no-dashboard"]
@@ -49,7 +51,7 @@ def test_training_tasks_run_only_on_workers_offering_the_resource(helpers: Simpl
         except (OSError, TimeoutError):
             return None
 
-    pids = helpers.wait_for(worker_pids, 180, "2 Dask workers on the scheduler", interval=2)
+    pids = wait_for(worker_pids, 180, "2 Dask workers on the scheduler", interval=2, alive=processes.dead)
     cfg = tmp_path / "gpu.json"
     cfg.write_text(json.dumps({"execution": {"device": "auto", "task_resources": {"GPU": 1}}}))
     results = tmp_path / "results"

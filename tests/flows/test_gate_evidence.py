@@ -33,7 +33,7 @@ def test_gate_exits_2_without_enough_evidence(tmp_path: Path, helpers: SimpleNam
 
 @pytest.mark.heavy  # a real 8-model demo audit (1-2 minutes alone); the fixture is shared with the other heavy ops tests
 def test_near_chance_pool_gives_no_verdict(demo_audit: dict[str, Any], helpers: SimpleNamespace) -> None:
-    # 400 synthetic ED patients, 8 shadow models (tests/ops/conftest.py): aggregate LiRA AUC about 0.5
+    # 400 synthetic ED patients, 8 shadow models (tests/conftest.py): aggregate LiRA AUC about 0.5
     h = demo_audit["result"]["headline"]
     results, audit_id = str(demo_audit["results"]), demo_audit["audit_id"]
     assert h["evidence"] == "insufficient" and "not enough evidence at 8 models" in h["evidence_reason"]

@@ -15,17 +15,17 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
+
+from tests.helpers.processes import Processes, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 DASK = str(Path(sys.executable).with_name("dask"))
@@ -42,89 +42,6 @@ def _env(tmp_path: Path) -> dict[str, str]:
         "MEDAUDIT_SECRET_FILE": str(tmp_path / "secret" / "patient_key.secret"),
         "PYTHONUNBUFFERED": "1",
     }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Procs:
-    """Subprocesses of one test, each in a process group of its own (pgid == pid); ``kill_all`` ends the groups.
-
-    Their stdout and stderr are pipes that this process copies to <name>.out / <name>.err (so a child whose
-    own file writes fail, as in the full-disk test, still gets its messages out).
-    """
-
-    def __init__(self, log_dir: Path):
-        self.log_dir = log_dir
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.threads: dict[str, list[threading.Thread]] = {}
-
-    def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-        for suffix in ("out", "err"):
-            (self.log_dir / f"{name}.{suffix}").write_bytes(b"")
-        self.threads[name] = [
-            threading.Thread(target=_copy, args=(stream, self.log_dir / f"{name}.{suffix}"), daemon=True)
-            for stream, suffix in ((proc.stdout, "out"), (proc.stderr, "err"))
-        ]
-        for t in self.threads[name]:
-            t.start()
-        self.procs[name] = proc
-        return proc
-
-    def out(self, name: str) -> str:
-        return (self.log_dir / f"{name}.out").read_text(errors="replace")
-
-    def err(self, name: str) -> str:
-        return (self.log_dir / f"{name}.err").read_text(errors="replace")
-
-    def kill(self, name: str) -> None:
-        proc = self.procs[name]
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)  # the group this test created (start_new_session)
-        proc.wait(timeout=30)
-
-    def wait(self, name: str, timeout: float) -> int:
-        try:
-            code = self.procs[name].wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"{name} still running after {timeout:.0f} s:\n{self.err(name)[-3000:]}")
-        for t in self.threads[name]:  # the copies reach the end of the pipes
-            t.join(timeout=10)
-        return code
-
-    def kill_all(self) -> None:
-        for name in reversed(list(self.procs)):
-            self.kill(name)
-
-
-def _copy(stream: Any, path: Path) -> None:
-    with open(path, "ab", buffering=0) as f:
-        while chunk := os.read(stream.fileno(), 65536):
-            f.write(chunk)
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[_Procs]:
-    p = _Procs(tmp_path)
-    try:
-        yield p
-    finally:
-        p.kill_all()
-
-
-def _wait_for(check: Callable[[], Any], timeout: float, what: str, alive: Callable[[], str | None] | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        if alive is not None and (dead := alive()):
-            pytest.fail(f"while waiting for {what}: {dead}")
-        time.sleep(0.3)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def _models_done(stderr: str, n_models: int) -> int:
@@ -166,51 +83,49 @@ def _demo_cmd(argv: list[str], results: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_killed_dask_worker_mid_training_loses_no_model(tmp_path: Path, procs: _Procs) -> None:
+@pytest.mark.heavy
+def test_killed_dask_worker_mid_training_loses_no_model(tmp_path: Path, processes: Processes) -> None:
     from distributed import Client
 
-    address = f"tcp://127.0.0.1:{_free_port()}"
-    procs.start("scheduler", [DASK, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1], "--no-dashboard"])
+    address = f"tcp://127.0.0.1:{free_port()}"
+    processes.start("scheduler", [DASK, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1], "--no-dashboard"])
     worker_args = ["--nthreads", "1", "--nworkers", "1", "--host", "127.0.0.1", "--no-dashboard"]
     for name in ("w1", "w2"):
-        procs.start(name, [DASK, "worker", address, *worker_args, "--name", name])
+        processes.start(name, [DASK, "worker", address, *worker_args, "--name", name])
 
     def dead() -> str | None:
-        for name, proc in procs.procs.items():
-            if proc.poll() is not None and name != "demo":
-                return f"{name} exited with {proc.returncode}:\n{procs.err(name)[-3000:]}"
-        return None
+        return processes.dead("scheduler", "w1", "w2")
 
     results = tmp_path / "results"
     n_models = 12
     argv = [*ED_DEMO, "--epochs", "5", "--dask-address", address, "--json"]
     with Client(address, timeout=60) as client:
-        _wait_for(lambda: len(client.scheduler_info()["workers"]) == 2, 180, "2 Dask workers", alive=dead)
+        wait_for(lambda: len(client.scheduler_info()["workers"]) == 2, 180, "2 Dask workers", interval=0.3, alive=dead)
         pids = client.run(os.getpid)  # worker address -> pid of the worker process (a child of the nanny we started)
         started = time.monotonic()
-        demo = procs.start("demo", _demo_cmd(argv, results), env=_env(tmp_path))
+        demo = processes.start("demo", _demo_cmd(argv, results), env=_env(tmp_path))
 
         def demo_dead() -> str | None:
-            return None if demo.poll() is None else f"demo exited with {demo.returncode}:\n{procs.err('demo')[-3000:]}"
+            return None if demo.poll() is None else f"demo exited with {demo.returncode}:\n{processes.err('demo')[-3000:]}"
 
         def busy_worker() -> str | None:
             """A worker in the middle of a training task, once at least one model is stored."""
-            if _models_done(procs.err("demo"), n_models) < 1:
+            if _models_done(processes.err("demo"), n_models) < 1:
                 return None
             busy = [w for w, keys in client.processing().items() if any("train" in str(k) for k in keys)]
             return busy[0] if busy else None
 
-        victim = _wait_for(busy_worker, 300, "a stored model and a worker training the next", alive=demo_dead)
+        victim = wait_for(busy_worker, 300, "a stored model and a worker training the next", interval=0.3, alive=demo_dead)
         victim_task = [str(k) for k in client.processing()[victim]]
-        victim_name = next(n for n in ("w1", "w2") if os.getpgid(pids[victim]) == procs.procs[n].pid)
-        done_at_kill = _models_done(procs.err("demo"), n_models)
+        victim_name = next(n for n in ("w1", "w2") if os.getpgid(pids[victim]) == processes.procs[n].pid)
+        done_at_kill = _models_done(processes.err("demo"), n_models)
         killed_after = time.monotonic() - started
-        procs.kill(victim_name)  # SIGKILL to the nanny and its worker process
+        processes.kill(victim_name)  # SIGKILL to the nanny and its worker process
         assert done_at_kill < n_models
-        code = procs.wait("demo", 600)
+        code = processes.wait("demo", 600)
         seconds = time.monotonic() - started
-    assert code == 0, procs.err("demo")[-5000:]
-    res = _result(procs.out("demo"))
+    assert code == 0, processes.err("demo")[-5000:]
+    res = _result(processes.out("demo"))
     assert res["headline"]["n_models"] == n_models and res["headline"]["trained"] == n_models
     by_worker = _assert_pool_whole(results / "medaudit.duckdb", res["pool_key"], n_models)
     by_pid = {int(w.rsplit(":", 1)[1]): n for w, n in by_worker.items()}
@@ -350,22 +265,25 @@ def test_database_write_on_a_full_disk_is_a_clear_error_and_stores_nothing(tmp_p
 
 
 @pytest.mark.slow
-def test_full_results_disk_mid_audit_is_a_clear_error_and_a_rerun_completes(tmp_path: Path, procs: _Procs, full_disk: _FullDisk) -> None:
+@pytest.mark.heavy
+def test_full_results_disk_mid_audit_is_a_clear_error_and_a_rerun_completes(
+    tmp_path: Path, processes: Processes, full_disk: _FullDisk
+) -> None:
     results = full_disk.root / "results"
     n_models = 12
     cmd = _demo_cmd([*ED_DEMO, "--epochs", "5", "--workers", "1"], results)
     started = time.monotonic()
-    demo = procs.start("demo", cmd, env=_env(tmp_path))
+    demo = processes.start("demo", cmd, env=_env(tmp_path))
 
     def dead() -> str | None:
-        return None if demo.poll() is None else f"demo exited with {demo.returncode}:\n{procs.err('demo')[-3000:]}"
+        return None if demo.poll() is None else f"demo exited with {demo.returncode}:\n{processes.err('demo')[-3000:]}"
 
-    _wait_for(lambda: _models_done(procs.err("demo"), n_models) >= 2, 600, "2 stored models", alive=dead)
+    wait_for(lambda: _models_done(processes.err("demo"), n_models) >= 2, 600, "2 stored models", interval=0.3, alive=dead)
     full_disk.fill(demo.pid)
     filled_after = time.monotonic() - started
-    done_at_fill = _models_done(procs.err("demo"), n_models)
-    code = procs.wait("demo", 600)
-    err = procs.err("demo")
+    done_at_fill = _models_done(processes.err("demo"), n_models)
+    code = processes.wait("demo", 600)
+    err = processes.err("demo")
     assert code == 2, err[-5000:]
     message = [line for line in err.splitlines() if line.startswith("medaudit: error:")]
     assert len(message) == 1, err[-5000:]
@@ -398,41 +316,39 @@ def test_full_results_disk_mid_audit_is_a_clear_error_and_a_rerun_completes(tmp_
 # ---------------------------------------------------------------- 3. and 4. two audits at once, one results folder
 
 
-def _start_together(procs: _Procs, runs: dict[str, list[str]], env: dict[str, str]) -> tuple[str, str]:
+def _start_together(processes: Processes, runs: dict[str, list[str]], env: dict[str, str]) -> tuple[str, str]:
     """Start the two demo runs at once and make sure they meet at the database: whoever opens it first is
     paused (SIGSTOP to its process group: flow, Dask workers, Prefect server) in its training until the
     other one reaches the database and logs that it waits for it. Returns (first, second)."""
     for name, cmd in runs.items():
-        procs.start(name, cmd, env=env)
+        processes.start(name, cmd, env=env)
 
-    def alive() -> str | None:
-        return next(
-            (f"{n} exited with {p.returncode}:\n{procs.err(n)[-3000:]}" for n, p in procs.procs.items() if p.poll() is not None), None
-        )
-
-    first = _wait_for(lambda: next((n for n in runs if "shadow models" in procs.err(n)), None), 600, "training", alive=alive)
+    first = wait_for(
+        lambda: next((n for n in runs if "shadow models" in processes.err(n)), None), 600, "training", interval=0.3, alive=processes.dead
+    )
     second = next(n for n in runs if n != first)
-    os.killpg(procs.procs[first].pid, signal.SIGSTOP)
+    processes.send(first, signal.SIGSTOP)
     try:
-        _wait_for(lambda: "waiting" in procs.err(second), 600, f"{second} to wait for the database", alive=alive)
+        wait_for(lambda: "waiting" in processes.err(second), 600, f"{second} to wait for the database", interval=0.3, alive=processes.dead)
     finally:
-        os.killpg(procs.procs[first].pid, signal.SIGCONT)
+        processes.send(first, signal.SIGCONT)
     for name in runs:
-        assert procs.wait(name, 900) == 0, f"{name}:\n{procs.err(name)[-5000:]}"
+        assert processes.wait(name, 900) == 0, f"{name}:\n{processes.err(name)[-5000:]}"
     return first, second
 
 
 @pytest.mark.slow
-def test_two_audits_of_the_same_pool_at_once_store_each_model_once(tmp_path: Path, procs: _Procs) -> None:
+@pytest.mark.heavy
+def test_two_audits_of_the_same_pool_at_once_store_each_model_once(tmp_path: Path, processes: Processes) -> None:
     results = tmp_path / "results"
     n_models = 8
     argv = ["demo", "--patients", "300", "--models", str(n_models), "--targets", "2", "--epochs", "3", "--workers", "1", "--json"]
     argv.append("--force")  # two audits, even when the second only reaches the database after the first finished
     started = time.monotonic()
     # the same command, results folder and MEDAUDIT_HOME twice
-    first, second = _start_together(procs, {"a": _demo_cmd(argv, results), "b": _demo_cmd(argv, results)}, _env(tmp_path))
+    first, second = _start_together(processes, {"a": _demo_cmd(argv, results), "b": _demo_cmd(argv, results)}, _env(tmp_path))
     seconds = time.monotonic() - started
-    res = {name: _result(procs.out(name)) for name in ("a", "b")}
+    res = {name: _result(processes.out(name)) for name in ("a", "b")}
     assert res["a"]["pool_key"] == res["b"]["pool_key"] and res["a"]["audit_id"] != res["b"]["audit_id"]
     trained = {name: r["headline"]["trained"] + r["headline"]["recovered"] for name, r in res.items()}
     assert trained == {first: n_models, second: 0}  # the second reused the first's models: none trained or stored twice
@@ -445,7 +361,8 @@ def test_two_audits_of_the_same_pool_at_once_store_each_model_once(tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_two_audits_of_different_datasets_at_once_both_complete(tmp_path: Path, procs: _Procs) -> None:
+@pytest.mark.heavy
+def test_two_audits_of_different_datasets_at_once_both_complete(tmp_path: Path, processes: Processes) -> None:
     results = tmp_path / "results"
     n_models = 6
     opts = {
@@ -457,9 +374,9 @@ def test_two_audits_of_different_datasets_at_once_both_complete(tmp_path: Path, 
         for name, o in opts.items()
     }
     started = time.monotonic()
-    first, second = _start_together(procs, runs, _env(tmp_path))
+    first, second = _start_together(processes, runs, _env(tmp_path))
     seconds = time.monotonic() - started
-    res = {name: _result(procs.out(name)) for name in runs}
+    res = {name: _result(processes.out(name)) for name in runs}
     assert res["mimic-iv-ed"]["pool_key"] != res["fairvision"]["pool_key"]
     for name, r in res.items():
         assert r["headline"]["trained"] == n_models, (name, r["headline"])
