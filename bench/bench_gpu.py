@@ -168,7 +168,7 @@ def _data(task: Any, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def plain_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, task: Any, bs: int, steps: int, image: bool) -> None:
     """The reference loop: resident data, random flip, SGD, bf16 autocast, no EMA/accumulation/per-step sync."""
-    from tasks.training.shadow import task_loss, training_targets
+    from tasks.training.loop import task_loss, training_targets
 
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = task_loss(task)

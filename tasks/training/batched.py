@@ -66,7 +66,8 @@ from torch.func import functional_call, stack_module_state
 from tasks.config import TrainRecipe
 from tasks.datasets.base import TaskSpec
 from tasks.ingest.snapshot import Snapshot
-from tasks.training.shadow import ShadowJob, lr_factor, snapshot_arrays, test_auroc, train_shadow_model, write_shard
+from tasks.training.loop import lr_factor
+from tasks.training.shadow import ShadowJob, snapshot_arrays, test_auroc, train_shadow_model, write_shard
 
 _SAME_FIELDS = ("pool_key", "snapshot_dir", "architecture", "arch_params", "recipe", "eval_views", "shard_dir", "torch_threads", "device")
 

@@ -231,7 +231,7 @@ def _train_loop(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """train_model_fast's epochs: batches of ``rows`` (n,) on the device, no host sync but every FINITE_CHECK_EVERY steps."""
     from tasks.training.augment import is_image_batch, seed_from
-    from tasks.training.shadow import Ema, optimizer_step, task_loss, training_targets
+    from tasks.training.loop import Ema, optimizer_step, task_loss, training_targets
 
     device = data.device
     dev_type = device.type

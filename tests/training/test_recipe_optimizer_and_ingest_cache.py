@@ -14,7 +14,8 @@ from tasks.datasets import get_dataset
 from tasks.ingest.cache import raw_fingerprint, snapshot_unless_unchanged
 from tasks.ingest.snapshot import build_snapshot
 from tasks.synthetic.mimic_iv_ed import write_ed_cohort
-from tasks.training.shadow import make_optimizer, train_model
+from tasks.training.loop import make_optimizer
+from tasks.training.shadow import train_model
 
 
 def test_default_optimizer_keeps_existing_pool_keys() -> None:
