@@ -19,7 +19,7 @@ from prefect.runtime import flow_run
 
 from flows.audit import ingest_snapshot, train_pool
 from flows.steps import score_target_model_task
-from tasks.audit.model_audit import TargetAuditResult, analyze_target, reference_arrays
+from tasks.audit.model_audit import ModelAuditResult, analyze_model, reference_arrays
 from tasks.audit.model_loading import ParsedLogits, align_logits, match_members
 from tasks.audit.model_run import (
     model_audit_row,
@@ -35,7 +35,7 @@ from tasks.audit.model_run import (
 from tasks.config import AuditConfig
 from tasks.ingest.pseudonym import load_or_create_secret
 from tasks.ingest.snapshot import Snapshot
-from tasks.report.model_audit import attacks_frame_for_store, target_rows, write_target_report
+from tasks.report.model_audit import attacks_frame_for_store, model_audit_rows, write_model_audit_report
 from tasks.report.pool_audit import figure_b64
 from tasks.results_layout import model_audit_report_dir
 from tasks.storage.store import AuditStore
@@ -67,20 +67,20 @@ def analyze_against_references(
     member: np.ndarray,
     *,
     show_progress: bool,
-) -> tuple[TargetAuditResult, dict[str, Any] | None]:
+) -> tuple[ModelAuditResult, dict[str, Any] | None]:
     """The analysis against the stored reference pool and, when the target names a reference recipe, the
     verdict against references trained like the audited model (that pool trained first where it lacks models)."""
     tgt = require_target(cfg)
     models = list(range(cfg.pool.n_models))
     kw = {"variance": tgt.variance, "attack": cfg.attack, "report": cfg.report, "fdr": tgt.fdr}
-    result = analyze_target(snapshot, logits, member, *reference_arrays(store, snapshot, pool_key, models, n_views), **kw)
+    result = analyze_model(snapshot, logits, member, *reference_arrays(store, snapshot, pool_key, models, n_views), **kw)
     if tgt.reference_recipe is None:
         return result, None
     # references trained like the audited model: how much the verdict depends on the reference recipe
     cfg_m = cfg.model_copy(update={"pool": cfg.pool.model_copy(update={"recipe": tgt.reference_recipe})})
     key_m, _ = pool_key_for(cfg_m, snapshot)
     trained_m = train_pool(cfg_m, snapshot, store, key_m, n_views, show_progress=show_progress)
-    res_m = analyze_target(snapshot, logits, member, *reference_arrays(store, snapshot, key_m, models, n_views), **kw)
+    res_m = analyze_model(snapshot, logits, member, *reference_arrays(store, snapshot, key_m, models, n_views), **kw)
     matched = {"pool_key": key_m, "trained": trained_m.get("trained", 0), "recipe": tgt.reference_recipe.model_dump(mode="json")}
     return result, matched | verdict(res_m.headline)
 
@@ -91,7 +91,7 @@ def publish_headline(name: str, dataset: str, pool_key: str, headline: dict[str,
         key="model-audit-headline",
         markdown=(
             f"# Privacy audit of {name}\n\n{dataset} · reference pool `{pool_key}`\n\n| measure | value |\n|---|---|\n"
-            + "".join(f"| {k} | {v} |\n" for k, v in target_rows(headline))
+            + "".join(f"| {k} | {v} |\n" for k, v in model_audit_rows(headline))
             + f"\n![risk]({figure_b64(files['risk_png'])})\n"
         ),
         description="Existing model: patients at risk against chance, offline attacks",
@@ -144,7 +144,7 @@ def audit_model_flow(config: dict[str, Any], show_progress: bool = True) -> dict
         )
         store.finish_model_audit(audit_id, headline)
     out_dir = model_audit_report_dir(cfg.results_dir, snapshot.dataset, audit_id)
-    files = write_target_report(
+    files = write_model_audit_report(
         result, out_dir, title=name, audit_id=audit_id, min_cell=cfg.report.min_cell, threshold=cfg.report.risk_threshold, headline=headline
     )
     at_risk = (headline["n_member_patients_at_risk"], headline["n_member_patients"], headline["n_member_patients_significant"])

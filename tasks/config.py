@@ -172,7 +172,7 @@ class ExecutionConfig(_Strict):
         return {"GPU": 1.0} if self.device == "cuda" else {}
 
 
-class TargetModelConfig(_Strict):
+class AuditedModelConfig(_Strict):
     """An existing model to audit (``medaudit audit-model``): the model or its logits, and its members.
 
     Exactly one of ``model_path`` (TorchScript, or a state dict with ``architecture``) and
@@ -218,7 +218,7 @@ class TargetModelConfig(_Strict):
     name: str | None = None
 
     @model_validator(mode="after")
-    def _one_source(self) -> TargetModelConfig:
+    def _one_source(self) -> AuditedModelConfig:
         if (self.model_path is None) == (self.logits_path is None):
             raise ValueError("give exactly one of model_path (TorchScript or state dict) and logits_path")
         if self.logits_path is not None and self.architecture is not None:
@@ -243,8 +243,9 @@ class AuditConfig(_Strict):
     alerts: AlertConfig = AlertConfig()
     # Extra per-dataset adapter options (e.g. split seed); validated by the adapter.
     dataset_options: dict[str, Any] = Field(default_factory=dict)
-    # Set for `medaudit audit-model`: the pool is then the reference models of that model's audit.
-    target: TargetModelConfig | None = None
+    # Set for `medaudit audit-model` (the YAML key `target` names the audited model, as in membership-inference
+    # usage; code and tables call it the model audit): the pool is then the reference models of that audit.
+    target: AuditedModelConfig | None = None
 
     @model_validator(mode="after")
     def _default_architecture(self) -> AuditConfig:

@@ -84,7 +84,7 @@ def _names(value: str, flag: str) -> list[str]:
 def cmd_audit_model(args: argparse.Namespace) -> int:
     from flows.audit_model import run_audit_model
     from tasks.audit.model_run import preflight
-    from tasks.report.model_audit import target_rows
+    from tasks.report.model_audit import model_audit_rows
 
     cfg = build_target_config(args)
     preflight(cfg)  # wrong files and input widths fail in seconds, before Dask and Prefect start
@@ -96,7 +96,7 @@ def cmd_audit_model(args: argparse.Namespace) -> int:
     print()
     print(f"{'audited model':20s}{res['target_name']} ({h['target_kind']}), {h['n_member_records']} member records of {h['n_records']}")
     print(f"{'reference pool':20s}{res['pool_key']} (trained now: {h['trained']})")
-    for label, value in target_rows(h):
+    for label, value in model_audit_rows(h):
         print(f"{label:20s}{value}")
     if h.get("members_excluded_at_ingest"):
         print(

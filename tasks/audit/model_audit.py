@@ -21,7 +21,7 @@ from tasks.attacks.scores import score_and_probability
 from tasks.audit.pool_audit import add_patient_attributes, report_subgroup_table
 from tasks.config import AttackConfig, ReportConfig
 from tasks.ingest.snapshot import Snapshot
-from tasks.risk.model_audit import exposure_summary, membership_attack_summary, target_patient_risk
+from tasks.risk.model_audit import exposure_summary, membership_attack_summary, model_patient_risk
 from tasks.risk.model_audit_null import member_qvalues, member_verdict
 from tasks.risk.patient import patient_risk
 from tasks.risk.subgroup import suppress_small_cells
@@ -32,7 +32,7 @@ MIN_POPULATION = 20  # RMIA needs points that are non-members of every model
 
 
 @dataclass
-class TargetAuditResult:
+class ModelAuditResult:
     records: pd.DataFrame  # one row per snapshot record: record_idx, member, score, lira_offline, risk, rmia_offline, n_out
     patients: pd.DataFrame  # one row per patient: patient_key, member, n_records, n_member_records, risk, risk_mean, attributes
     attacks: pd.DataFrame  # one row per (attack, level): auc, n_members, n_non_members, tpr_at_<fpr>
@@ -53,7 +53,7 @@ def reference_arrays(store: AuditStore, snapshot: Snapshot, pool_key: str, model
     return scores, probs, ref_in
 
 
-def analyze_target(
+def analyze_model(
     snapshot: Snapshot,
     logits: np.ndarray,
     member: np.ndarray,
@@ -65,7 +65,7 @@ def analyze_target(
     attack: AttackConfig,
     report: ReportConfig,
     fdr: float = 0.05,
-) -> TargetAuditResult:
+) -> ModelAuditResult:
     """Audit one model. logits: (N, V, C) float32 on every snapshot record (NaN = not given);
     member: (N,) bool; ref_*: (M, N, V) / (M, N) as from :func:`reference_arrays`."""
     records = snapshot.records
@@ -112,14 +112,14 @@ def analyze_target(
 
     codes, order = pd.factorize(records["patient_key"], sort=False)
     n_pat = len(order)
-    patients = target_patient_risk(tr.risk, member, codes, n_pat)
+    patients = model_patient_risk(tr.risk, member, codes, n_pat)
     patients.insert(0, "patient_key", list(order))
     attrs = list(snapshot.attributes)
     add_patient_attributes(patients, records, codes, attrs)
     # the model's own non-member patients are the null of every member patient's risk
     # ranked on log-risk: risk rounds to 1.0 for strongly memorised records, its log still orders them
     is_mem = patients["member"].to_numpy()
-    log_risk = target_patient_risk(tr.lira_offline, member, codes, n_pat)["risk"].to_numpy(dtype=float)
+    log_risk = model_patient_risk(tr.lira_offline, member, codes, n_pat)["risk"].to_numpy(dtype=float)
     null = patients.loc[~is_mem, "risk"].to_numpy(dtype=float)
     p_val, q_val = member_qvalues(log_risk[is_mem], log_risk[~is_mem])
     patients["p_value"], patients["q_value"] = np.nan, np.nan
@@ -155,4 +155,4 @@ def analyze_target(
         "rmia_note": rmia_note,
         "records_without_score": int(np.isnan(tr.risk).sum()),
     }
-    return TargetAuditResult(records=rec, patients=patients, attacks=attacks, subgroups=subgroups, headline=headline)
+    return ModelAuditResult(records=rec, patients=patients, attacks=attacks, subgroups=subgroups, headline=headline)

@@ -331,7 +331,7 @@ def load_model(path: Path, task: TaskSpec, architecture: dict[str, Any] | None, 
 
 
 def contract_of(target: dict[str, Any], task: TaskSpec, dataset: str) -> tuple[tuple[int, ...], str]:
-    """(input shape, description) of the audited model's input contract (``target``: TargetModelConfig as a dict)."""
+    """(input shape, description) of the audited model's input contract (``target``: AuditedModelConfig as a dict)."""
     cols = target.get("input_columns")
     std = target.get("input_standardization", "members")
     std_text = "standardised with the members' mean/std" if std == "members" and task.modality == "tabular" else "not standardised"
@@ -363,7 +363,7 @@ def score_target_model(
 ) -> np.ndarray:
     """Load the audited model and score every snapshot record on its input contract: float32 (N, V, C).
 
-    ``target``: the TargetModelConfig as a dict (architecture, input_columns, input_imputation,
+    ``target``: the AuditedModelConfig as a dict (architecture, input_columns, input_imputation,
     input_standardization); ``raw_dir``: where raw input columns are read from.
     """
     from tasks.audit.model_inputs import prepare_inputs, raw_column_inputs

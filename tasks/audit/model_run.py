@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.audit.model_audit import TargetAuditResult
+from tasks.audit.model_audit import ModelAuditResult
 from tasks.audit.model_inputs import check_input_columns
 from tasks.audit.model_loading import Members, ParsedLogits, file_digest, parse_logits, parse_members, preflight_model
 from tasks.audit.model_sanity import baseline_metric, sanity_check
-from tasks.config import AuditConfig, TargetModelConfig
+from tasks.config import AuditConfig, AuditedModelConfig
 from tasks.datasets import get_dataset
 from tasks.errors import ConfigError
 from tasks.ingest.snapshot import Snapshot
@@ -38,7 +38,7 @@ VERDICT_KEYS = (
 PATIENT_COLUMNS = ["patient_key", "member", "n_records", "n_member_records", "risk", "risk_mean", "p_value", "q_value"]
 
 
-def require_target(cfg: AuditConfig) -> TargetModelConfig:
+def require_target(cfg: AuditConfig) -> AuditedModelConfig:
     """The config's target, or a ConfigError saying audit-model needs one."""
     if cfg.target is None:
         raise ConfigError("audit-model needs a target (model_path or logits_path, and members_path)")
@@ -69,7 +69,7 @@ def preflight(cfg: AuditConfig) -> tuple[Any, ParsedLogits | None, str]:
     return members_frame, None, preflight_model(tgt.model_dump(mode="json"), task, cfg.dataset)
 
 
-def sanity_gate(logits: np.ndarray, snapshot: Snapshot, member: np.ndarray, tgt: TargetModelConfig) -> dict[str, Any]:
+def sanity_gate(logits: np.ndarray, snapshot: Snapshot, member: np.ndarray, tgt: AuditedModelConfig) -> dict[str, Any]:
     """The model's own task metric on its non-members against the floor (tasks/audit/model_sanity.py); on
     tabular data also against a simple baseline fitted on the members. logits (N, V, C), member (N,)."""
     labels = snapshot.labels()
@@ -87,14 +87,14 @@ def sanity_gate(logits: np.ndarray, snapshot: Snapshot, member: np.ndarray, tgt:
     )
 
 
-def model_kind(tgt: TargetModelConfig) -> str:
+def model_kind(tgt: AuditedModelConfig) -> str:
     """How the audited model was handed in: logits, state_dict, torch_export (.pt2) or torchscript."""
     if tgt.logits_path:
         return "logits"
     return "state_dict" if tgt.architecture else ("torch_export" if Path(tgt.model_path).suffix == ".pt2" else "torchscript")
 
 
-def model_name(tgt: TargetModelConfig) -> str:
+def model_name(tgt: AuditedModelConfig) -> str:
     """The audited model's name: the one given, else its file's name."""
     return tgt.name or Path(tgt.model_path or tgt.logits_path).name
 
@@ -122,7 +122,7 @@ def verdict(headline: dict[str, Any]) -> dict[str, Any]:
     return {k: headline.get(k) for k in VERDICT_KEYS}
 
 
-def store_model_result(store: AuditStore, result: TargetAuditResult, audit_id: str, attributes: list[str], attacks: pd.DataFrame) -> None:
+def store_model_result(store: AuditStore, result: ModelAuditResult, audit_id: str, attributes: list[str], attacks: pd.DataFrame) -> None:
     """A model audit's record, patient (attributes as a MAP) and attack tables; ``attacks``: the rows of
     model_audit_attack_results but the audit id (tasks/report/model_audit.py attacks_frame_for_store)."""
     keys = {"audit_id": audit_id}
@@ -134,11 +134,11 @@ def store_model_result(store: AuditStore, result: TargetAuditResult, audit_id: s
 
 
 def model_headline(
-    result: TargetAuditResult,
+    result: ModelAuditResult,
     sanity: dict[str, Any],
     training: dict[str, int],
     *,
-    tgt: TargetModelConfig,
+    tgt: AuditedModelConfig,
     pool_key: str,
     dataset_version: str,
     contract: str,

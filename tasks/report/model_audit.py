@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from tasks.audit.model_audit import TargetAuditResult
+from tasks.audit.model_audit import ModelAuditResult
 from tasks.report.pool_audit import png_b64, table_html
 from tasks.risk.roc import roc_curve
 from tasks.risk.survival import survival_curve
@@ -31,7 +31,7 @@ def _calibration_text(h: dict) -> str:
     return text
 
 
-def target_rows(h: dict) -> list[tuple[str, str]]:
+def model_audit_rows(h: dict) -> list[tuple[str, str]]:
     """Headline of a target audit as (label, value) rows (CLI, artifact, HTML)."""
     t = h["risk_threshold"]
     chance = h["expected_by_chance"]
@@ -103,7 +103,7 @@ def target_rows(h: dict) -> list[tuple[str, str]]:
     return rows
 
 
-def target_plot(result: TargetAuditResult, path: Path, threshold: float) -> Path:
+def model_audit_plot(result: ModelAuditResult, path: Path, threshold: float) -> Path:
     """Left: patient-risk survival, members vs non-members (the chance line). Right: record-level ROC, log-log."""
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
     pats = result.patients
@@ -144,8 +144,8 @@ def target_plot(result: TargetAuditResult, path: Path, threshold: float) -> Path
     return path
 
 
-def write_target_report(
-    result: TargetAuditResult,
+def write_model_audit_report(
+    result: ModelAuditResult,
     out_dir: Path,
     *,
     title: str,
@@ -157,7 +157,7 @@ def write_target_report(
     """risk.png, patient_risk.csv, record_risk.csv, attacks.csv, subgroup_risk.csv and report.html."""
     out_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(out_dir, 0o700)
-    files = {"risk_png": target_plot(result, out_dir / "risk.png", threshold)}
+    files = {"risk_png": model_audit_plot(result, out_dir / "risk.png", threshold)}
     subgroups = result.subgroups
     if not subgroups.empty:
         subgroups = subgroups[~subgroups["suppressed"]]
@@ -170,7 +170,7 @@ def write_target_report(
     for key, (frame, name) in tables.items():
         frame.to_csv(out_dir / name, index=False)
         files[key] = out_dir / name
-    rows = target_rows(headline or result.headline)
+    rows = model_audit_rows(headline or result.headline)
     top = result.patients[result.patients["member"]].sort_values("risk", ascending=False).head(20)
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>medaudit — {html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}} .t{{border-collapse:collapse;font-size:12px}}

@@ -49,7 +49,7 @@ def membership_attack_summary(scores: dict[str, np.ndarray], member: np.ndarray,
     return pd.DataFrame(rows)
 
 
-def target_patient_risk(record_risk: np.ndarray, member: np.ndarray, patient_codes: np.ndarray, n_patients: int) -> pd.DataFrame:
+def model_patient_risk(record_risk: np.ndarray, member: np.ndarray, patient_codes: np.ndarray, n_patients: int) -> pd.DataFrame:
     """Per patient (index 0..P-1): ``member`` (any record a member), ``n_records``, ``n_member_records``,
     ``risk`` (max over the patient's member records, or over all records for non-member patients)
     and ``risk_mean``."""

@@ -12,7 +12,7 @@ import pytest
 from tasks.attacks import base
 from tasks.attacks.base import Attack, AttackInputs, register_attack
 from tasks.attacks.loss import loss_attack
-from tasks.audit.model_audit import analyze_target
+from tasks.audit.model_audit import analyze_model
 from tasks.audit.pool_audit import audit_pool
 from tasks.config import AttackConfig, ReportConfig
 
@@ -52,7 +52,7 @@ def test_a_registered_attack_runs_in_the_model_audit(cohort: Any, report: Report
     ref_scores = scores[2:]
     ref_probs = 1.0 / (1.0 + np.exp(-ref_scores))
     kw = {"variance": "auto", "attack": AttackConfig(), "report": report}
-    result = analyze_target(snapshot, logits, cohort.ref_in[0], ref_scores, ref_probs, cohort.ref_in[2:], **kw)
+    result = analyze_model(snapshot, logits, cohort.ref_in[0], ref_scores, ref_probs, cohort.ref_in[2:], **kw)
     attacks = result.attacks.set_index(["attack", "level"])
     assert set(attacks.index) == {(a, lv) for a in ("lira_offline", "loss", "rmia_offline", "negated_loss") for lv in ("record", "patient")}
     np.testing.assert_allclose(attacks.loc[("negated_loss", "record"), "auc"], 1.0 - attacks.loc[("loss", "record"), "auc"])

@@ -9,14 +9,14 @@ import pytest
 
 from tasks.audit.model_loading import file_digest
 from tasks.audit.model_run import VERDICT_KEYS, model_audit_row, model_kind, model_name, require_target, verdict
-from tasks.config import AuditConfig, TargetModelConfig
+from tasks.config import AuditConfig, AuditedModelConfig
 from tasks.errors import ConfigError
 
 
-def _target(tmp_path: Path, **kw: object) -> TargetModelConfig:
+def _target(tmp_path: Path, **kw: object) -> AuditedModelConfig:
     members = tmp_path / "members.csv"
     members.write_text("patient_id\np1\n")
-    return TargetModelConfig.model_validate({"members_path": str(members), **kw})
+    return AuditedModelConfig.model_validate({"members_path": str(members), **kw})
 
 
 def test_kind_and_name_of_each_way_a_model_comes(tmp_path: Path) -> None:

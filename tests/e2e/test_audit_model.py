@@ -18,7 +18,7 @@ from tasks.config import TrainRecipe
 from tasks.datasets import get_dataset
 from tasks.datasets.quarantine import Quarantine
 from tasks.errors import StructuralError
-from tasks.risk.model_audit import target_patient_risk
+from tasks.risk.model_audit import model_patient_risk
 from tasks.synthetic.mimic_iv_ed import write_ed_cohort
 from tasks.training.shadow import score_model, train_model
 
@@ -167,5 +167,5 @@ def test_target_risk_math_against_a_simulation() -> None:
                 np.testing.assert_allclose(np.median(tr.risk[:20]), norm.cdf(3.0), atol=0.03)
     assert few_reference_lira(target, ref, ref_in, variance="auto").variance == "fixed"  # 4 OUT per record
     # a patient's risk is the max over their member records only; non-member patients over all
-    pat = target_patient_risk(np.array([0.2, 0.99, 0.7, 0.4]), np.array([True, False, False, False]), np.array([0, 0, 1, 1]), 2)
+    pat = model_patient_risk(np.array([0.2, 0.99, 0.7, 0.4]), np.array([True, False, False, False]), np.array([0, 0, 1, 1]), 2)
     assert pat["member"].tolist() == [True, False] and pat["risk"].tolist() == [0.2, 0.7]
