@@ -186,28 +186,30 @@ def plain_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, task: A
         opt.zero_grad(set_to_none=True)
 
 
+def _setup(w: Workload, smoke: bool) -> tuple[dict[str, Any], tuple[int, ...], Any, Any]:
+    """(paper facts, input shape, TaskSpec, one-epoch TrainRecipe) of workload ``w``: the dataset's paper recipe
+    with the workload's batch overrides, bf16 and (images) channels_last; tiny shapes and batches with ``smoke``."""
+    from tasks.config import TrainRecipe
+
+    p = PAPER[w.dataset]
+    shape = SMOKE_SHAPES[len(p["shape"])] if smoke else p["shape"]
+    rec = dict(RECIPES[p["recipe"]], epochs=1, precision="bf16", channels_last=len(shape) == 3)
+    rec.update({k: v for k, v in (("batch_size", w.batch_size), ("grad_accum_steps", w.grad_accum)) if v})
+    if smoke:
+        rec["batch_size"] = min(rec["batch_size"], 8)
+    return p, shape, _task(w.dataset, shape), TrainRecipe(**rec)
+
+
 def bench_workload(w: Workload, args: argparse.Namespace, device: torch.device, peak: float) -> dict[str, Any]:
     from models import build_model
-    from tasks.config import TrainRecipe
     from tasks.training.cost import training_flops_per_record
     from tasks.training.fast import resident_inputs, train_model_fast
     from tasks.training.shadow import train_model
 
-    p = PAPER[w.dataset]
-    shape = SMOKE_SHAPES[len(p["shape"])] if args.smoke else p["shape"]
-    task = _task(w.dataset, shape)
+    p, shape, task, recipe = _setup(w, args.smoke)
     image = len(shape) == 3
-    rec = dict(RECIPES[p["recipe"]])
-    if w.batch_size:
-        rec["batch_size"] = w.batch_size
-    if w.grad_accum:
-        rec["grad_accum_steps"] = w.grad_accum
-    if args.smoke:
-        rec["batch_size"] = min(rec["batch_size"], 8)
-    bs = rec["batch_size"]
+    bs = recipe.batch_size
     n = bs * args.steps  # one epoch of ``steps`` batches
-    rec.update(epochs=1, precision="bf16", channels_last=image)
-    recipe = TrainRecipe(**rec)
     x, y = _data(task, n)
     flops = training_flops_per_record(w.arch, w.arch_params, task) or float("nan")
     out: dict[str, Any] = {
@@ -237,10 +239,9 @@ def bench_workload(w: Workload, args: argparse.Namespace, device: torch.device, 
         _sync(device)
         return time.perf_counter() - t
 
-    small = TrainRecipe(**{**rec, "epochs": 1})
-    warm = min(n, bs * 2 * small.grad_accum_steps)
+    warm = min(n, bs * 2 * recipe.grad_accum_steps)
     # today's path (warm-up on two batches first: cuDNN autotuning, lazy imports)
-    train_model(x[:warm], y[:warm], task, w.arch, w.arch_params, small, 0, dev)
+    train_model(x[:warm], y[:warm], task, w.arch, w.arch_params, recipe, 0, dev)
     out["today"] = rate(timed(lambda: train_model(x, y, task, w.arch, w.arch_params, recipe, 1, dev)))
     print(f"  {w.name} today: {out['today']['records_per_s']:,.0f}/s", file=sys.stderr, flush=True)
     data = resident_inputs(x, device)
@@ -248,7 +249,9 @@ def bench_workload(w: Workload, args: argparse.Namespace, device: torch.device, 
     for label, compile_ in (("fast_eager", False), ("fast", True)):
         if compile_ and not args.compile:
             continue
-        first = timed(lambda c=compile_: train_model_fast(data, members[:warm], y[:warm], task, w.arch, w.arch_params, small, 0, compile=c))
+        first = timed(
+            lambda c=compile_: train_model_fast(data, members[:warm], y[:warm], task, w.arch, w.arch_params, recipe, 0, compile=c)
+        )
         res = rate(timed(lambda c=compile_: train_model_fast(data, members, y, task, w.arch, w.arch_params, recipe, 1, compile=c)))
         res["first_model_seconds_incl_compile"] = first
         out[label] = res
@@ -256,12 +259,11 @@ def bench_workload(w: Workload, args: argparse.Namespace, device: torch.device, 
     if w.variants and args.compile:  # cheap: the compiled module is reused, only a setting changes
         import tasks.training.fast as ft
 
-        def one_model(seed: int, compile_: bool = True) -> Any:
-            return train_model_fast(data, members, y, task, w.arch, w.arch_params, recipe, seed, compile=compile_)
-
         ft.CUDNN_BENCHMARK = False
         try:
-            out["fast_no_cudnn_benchmark"] = res = rate(timed(lambda: one_model(1)))
+            out["fast_no_cudnn_benchmark"] = res = rate(
+                timed(lambda: train_model_fast(data, members, y, task, w.arch, w.arch_params, recipe, 1, compile=True))
+            )
         finally:
             ft.CUDNN_BENCHMARK = True
         print(f"  {w.name} fast, cuDNN autotuning off: {res['records_per_s']:,.0f}/s", file=sys.stderr, flush=True)
@@ -340,18 +342,10 @@ def concurrent_processes(w: Workload, procs: int, args: argparse.Namespace) -> d
 
 def worker_main(args: argparse.Namespace, device: torch.device) -> int:
     """One process of ``concurrent_processes``: compile and warm up, signal ready, wait for go, train, report."""
-    from tasks.config import TrainRecipe
     from tasks.training.fast import resident_inputs, train_model_fast
 
     w = next(x for x in WORKLOADS + SMOKE_WORKLOADS if x.name == args.worker)
-    p = PAPER[w.dataset]
-    shape = SMOKE_SHAPES[len(p["shape"])] if args.smoke else p["shape"]
-    task = _task(w.dataset, shape)
-    rec = dict(RECIPES[p["recipe"]], epochs=1, precision="bf16", channels_last=len(shape) == 3)
-    rec.update({k: v for k, v in (("batch_size", w.batch_size), ("grad_accum_steps", w.grad_accum)) if v})
-    if args.smoke:
-        rec["batch_size"] = min(rec["batch_size"], 8)
-    recipe = TrainRecipe(**rec)
+    _, _, task, recipe = _setup(w, args.smoke)
     n = recipe.batch_size * args.steps
     x, y = _data(task, n, seed=os.getpid())
     data, members = resident_inputs(x, device), np.arange(n)

@@ -28,6 +28,8 @@ augmentation policy without device kernels) train through ``train_model``'s loop
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,6 +172,18 @@ def _optimizer(params: list[torch.Tensor], recipe: TrainRecipe, device: torch.de
     return torch.optim.SGD(params, lr=recipe.learning_rate, momentum=recipe.momentum, foreach=True)
 
 
+@contextmanager
+def _cudnn_autotuning(device: torch.device) -> Iterator[None]:
+    """cuDNN autotuning (CUDNN_BENCHMARK) while a model trains on CUDA, the caller's setting restored after."""
+    before = torch.backends.cudnn.benchmark
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = CUDNN_BENCHMARK
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 def train_model_fast(
     data: ResidentData,
     members: np.ndarray,
@@ -188,7 +202,9 @@ def train_model_fast(
     ``standardize``: (mean, std) float32 (*shape) applied to every batch (tabular inputs, train_shadow_model's rule).
     Returns the trained module (the process's reusable one: use it before training the next model) and stats.
     """
+    from tasks.training.augment import is_image_batch, seed_from
     from tasks.training.device_augment import DeviceAugmenter
+    from tasks.training.loop import Ema, accumulate_gradients, optimizer_step, task_loss
 
     if (why := fast_path_blocker(recipe, task)) is not None:
         raise ValueError(f"the fast path does not cover this recipe: {why}")
@@ -205,36 +221,6 @@ def train_model_fast(
         mu = torch.from_numpy(np.asarray(standardize[0], dtype=np.float32)).to(device)
         sd = torch.from_numpy(np.where(standardize[1] > 0, standardize[1], 1.0).astype(np.float32)).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    dev_type = device.type
-    benchmark_before = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = CUDNN_BENCHMARK if dev_type == "cuda" else benchmark_before
-    try:
-        return _train_loop(runner, model, data, rows, yt, gen, aug, mu, sd, params, task, recipe, seed)
-    finally:
-        torch.backends.cudnn.benchmark = benchmark_before
-
-
-def _train_loop(
-    runner: ReusableModel,
-    model: nn.Module,
-    data: ResidentData,
-    rows: torch.Tensor,
-    yt: torch.Tensor,
-    gen: torch.Generator,
-    aug: Any,
-    mu: torch.Tensor | None,
-    sd: torch.Tensor | None,
-    params: list[torch.Tensor],
-    task: TaskSpec,
-    recipe: TrainRecipe,
-    seed: int,
-) -> tuple[nn.Module, dict[str, Any]]:
-    """train_model_fast's epochs: batches of ``rows`` (n,) on the device, no host sync but every FINITE_CHECK_EVERY steps."""
-    from tasks.training.augment import is_image_batch, seed_from
-    from tasks.training.loop import Ema, optimizer_step, task_loss, training_targets
-
-    device = data.device
-    dev_type = device.type
     opt = _optimizer(params, recipe, device)
     ema = Ema(model, recipe.ema_decay) if recipe.ema_decay else None
     loss_fn = task_loss(task)
@@ -252,35 +238,30 @@ def _train_loop(
                 f"training diverged (non-finite loss) at or before step {step} of model seed {seed}; lower the learning rate"
             )
 
-    for _epoch in range(recipe.epochs):
-        perm = torch.randperm(n, generator=gen, device="cpu").to(device)
-        for b in range(steps_per_epoch):
-            idx = perm[b * bs : (b + 1) * bs]
-            xb = data.rows(rows.index_select(0, idx))
-            if mu is not None:
-                xb = (xb - mu) / sd
-            if aug is not None and is_image_batch(xb):
-                aug.gen.manual_seed(seed_from(gen))  # the seed train_model draws for this batch from the same generator
-                xb = aug(xb)
-            if recipe.channels_last and xb.dim() == 4:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            yb = yt.index_select(0, idx)
-            with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=recipe.precision == "bf16"):
-                out = runner.forward(xb)
-            loss = loss_fn(out.float(), training_targets(yb, task)) / recipe.grad_accum_steps
-            loss.backward()
-            if (b + 1) % recipe.grad_accum_steps:
-                continue
-            optimizer_step(opt, params, recipe, step, total)
-            step += 1
-            with torch.no_grad():
-                last = loss.detach() * recipe.grad_accum_steps
-                finite &= torch.isfinite(last)
-            if ema is not None:
-                ema.update()
-            if step % FINITE_CHECK_EVERY == 0:
-                check()
-    check()
-    if ema is not None:
-        ema.copy_to_model()
-    return model, {"train_loss": float(last), "steps": step, "fast_path": True, "compiled": runner.compiled}
+    with _cudnn_autotuning(device):
+        for _epoch in range(recipe.epochs):
+            perm = torch.randperm(n, generator=gen, device="cpu").to(device)
+            for b in range(steps_per_epoch):
+                idx = perm[b * bs : (b + 1) * bs]
+                xb = data.rows(rows.index_select(0, idx))
+                if mu is not None:
+                    xb = (xb - mu) / sd
+                if aug is not None and is_image_batch(xb):
+                    aug.gen.manual_seed(seed_from(gen))  # the seed train_model draws for this batch from the same generator
+                    xb = aug(xb)
+                loss = accumulate_gradients(runner.forward, xb, yt.index_select(0, idx), loss_fn, task, recipe)
+                if (b + 1) % recipe.grad_accum_steps:
+                    continue
+                optimizer_step(opt, params, recipe, step, total)
+                step += 1
+                with torch.no_grad():
+                    last = loss.detach() * recipe.grad_accum_steps
+                    finite &= torch.isfinite(last)
+                if ema is not None:
+                    ema.update()
+                if step % FINITE_CHECK_EVERY == 0:
+                    check()
+        check()
+        if ema is not None:
+            ema.copy_to_model()
+        return model, {"train_loss": float(last), "steps": step, "fast_path": True, "compiled": runner.compiled}

@@ -8,12 +8,32 @@ the EMA of the weights, so that each loop follows one recipe, written once.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from tasks.config import TrainRecipe
 from tasks.datasets.base import TaskSpec
+
+
+def accumulate_gradients(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    loss_fn: nn.Module,
+    task: TaskSpec,
+    recipe: TrainRecipe,
+) -> torch.Tensor:
+    """One micro-batch: ``xb`` (B, *shape) through ``forward`` (channels_last and bf16 autocast as the recipe says;
+    the head's output in float32), the task loss over ``grad_accum_steps``, backward. Returns that scaled loss."""
+    if recipe.channels_last and xb.dim() == 4:
+        xb = xb.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device_type=xb.device.type, dtype=torch.bfloat16, enabled=recipe.precision == "bf16"):
+        out = forward(xb)
+    loss = loss_fn(out.float(), training_targets(yb, task)) / recipe.grad_accum_steps
+    loss.backward()
+    return loss
 
 
 def optimizer_step(opt: torch.optim.Optimizer, params: list[torch.Tensor], recipe: TrainRecipe, step: int, total: int) -> None:

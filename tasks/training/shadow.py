@@ -28,7 +28,7 @@ from tasks.config import TrainRecipe
 from tasks.datasets.base import TaskSpec
 from tasks.ingest.snapshot import Snapshot
 from tasks.training.augment import augment
-from tasks.training.loop import Ema, lr_factor, make_optimizer, optimizer_step, task_loss, training_targets
+from tasks.training.loop import Ema, accumulate_gradients, lr_factor, make_optimizer, optimizer_step, task_loss, training_targets
 
 # Bump when a change alters what a trained model or its logits would be: it is part of the pool key.
 TRAINING_CODE_VERSION = "2"  # 2: per-sample torchvision v2 augmentation (tasks/training/augment.py); bf16 models scored under bf16
@@ -55,9 +55,10 @@ class ShadowJob:
     compile: str = "off"  # "on", "off" or "auto" (on where the device is CUDA)
 
 
-def wants_fast_path(setting: bool | str, device: str) -> bool:
-    """``execution.fast_path`` on ``device``: True/False as given; "auto" on where the device is CUDA."""
-    return setting is True or (setting == "auto" and device.startswith("cuda"))
+def on_for_device(setting: bool | str, device: str) -> bool:
+    """``execution.fast_path`` (True/False/"auto") or ``execution.compile`` ("on"/"off"/"auto") on ``device``:
+    on as given; "auto" on where the device is CUDA."""
+    return setting is True or setting == "on" or (setting == "auto" and device.startswith("cuda"))
 
 
 @lru_cache(maxsize=2)
@@ -178,13 +179,7 @@ def train_model(
         for b in range(steps_per_epoch):
             idx = perm[b * bs : (b + 1) * bs]
             xb = augment(xt[idx], recipe.augment, gen).to(device)
-            if recipe.channels_last and xb.dim() == 4:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            yb = yt[idx].to(device)
-            with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=recipe.precision == "bf16"):
-                out = model(xb)
-            loss = loss_fn(out.float(), training_targets(yb, task)) / recipe.grad_accum_steps
-            loss.backward()
+            loss = accumulate_gradients(model, xb, yt[idx].to(device), loss_fn, task, recipe)
             if (b + 1) % recipe.grad_accum_steps:
                 continue
             optimizer_step(opt, params, recipe, step, total)
@@ -262,7 +257,7 @@ def train_shadow_model(job: ShadowJob) -> dict[str, Any]:
     if recipe.dp_epsilon is not None and recipe.dp_unit == "patient":
         units = snap.records["patient_key"].factorize()[0][members]
     n_views = job.eval_views if snap.task.modality == "image" else 1
-    fast = wants_fast_path(job.fast_path, device) and _fast_blocker(recipe, snap.task) is None
+    fast = on_for_device(job.fast_path, device) and _fast_blocker(recipe, snap.task) is None
     if fast:  # the worker keeps the inputs on the device and the (compiled) model across the pool's models
         from tasks.training.fast import resident_inputs, train_model_fast
 
@@ -277,7 +272,7 @@ def train_shadow_model(job: ShadowJob) -> dict[str, Any]:
             job.arch_params,
             recipe,
             job.seed,
-            compile=job.compile == "on" or (job.compile == "auto" and device.startswith("cuda")),
+            compile=on_for_device(job.compile, device),
             standardize=scaling,
         )
         seconds = time.perf_counter() - t0

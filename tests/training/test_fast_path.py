@@ -143,10 +143,11 @@ def test_compute_estimate_matches_closed_forms() -> None:
 
 def test_fast_path_is_on_by_default_on_cuda_only() -> None:
     from tasks.config import ExecutionConfig
-    from tasks.training.shadow import wants_fast_path
+    from tasks.training.shadow import on_for_device
 
     setting = ExecutionConfig().fast_path
     assert setting == "auto"
-    assert wants_fast_path(setting, "cuda") and wants_fast_path(setting, "cuda:1")
-    assert not wants_fast_path(setting, "cpu")  # CI and CPU users keep today's loop (bitwise as before)
-    assert wants_fast_path(True, "cpu") and not wants_fast_path(False, "cuda")
+    assert on_for_device(setting, "cuda") and on_for_device(setting, "cuda:1")
+    assert not on_for_device(setting, "cpu")  # CI and CPU users keep today's loop (bitwise as before)
+    assert on_for_device(True, "cpu") and not on_for_device(False, "cuda")
+    assert on_for_device("on", "cpu") and not on_for_device("off", "cuda")  # execution.compile's values
